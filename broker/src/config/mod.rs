@@ -1,0 +1,406 @@
+//! Typed broker configuration: defaults → YAML file → `SWITCHYARD_*`
+//! environment → command-line flags (the last two are applied by the
+//! binary). Every field is documented; unknown fields are errors, so a typo
+//! never silently falls back to a default. `deploy/switchyard.yaml` is the
+//! commented reference file (a test parses it).
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default gRPC listen address: loopback, so a fresh broker is not exposed.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Largest event `data` accepted: 1 MiB, as the foundation issue asks
+/// (Pub/Sub and EventBridge cap whole messages at 10 MiB / 256 KiB).
+pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
+/// Most events in one publish call.
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 1000;
+/// Most extension attributes on an event.
+pub const DEFAULT_MAX_EXTENSIONS: usize = 64;
+/// Longest attribute value (id, source, type, subject, extensions).
+pub const DEFAULT_MAX_ATTRIBUTE_BYTES: usize = 4096;
+/// Segment files roll at 64 MiB: small enough for quick recovery scans of
+/// the active segment, large enough to keep file counts low.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// One sparse index entry per 4 KiB of log (Kafka's default).
+pub const DEFAULT_INDEX_INTERVAL_BYTES: u64 = 4096;
+/// Partitions of a topic created without an explicit count.
+pub const DEFAULT_PARTITIONS: u32 = 4;
+/// Committed offsets are flushed to disk at most this often; a crash
+/// redelivers at most this much acked work (at-least-once), never loses.
+pub const DEFAULT_OFFSET_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// Delay before a nacked event is delivered again (the delivery-semantics
+/// work replaces this with per-subscription capped exponential backoff).
+pub const DEFAULT_NACK_DELAY: Duration = Duration::from_secs(1);
+/// A subscription reads at most this far past its oldest unacked event per
+/// partition, which bounds its memory however slow the subscriber is.
+pub const DEFAULT_MAX_UNACKED_PER_PARTITION: u64 = 100_000;
+/// Default credits of a subscription stream.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 100;
+/// Default ack deadline (Pub/Sub's default is 10 s; event handlers in
+/// choreographies often call other services, so allow more).
+pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The whole broker configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// gRPC listen address, e.g. `127.0.0.1:50051` (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Where topics and subscription offsets are stored.
+    pub data_dir: PathBuf,
+    /// Rule files (YAML), relative to this config file's directory.
+    pub rules: Vec<PathBuf>,
+    /// Limits on published events.
+    pub limits: LimitsConfig,
+    /// The embedded log.
+    pub storage: StorageConfig,
+    /// Delivery to subscribers.
+    pub delivery: DeliveryConfig,
+    /// Buses besides `default` and those named by rules.
+    pub buses: Vec<String>,
+    /// Topics to create at start if missing.
+    pub topics: Vec<TopicConfig>,
+    /// Subscriptions to create at start if missing.
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            rules: Vec::new(),
+            limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
+            delivery: DeliveryConfig::default(),
+            buses: Vec::new(),
+            topics: Vec::new(),
+            subscriptions: Vec::new(),
+        }
+    }
+}
+
+/// Limits on published events; each one is enforced with INVALID_ARGUMENT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest event `data`, in bytes.
+    pub max_data_bytes: usize,
+    /// Most events in one publish call.
+    pub max_batch_events: usize,
+    /// Most extension attributes on one event.
+    pub max_extensions: usize,
+    /// Longest attribute value, in bytes.
+    pub max_attribute_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            max_extensions: DEFAULT_MAX_EXTENSIONS,
+            max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
+        }
+    }
+}
+
+/// When appended records are forced to disk. In YAML: `always`, `never`,
+/// or a duration such as `10ms` for the interval policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum FsyncPolicy {
+    /// fsync before the publisher is acked (group commit batches
+    /// concurrent appends into one fsync). Nothing acked is ever lost.
+    Always,
+    /// Ack after the write reaches the OS; fsync at this interval. A power
+    /// loss can lose up to one interval of acked events (a process crash
+    /// cannot).
+    Interval(Duration),
+    /// Never fsync explicitly; leave it to the OS. For tests and demos.
+    Never,
+}
+
+impl TryFrom<String> for FsyncPolicy {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => humantime::parse_duration(other)
+                .map(FsyncPolicy::Interval)
+                .map_err(|_| {
+                    format!("fsync must be `always`, `never` or an interval like `10ms`, not {other:?}")
+                }),
+        }
+    }
+}
+
+impl From<FsyncPolicy> for String {
+    fn from(policy: FsyncPolicy) -> String {
+        match policy {
+            FsyncPolicy::Always => "always".into(),
+            FsyncPolicy::Never => "never".into(),
+            FsyncPolicy::Interval(interval) => humantime::format_duration(interval).to_string(),
+        }
+    }
+}
+
+/// Settings of the embedded segmented log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Durability policy: `always`, `never`, or an interval like `10ms`.
+    pub fsync: FsyncPolicy,
+    /// Size at which a partition starts a new segment file.
+    pub segment_bytes: u64,
+    /// Bytes of log between two sparse index entries.
+    pub index_interval_bytes: u64,
+    /// Partitions of topics created without an explicit count.
+    pub default_partitions: u32,
+    /// When old segments are deleted.
+    pub retention: RetentionConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
+            default_partitions: DEFAULT_PARTITIONS,
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+/// Retention of closed segments; the active segment is never deleted. Unset
+/// limits mean "keep forever".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Keep at most this many bytes per partition.
+    pub max_bytes: Option<u64>,
+    /// Delete segments whose newest record is older than this, e.g. `7d`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+/// Settings of delivery to subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// How often acked progress is flushed to disk.
+    #[serde(with = "humantime_serde")]
+    pub offset_commit_interval: Duration,
+    /// Delay before a nacked event is delivered again.
+    #[serde(with = "humantime_serde")]
+    pub nack_delay: Duration,
+    /// How far past its oldest unacked event a subscription reads ahead,
+    /// per partition.
+    pub max_unacked_per_partition: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            offset_commit_interval: DEFAULT_OFFSET_COMMIT_INTERVAL,
+            nack_delay: DEFAULT_NACK_DELAY,
+            max_unacked_per_partition: DEFAULT_MAX_UNACKED_PER_PARTITION,
+        }
+    }
+}
+
+/// A topic declared in the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Topic name.
+    pub name: String,
+    /// Partition count (default: `storage.default_partitions`).
+    #[serde(default)]
+    pub partitions: Option<u32>,
+}
+
+/// Where a new subscription starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    /// The oldest retained event.
+    #[default]
+    Earliest,
+    /// Only events appended after the subscription was created.
+    Latest,
+}
+
+/// A subscription: a named consumer group on one topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Subscription name.
+    pub name: String,
+    /// The topic it reads.
+    pub topic: String,
+    /// Credits of a stream that does not ask for a number.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    /// How long a delivery may stay unsettled before it is delivered again.
+    #[serde(default = "default_ack_deadline", with = "humantime_serde")]
+    pub ack_deadline: Duration,
+    /// Where a new subscription starts.
+    #[serde(default)]
+    pub start: StartPosition,
+}
+
+fn default_max_in_flight() -> u32 {
+    DEFAULT_MAX_IN_FLIGHT
+}
+
+fn default_ack_deadline() -> Duration {
+    DEFAULT_ACK_DEADLINE
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or has unknown / mistyped fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        /// The file (or "<flags>" for command-line values).
+        path: PathBuf,
+        /// The offending field.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl BrokerConfig {
+    /// Reads and validates a config file. Relative `rules` paths are made
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for rule_file in &mut config.rules {
+            if rule_file.is_relative() {
+                *rule_file = base.join(&*rule_file);
+            }
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses YAML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<BrokerConfig, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(BrokerConfig::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks value ranges that serde cannot.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: field.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if self.storage.segment_bytes < 4096 {
+            return invalid("storage.segment_bytes", "must be at least 4096");
+        }
+        if self.storage.default_partitions == 0 {
+            return invalid("storage.default_partitions", "must be at least 1");
+        }
+        if self.limits.max_batch_events == 0 {
+            return invalid("limits.max_batch_events", "must be at least 1");
+        }
+        if self.delivery.max_unacked_per_partition == 0 {
+            return invalid("delivery.max_unacked_per_partition", "must be at least 1");
+        }
+        if self.topics.iter().any(|t| t.partitions == Some(0)) {
+            return invalid("topics[].partitions", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = BrokerConfig::parse("", Path::new("x.yaml")).expect("parses");
+        assert_eq!(config, BrokerConfig::default());
+        assert_eq!(config.listen.port(), 50051);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_a_line() {
+        let err = BrokerConfig::parse("listen: 127.0.0.1:1\nstorage:\n  fsynk: always\n", Path::new("b.yaml"))
+            .expect_err("typo");
+        let text = err.to_string();
+        assert!(text.contains("b.yaml"), "{text}");
+        assert!(text.contains("fsynk"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn fsync_policies_parse() {
+        let config = BrokerConfig::parse("storage:\n  fsync: 10ms\n", Path::new("c"))
+            .expect("parses");
+        assert_eq!(config.storage.fsync, FsyncPolicy::Interval(Duration::from_millis(10)));
+        let config = BrokerConfig::parse("storage:\n  fsync: never\n", Path::new("c")).expect("parses");
+        assert_eq!(config.storage.fsync, FsyncPolicy::Never);
+    }
+
+    #[test]
+    fn subscriptions_get_defaults() {
+        let config = BrokerConfig::parse(
+            "subscriptions:\n  - name: billing\n    topic: orders\n    ack_deadline: 5s\n",
+            Path::new("c"),
+        )
+        .expect("parses");
+        let sub = &config.subscriptions[0];
+        assert_eq!(sub.ack_deadline, Duration::from_secs(5));
+        assert_eq!(sub.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(sub.start, StartPosition::Earliest);
+    }
+
+    #[test]
+    fn the_shipped_reference_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/switchyard.yaml");
+        let config = BrokerConfig::load(&path).expect("deploy/switchyard.yaml is valid");
+        assert!(!config.rules.is_empty());
+    }
+}

@@ -1,0 +1,224 @@
+//! Subscriptions: named consumer groups on a topic, each with committed
+//! offsets per partition, an in-flight window, redelivery and durable
+//! progress. At-least-once: the committed offset advances only over
+//! contiguous acked events, so a crash or disconnect redelivers, never loses.
+
+mod cursor;
+mod store;
+mod subscription;
+
+pub use subscription::{Consumer, Delivery, PartitionProgress, Subscription, SubscriptionDescription};
+
+use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
+use crate::log::{EventLog, LogError};
+use crate::model::{NameError, SubscriptionName, TopicName};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Errors of the delivery layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// No subscription has this name.
+    #[error("subscription '{0}' not found")]
+    SubscriptionNotFound(String),
+    /// A different subscription with this name exists.
+    #[error("subscription '{0}' already exists with a different definition; delete it first or pick another name")]
+    SubscriptionExists(String),
+    /// The subscription's topic does not exist.
+    #[error("topic '{0}' not found; create it first (switchyard topics create {0})")]
+    TopicNotFound(String),
+    /// A field of a subscription definition is out of range.
+    #[error("{field}: {message}")]
+    InvalidSpec {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// An invalid name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The log failed.
+    #[error(transparent)]
+    Log(LogError),
+    /// Offsets or definitions could not be stored.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A stored record could not be decoded.
+    #[error("topic '{topic}' partition {partition} offset {offset}: stored event cannot be decoded: {reason}")]
+    Undecodable {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset.
+        offset: u64,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+impl From<LogError> for DeliveryError {
+    fn from(error: LogError) -> Self {
+        match error {
+            LogError::TopicNotFound(topic) => DeliveryError::TopicNotFound(topic),
+            other => DeliveryError::Log(other),
+        }
+    }
+}
+
+/// All subscriptions of the broker.
+pub struct Subscriptions {
+    log: Arc<dyn EventLog>,
+    dir: PathBuf,
+    config: DeliveryConfig,
+    subscriptions: RwLock<BTreeMap<SubscriptionName, Arc<Subscription>>>,
+}
+
+impl Subscriptions {
+    /// Loads every stored subscription under `data_dir/subscriptions`.
+    pub fn open(data_dir: &Path, log: Arc<dyn EventLog>, config: DeliveryConfig) -> Result<Subscriptions, DeliveryError> {
+        let dir = data_dir.join("subscriptions");
+        let mut subscriptions = BTreeMap::new();
+        for (spec, committed) in store::load_all(&dir)? {
+            let name = SubscriptionName::new(spec.name.clone())?;
+            let topic = TopicName::new(spec.topic.clone())?;
+            let info = match log.topic(&topic) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::error!(subscription = %name, error = %e, "subscription's topic is missing; not loading it");
+                    continue;
+                }
+            };
+            let subscription = Subscription::new(spec, info, committed, Arc::clone(&log), &config, dir.join(name.as_str()))?;
+            subscriptions.insert(name, Arc::new(subscription));
+        }
+        tracing::info!(subscriptions = subscriptions.len(), "subscriptions loaded");
+        Ok(Subscriptions {
+            log,
+            dir,
+            config,
+            subscriptions: RwLock::new(subscriptions),
+        })
+    }
+
+    /// Creates a subscription. Creating one that exists with the same
+    /// definition is a no-op; with another definition, an error.
+    pub fn create(&self, spec: SubscriptionConfig) -> Result<Arc<Subscription>, DeliveryError> {
+        let name = SubscriptionName::new(spec.name.clone())?;
+        let topic = TopicName::new(spec.topic.clone())?;
+        if spec.max_in_flight == 0 {
+            return Err(DeliveryError::InvalidSpec {
+                field: "max_in_flight",
+                message: "must be at least 1".into(),
+            });
+        }
+        if spec.ack_deadline < Duration::from_secs(1) {
+            return Err(DeliveryError::InvalidSpec {
+                field: "ack_deadline",
+                message: "must be at least 1s".into(),
+            });
+        }
+        let info = self.log.topic(&topic)?;
+        let mut subscriptions = self.subscriptions.write().map_err(|_| poisoned())?;
+        if let Some(existing) = subscriptions.get(&name) {
+            return if existing.spec() == &spec {
+                Ok(Arc::clone(existing))
+            } else {
+                Err(DeliveryError::SubscriptionExists(spec.name))
+            };
+        }
+        let committed = (0..info.partitions)
+            .map(|p| {
+                let offsets = self.log.offsets(&topic, p)?;
+                Ok(match spec.start {
+                    StartPosition::Earliest => offsets.start,
+                    StartPosition::Latest => offsets.end,
+                })
+            })
+            .collect::<Result<Vec<u64>, LogError>>()?;
+        let sub_dir = self.dir.join(name.as_str());
+        store::create(&sub_dir, &spec, &committed)?;
+        let subscription = Arc::new(Subscription::new(spec, info, committed, Arc::clone(&self.log), &self.config, sub_dir)?);
+        subscriptions.insert(name.clone(), Arc::clone(&subscription));
+        tracing::info!(subscription = %name, topic = %topic, "subscription created");
+        Ok(subscription)
+    }
+
+    /// One subscription by name.
+    pub fn get(&self, name: &str) -> Result<Arc<Subscription>, DeliveryError> {
+        let key = SubscriptionName::new(name).map_err(|_| DeliveryError::SubscriptionNotFound(name.to_string()))?;
+        self.subscriptions
+            .read()
+            .map_err(|_| poisoned())?
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| DeliveryError::SubscriptionNotFound(name.to_string()))
+    }
+
+    /// All subscriptions, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Subscription>> {
+        self.subscriptions
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Deletes a subscription and its stored offsets; connected consumers
+    /// get NOT_FOUND on their next poll.
+    pub fn delete(&self, name: &str) -> Result<(), DeliveryError> {
+        let key = SubscriptionName::new(name).map_err(|_| DeliveryError::SubscriptionNotFound(name.to_string()))?;
+        let subscription = self
+            .subscriptions
+            .write()
+            .map_err(|_| poisoned())?
+            .remove(&key)
+            .ok_or_else(|| DeliveryError::SubscriptionNotFound(name.to_string()))?;
+        subscription.mark_deleted();
+        store::remove(&self.dir.join(key.as_str()))?;
+        tracing::info!(subscription = %name, "subscription deleted");
+        Ok(())
+    }
+
+    /// Writes every subscription's changed committed offsets to disk.
+    pub fn flush(&self) {
+        for subscription in self.list() {
+            if let Err(e) = subscription.flush() {
+                tracing::error!(subscription = %subscription.name(), error = %e, "could not store committed offsets");
+            }
+        }
+    }
+
+    /// Flushes offsets every `offset_commit_interval` until `shutdown`,
+    /// then once more.
+    pub async fn run_flusher(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.offset_commit_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.flush()).await;
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+        let this = Arc::clone(&self);
+        let _ = tokio::task::spawn_blocking(move || this.flush()).await;
+    }
+}
+
+fn poisoned() -> DeliveryError {
+    DeliveryError::Log(LogError::Failed("subscription registry lock poisoned".into()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,439 @@
+//! One subscription: cursors per partition, connected consumers with
+//! credits, polling for deliveries and settling them.
+
+use super::DeliveryError;
+use super::cursor::{Cursor, InFlight};
+use super::store;
+use crate::config::{DeliveryConfig, SubscriptionConfig};
+use crate::log::{EventLog, TopicInfo};
+use crate::model::{StoredEvent, TopicName};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How long a consumer waits before re-checking when nothing wakes it.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+/// One attempt to hand one event to one consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Opaque id the consumer acks or nacks with.
+    pub id: String,
+    /// The topic the event was read from.
+    pub topic: TopicName,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The stored event and the rules that routed it.
+    pub record: StoredEvent,
+}
+
+/// Progress on one partition, as `describe` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// Partition number.
+    pub partition: u32,
+    /// Durable committed offset: all below it is acked and on disk.
+    pub committed: u64,
+    /// The partition's end offset.
+    pub end: u64,
+    /// `end - committed`.
+    pub lag: u64,
+    /// Deliveries outstanding.
+    pub in_flight: u64,
+}
+
+/// A subscription's definition and progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionDescription {
+    /// The definition.
+    pub spec: SubscriptionConfig,
+    /// Per-partition progress.
+    pub partitions: Vec<PartitionProgress>,
+    /// Connected consumers.
+    pub consumers: u32,
+}
+
+#[derive(Debug)]
+struct ConsumerSlot {
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    cursors: Vec<Cursor>,
+    consumers: HashMap<u64, ConsumerSlot>,
+    next_consumer: u64,
+    next_partition: usize,
+    /// Committed offsets as last written to disk.
+    durable: Vec<u64>,
+    dirty: bool,
+    deleted: bool,
+}
+
+/// A named consumer group on one topic.
+#[derive(Debug)]
+pub struct Subscription {
+    spec: SubscriptionConfig,
+    topic: TopicName,
+    log: Arc<dyn EventLog>,
+    nack_delay: Duration,
+    max_unacked: u64,
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Woken when credits free up or retries are scheduled.
+    settled: Notify,
+    /// Woken by the log after appends to the topic.
+    appended: Arc<Notify>,
+}
+
+impl Subscription {
+    pub(super) fn new(
+        spec: SubscriptionConfig,
+        topic: TopicInfo,
+        mut committed: Vec<u64>,
+        log: Arc<dyn EventLog>,
+        config: &DeliveryConfig,
+        dir: PathBuf,
+    ) -> Result<Subscription, DeliveryError> {
+        committed.resize(topic.partitions as usize, 0);
+        let appended = log.appended(&topic.name)?;
+        Ok(Subscription {
+            topic: topic.name,
+            nack_delay: config.nack_delay,
+            max_unacked: config.max_unacked_per_partition,
+            dir,
+            state: Mutex::new(State {
+                cursors: committed.iter().map(|&c| Cursor::new(c)).collect(),
+                consumers: HashMap::new(),
+                next_consumer: 1,
+                next_partition: 0,
+                durable: committed,
+                dirty: false,
+                deleted: false,
+            }),
+            settled: Notify::new(),
+            appended,
+            spec,
+            log,
+        })
+    }
+
+    /// The definition.
+    pub fn spec(&self) -> &SubscriptionConfig {
+        &self.spec
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, DeliveryError> {
+        let state = self
+            .state
+            .lock()
+            .map_err(|_| DeliveryError::SubscriptionNotFound(self.spec.name.clone()))?;
+        if state.deleted {
+            return Err(DeliveryError::SubscriptionNotFound(self.spec.name.clone()));
+        }
+        Ok(state)
+    }
+
+    /// Connects a consumer with `max_in_flight` credits (0: the
+    /// subscription's default). Dropping the consumer returns its unsettled
+    /// deliveries for redelivery.
+    pub fn connect(self: &Arc<Self>, max_in_flight: u32) -> Result<Consumer, DeliveryError> {
+        let max_in_flight = if max_in_flight == 0 {
+            self.spec.max_in_flight
+        } else {
+            max_in_flight
+        };
+        let mut state = self.state()?;
+        let id = state.next_consumer;
+        state.next_consumer += 1;
+        state.consumers.insert(
+            id,
+            ConsumerSlot {
+                in_flight: 0,
+                max_in_flight: max_in_flight as usize,
+            },
+        );
+        tracing::info!(subscription = %self.spec.name, consumer = id, max_in_flight, "consumer connected");
+        Ok(Consumer {
+            id,
+            subscription: Arc::clone(self),
+        })
+    }
+
+    /// Definition and progress.
+    pub fn describe(&self) -> Result<SubscriptionDescription, DeliveryError> {
+        let state = self.state()?;
+        let partitions = state
+            .cursors
+            .iter()
+            .enumerate()
+            .map(|(p, cursor)| {
+                let end = self.log.offsets(&self.topic, p as u32)?.end;
+                let committed = state.durable[p];
+                Ok(PartitionProgress {
+                    partition: p as u32,
+                    committed,
+                    end,
+                    lag: end.saturating_sub(committed),
+                    in_flight: cursor.in_flight_len() as u64,
+                })
+            })
+            .collect::<Result<Vec<_>, DeliveryError>>()?;
+        Ok(SubscriptionDescription {
+            spec: self.spec.clone(),
+            partitions,
+            consumers: state.consumers.len() as u32,
+        })
+    }
+
+    /// Writes committed offsets to disk if they changed.
+    pub(super) fn flush(&self) -> Result<(), DeliveryError> {
+        let snapshot = {
+            let Ok(mut state) = self.state() else {
+                return Ok(());
+            };
+            if !state.dirty {
+                return Ok(());
+            }
+            state.dirty = false;
+            state.cursors.iter().map(|c| c.committed).collect::<Vec<_>>()
+        };
+        match store::write_offsets(&self.dir, &snapshot) {
+            Ok(()) => {
+                if let Ok(mut state) = self.state() {
+                    state.durable = snapshot;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(mut state) = self.state() {
+                    state.dirty = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn mark_deleted(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.deleted = true;
+        }
+        self.settled.notify_waiters();
+    }
+
+    /// Hands out what is ready for `consumer` within its credits: due
+    /// retries first, then new events, partitions taken round-robin.
+    fn poll(&self, consumer: u64) -> Result<(Vec<Delivery>, Option<Instant>), DeliveryError> {
+        let now = Instant::now();
+        let mut state = self.state()?;
+        let state = &mut *state;
+        for cursor in &mut state.cursors {
+            for holder in cursor.expire(now) {
+                release_credit(&mut state.consumers, holder);
+            }
+        }
+        let Some(slot) = state.consumers.get(&consumer) else {
+            return Ok((Vec::new(), None));
+        };
+        let mut budget = slot.max_in_flight.saturating_sub(slot.in_flight);
+        let mut deliveries = Vec::new();
+        let partitions = state.cursors.len();
+        let deadline = now + self.spec.ack_deadline;
+        for i in 0..partitions {
+            if budget == 0 {
+                break;
+            }
+            let partition = (state.next_partition + i) % partitions;
+            let cursor = &mut state.cursors[partition];
+            let offsets = self.log.offsets(&self.topic, partition as u32)?;
+            for holder in cursor.skip_to(offsets.start) {
+                release_credit(&mut state.consumers, holder);
+            }
+            for (offset, attempt) in cursor.take_due_retries(now, budget) {
+                match self.log.read(&self.topic, partition as u32, offset, 1)?.pop() {
+                    Some(record) if record.offset == offset => {
+                        deliveries.push(self.delivery(partition as u32, offset, attempt, &record.payload)?);
+                        cursor.dispatched(offset, InFlight { consumer, attempt, deadline });
+                        budget -= 1;
+                    }
+                    // Deleted by retention meanwhile: nothing left to deliver.
+                    _ => {
+                        cursor.ack(offset);
+                    }
+                }
+            }
+            let want = (budget as u64).min(cursor.fetch_budget(self.max_unacked)) as usize;
+            if want > 0 && cursor.next_fetch < offsets.end {
+                for record in self.log.read(&self.topic, partition as u32, cursor.next_fetch, want)? {
+                    deliveries.push(self.delivery(partition as u32, record.offset, 1, &record.payload)?);
+                    cursor.dispatched(record.offset, InFlight { consumer, attempt: 1, deadline });
+                    budget -= 1;
+                }
+            }
+        }
+        state.next_partition = (state.next_partition + 1) % partitions.max(1);
+        if let Some(slot) = state.consumers.get_mut(&consumer) {
+            slot.in_flight += deliveries.len();
+        }
+        let wake = state.cursors.iter().filter_map(Cursor::next_wake).min();
+        Ok((deliveries, wake))
+    }
+
+    fn delivery(&self, partition: u32, offset: u64, attempt: u32, payload: &[u8]) -> Result<Delivery, DeliveryError> {
+        let record = StoredEvent::from_bytes(payload).map_err(|e| DeliveryError::Undecodable {
+            topic: self.topic.to_string(),
+            partition,
+            offset,
+            reason: e.to_string(),
+        })?;
+        Ok(Delivery {
+            id: format!("{partition}.{offset}.{attempt}"),
+            topic: self.topic.clone(),
+            partition,
+            offset,
+            attempt,
+            record,
+        })
+    }
+
+    fn settle(&self, acks: &[String], nacks: &[(String, String)]) -> Result<(), DeliveryError> {
+        let mut guard = self.state()?;
+        let state = &mut *guard;
+        let ready_at = Instant::now() + self.nack_delay;
+        for id in acks {
+            let Some((partition, offset, _)) = parse_delivery_id(id) else {
+                tracing::debug!(subscription = %self.spec.name, id, "ignoring ack of an unknown delivery id");
+                continue;
+            };
+            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                continue;
+            };
+            if let Some(holder) = cursor.ack(offset) {
+                state.dirty = true;
+                if let Some(holder) = holder {
+                    release_credit(&mut state.consumers, holder);
+                }
+            }
+        }
+        for (id, reason) in nacks {
+            let Some((partition, offset, attempt)) = parse_delivery_id(id) else {
+                continue;
+            };
+            let Some(cursor) = state.cursors.get_mut(partition as usize) else {
+                continue;
+            };
+            if let Some(holder) = cursor.nack(offset, attempt, ready_at) {
+                tracing::info!(subscription = %self.spec.name, partition, offset, attempt, reason, "delivery nacked");
+                release_credit(&mut state.consumers, holder);
+            }
+        }
+        drop(guard);
+        self.settled.notify_waiters();
+        Ok(())
+    }
+
+    fn release(&self, consumer: u64) {
+        let now = Instant::now();
+        if let Ok(mut state) = self.state.lock() {
+            state.consumers.remove(&consumer);
+            for cursor in &mut state.cursors {
+                cursor.release(consumer, now);
+            }
+        }
+        tracing::info!(subscription = %self.spec.name, consumer, "consumer disconnected");
+        self.settled.notify_waiters();
+    }
+}
+
+fn release_credit(consumers: &mut HashMap<u64, ConsumerSlot>, holder: u64) {
+    if let Some(slot) = consumers.get_mut(&holder) {
+        slot.in_flight = slot.in_flight.saturating_sub(1);
+    }
+}
+
+/// Parses `partition.offset.attempt`.
+fn parse_delivery_id(id: &str) -> Option<(u32, u64, u32)> {
+    let mut parts = id.split('.');
+    let partition = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    let attempt = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((partition, offset, attempt))
+}
+
+/// A connected consumer of a subscription. Dropping it returns its
+/// unsettled deliveries to the subscription for redelivery.
+#[derive(Debug)]
+pub struct Consumer {
+    id: u64,
+    subscription: Arc<Subscription>,
+}
+
+impl Consumer {
+    /// Waits until at least one delivery is ready within this consumer's
+    /// credits and returns all that are.
+    pub async fn next_batch(&self) -> Result<Vec<Delivery>, DeliveryError> {
+        let subscription = &self.subscription;
+        loop {
+            let settled = subscription.settled.notified();
+            let appended = subscription.appended.notified();
+            tokio::pin!(settled, appended);
+            settled.as_mut().enable();
+            appended.as_mut().enable();
+            let (deliveries, wake) = subscription.poll(self.id)?;
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
+            }
+            let sleep_for = wake
+                .map_or(IDLE_RECHECK, |at| at.saturating_duration_since(Instant::now()))
+                .min(IDLE_RECHECK);
+            tokio::select! {
+                () = &mut settled => {}
+                () = &mut appended => {}
+                () = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+    }
+
+    /// Acks and nacks (with reasons) by delivery id. Unknown or stale ids
+    /// are ignored: a late ack of an event already redelivered still
+    /// counts, a late nack does not.
+    pub fn settle(&self, acks: &[String], nacks: &[(String, String)]) -> Result<(), DeliveryError> {
+        self.subscription.settle(acks, nacks)
+    }
+
+    /// The subscription this consumer reads.
+    pub fn subscription(&self) -> &Arc<Subscription> {
+        &self.subscription
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.subscription.release(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_delivery_id;
+
+    #[test]
+    fn delivery_ids_round_trip() {
+        assert_eq!(parse_delivery_id("3.42.2"), Some((3, 42, 2)));
+        assert_eq!(parse_delivery_id("3.42"), None);
+        assert_eq!(parse_delivery_id("3.42.2.1"), None);
+        assert_eq!(parse_delivery_id("x.1.1"), None);
+    }
+}

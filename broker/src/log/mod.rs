@@ -1,0 +1,153 @@
+//! Durable, partitioned, append-only topic logs behind the [`EventLog`]
+//! trait. The embedded implementation stores segment files under the data
+//! directory; a Kafka implementation can plug in behind the same trait.
+
+mod embedded;
+mod partition;
+mod record;
+mod segment;
+
+pub use embedded::EmbeddedLog;
+
+use crate::model::TopicName;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// One record read back from a topic partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Position in the partition, from 0, without gaps.
+    pub offset: u64,
+    /// When the broker appended it (ms since the Unix epoch).
+    pub timestamp_ms: i64,
+    /// The stored bytes.
+    pub payload: Bytes,
+}
+
+/// A topic and its partition count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: TopicName,
+    /// Number of partitions, fixed at creation.
+    pub partitions: u32,
+}
+
+/// The readable range of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// The oldest retained offset.
+    pub start: u64,
+    /// The offset the next appended record gets (= durable end).
+    pub end: u64,
+}
+
+/// Errors of the log layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Stored data failed validation somewhere a torn write cannot explain.
+    #[error(
+        "corrupt log segment {path} at byte {position}: {reason}. Nothing was changed; \
+         restore the file from a replica or backup, or move the damaged segment aside to \
+         accept the loss of its records"
+    )]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the bad record.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The topic does not exist.
+    #[error("topic '{0}' not found")]
+    TopicNotFound(String),
+    /// The topic exists already.
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    /// The partition number is not below the topic's partition count.
+    #[error("topic '{topic}' has {partitions} partitions; partition {partition} does not exist")]
+    NoSuchPartition {
+        /// The topic.
+        topic: String,
+        /// The requested partition.
+        partition: u32,
+        /// Its partition count.
+        partitions: u32,
+    },
+    /// A partition count of zero or above the maximum.
+    #[error("a topic needs between 1 and {max} partitions, not {requested}")]
+    InvalidPartitions {
+        /// What was asked for.
+        requested: u32,
+        /// The maximum.
+        max: u32,
+    },
+    /// An earlier write failed and the partition is refusing appends.
+    #[error("append failed: {0}")]
+    Failed(String),
+    /// The log is shutting down.
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Storage of topics: what the broker needs from a log, whatever backs it.
+pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
+    /// Creates a topic with `partitions` partitions.
+    fn create_topic(&self, name: &TopicName, partitions: u32) -> Result<TopicInfo, LogError>;
+    /// Deletes a topic and its data.
+    fn delete_topic(&self, name: &TopicName) -> Result<(), LogError>;
+    /// All topics, sorted by name.
+    fn topics(&self) -> Vec<TopicInfo>;
+    /// One topic.
+    fn topic(&self, name: &TopicName) -> Result<TopicInfo, LogError>;
+    /// Appends records to a partition; resolves with the first record's
+    /// offset once they are durable (per the fsync policy). Concurrent
+    /// appends are group-committed.
+    fn append(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        payloads: Vec<Bytes>,
+    ) -> BoxFuture<'static, Result<u64, LogError>>;
+    /// Reads up to `max_records` durable records from offset `from` on.
+    fn read(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+    ) -> Result<Vec<LogRecord>, LogError>;
+    /// The readable range of a partition.
+    fn offsets(&self, topic: &TopicName, partition: u32) -> Result<PartitionOffsets, LogError>;
+    /// Notified after every durable append to any partition of the topic.
+    fn appended(&self, topic: &TopicName) -> Result<Arc<Notify>, LogError>;
+    /// Flushes and stops all writers; appends fail afterwards.
+    fn close(&self);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! Routing rules: operator-owned YAML → validated, compiled [`RuleSet`] →
+//! the topics (and the names of the rules that chose them) for each event.
+//!
+//! Rule file shape:
+//!
+//! ```yaml
+//! rules:
+//!   - name: orders-to-billing       # unique across all rule files
+//!     description: Paid orders are billed
+//!     bus: default                  # optional, default "default"
+//!     enabled: true                 # optional, default true
+//!     pattern:                      # EventBridge-style event pattern
+//!       type: ["com.example.order.placed"]
+//!       data:
+//!         currency: ["EUR", "USD"]
+//!     targets:
+//!       - topic: billing
+//! ```
+
+mod pattern;
+mod view;
+
+pub use pattern::{MAX_DEPTH, MAX_VALUES, Pattern, PatternError};
+pub use view::event_view;
+
+use crate::model::{NameError, TopicName, validate_name};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The bus that always exists.
+pub const DEFAULT_BUS: &str = "default";
+
+/// Why rules could not be loaded. Every variant names the file; semantic
+/// errors also name the rule and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The file could not be read.
+    #[error("cannot read rules file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Malformed YAML or unknown / mistyped fields (with line and column).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its location.
+        message: String,
+    },
+    /// A rule is well-formed YAML but not a valid rule.
+    #[error("{path}: rule '{rule}': {field}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The rule's name.
+        rule: String,
+        /// The offending field, e.g. `pattern.data.total`.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_bus")]
+    bus: String,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    pattern: serde_json::Value,
+    targets: Vec<TargetSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetSpec {
+    topic: String,
+}
+
+fn default_bus() -> String {
+    DEFAULT_BUS.to_string()
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// One validated rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name; reported with every event it routes.
+    pub name: String,
+    /// What the rule is for.
+    pub description: String,
+    /// The bus whose events it sees.
+    pub bus: String,
+    /// Disabled rules are listed but route nothing.
+    pub enabled: bool,
+    /// The pattern as written (JSON).
+    pub pattern_json: serde_json::Value,
+    /// The compiled pattern.
+    pub pattern: Pattern,
+    /// Topics that receive matching events.
+    pub targets: Vec<TopicName>,
+    /// The file the rule came from.
+    pub file: PathBuf,
+}
+
+/// Where one event goes: target topic → names of the rules that sent it
+/// there (sorted, without duplicates).
+pub type Routes = BTreeMap<TopicName, Vec<String>>;
+
+/// All rules, ready to match.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    buses: BTreeSet<String>,
+}
+
+impl RuleSet {
+    /// Loads rule files; `extra_buses` are buses declared without rules.
+    pub fn load(files: &[PathBuf], extra_buses: &[String]) -> Result<RuleSet, RulesError> {
+        let mut rules = Vec::new();
+        for path in files {
+            let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            rules.extend(parse_rules(&text, path)?);
+        }
+        Self::from_rules(rules, extra_buses)
+    }
+
+    /// Builds a set from parsed rules, checking that names are unique.
+    pub fn from_rules(rules: Vec<Rule>, extra_buses: &[String]) -> Result<RuleSet, RulesError> {
+        let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+        for rule in &rules {
+            if let Some(first) = seen.insert(&rule.name, &rule.file) {
+                return Err(RulesError::Invalid {
+                    path: rule.file.clone(),
+                    rule: rule.name.clone(),
+                    field: "name".into(),
+                    message: format!("a rule with this name is already defined in {}; rule names must be unique", first.display()),
+                });
+            }
+        }
+        let mut buses: BTreeSet<String> = rules.iter().map(|r| r.bus.clone()).collect();
+        buses.insert(DEFAULT_BUS.to_string());
+        buses.extend(extra_buses.iter().cloned());
+        Ok(RuleSet { rules, buses })
+    }
+
+    /// True when events may be published on `bus`.
+    pub fn has_bus(&self, bus: &str) -> bool {
+        self.buses.contains(bus)
+    }
+
+    /// All rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Every topic some rule targets.
+    pub fn target_topics(&self) -> BTreeSet<TopicName> {
+        self.rules.iter().flat_map(|r| r.targets.iter().cloned()).collect()
+    }
+
+    /// The enabled rules of `bus` that match the event view, grouped by
+    /// target topic.
+    pub fn route(&self, bus: &str, view: &serde_json::Value) -> Routes {
+        let mut routes = Routes::new();
+        for rule in self.rules.iter().filter(|r| r.enabled && r.bus == bus) {
+            if rule.pattern.matches(view) {
+                for topic in &rule.targets {
+                    routes.entry(topic.clone()).or_default().push(rule.name.clone());
+                }
+            }
+        }
+        for names in routes.values_mut() {
+            names.sort_unstable();
+            names.dedup();
+        }
+        routes
+    }
+}
+
+/// Parses one rules file; `path` names it in errors.
+pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, RulesError> {
+    let file: RuleFile = if text.trim().is_empty() {
+        RuleFile { rules: Vec::new() }
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| RulesError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
+    };
+    file.rules.into_iter().map(|spec| compile_rule(spec, path)).collect()
+}
+
+fn compile_rule(spec: RuleSpec, path: &Path) -> Result<Rule, RulesError> {
+    let invalid = |field: &str, message: String| RulesError::Invalid {
+        path: path.to_path_buf(),
+        rule: spec.name.clone(),
+        field: field.to_string(),
+        message,
+    };
+    let name_error = |field: &str, e: NameError| invalid(field, e.to_string());
+    if spec.name.trim().is_empty() {
+        return Err(invalid("name", "a rule needs a non-empty name".into()));
+    }
+    validate_name("bus", &spec.bus).map_err(|e| name_error("bus", e))?;
+    if spec.targets.is_empty() {
+        return Err(invalid("targets", "a rule needs at least one target, e.g. `- topic: orders`".into()));
+    }
+    let targets = spec
+        .targets
+        .iter()
+        .map(|t| TopicName::new(t.topic.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| name_error("targets", e))?;
+    let pattern = Pattern::compile(&spec.pattern).map_err(|e| invalid(&e.field_path("pattern"), e.message))?;
+    Ok(Rule {
+        name: spec.name.clone(),
+        description: spec.description,
+        bus: spec.bus,
+        enabled: spec.enabled,
+        pattern_json: spec.pattern,
+        pattern,
+        targets,
+        file: path.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RULES: &str = r#"
+rules:
+  - name: eu-orders
+    pattern:
+      type: ["order.placed"]
+      data:
+        region: ["eu"]
+    targets:
+      - topic: orders
+  - name: all-orders
+    pattern:
+      type: ["order.placed", "order.cancelled"]
+    targets:
+      - topic: orders
+      - topic: audit
+  - name: off
+    enabled: false
+    pattern:
+      type: ["order.placed"]
+    targets:
+      - topic: never
+  - name: other-bus
+    bus: payments
+    pattern:
+      type: ["order.placed"]
+    targets:
+      - topic: payments
+"#;
+
+    fn set() -> RuleSet {
+        let rules = parse_rules(RULES, Path::new("rules.yaml")).expect("valid");
+        RuleSet::from_rules(rules, &[]).expect("unique")
+    }
+
+    fn topics(routes: &Routes) -> Vec<(&str, Vec<&str>)> {
+        routes
+            .iter()
+            .map(|(t, r)| (t.as_str(), r.iter().map(String::as_str).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn routes_to_every_matching_rules_targets() {
+        let view = json!({"type": "order.placed", "data": {"region": "eu"}});
+        assert_eq!(
+            topics(&set().route("default", &view)),
+            vec![("audit", vec!["all-orders"]), ("orders", vec!["all-orders", "eu-orders"])]
+        );
+        let view = json!({"type": "order.placed", "data": {"region": "us"}});
+        assert_eq!(
+            topics(&set().route("default", &view)),
+            vec![("audit", vec!["all-orders"]), ("orders", vec!["all-orders"])]
+        );
+    }
+
+    #[test]
+    fn only_enabled_rules_of_the_bus_apply() {
+        let view = json!({"type": "order.placed"});
+        assert_eq!(topics(&set().route("payments", &view)), vec![("payments", vec!["other-bus"])]);
+        assert!(set().has_bus("payments"));
+        assert!(set().has_bus("default"));
+        assert!(!set().has_bus("nope"));
+    }
+
+    #[test]
+    fn malformed_yaml_names_file_and_line() {
+        let err = parse_rules("rules:\n  - name: a\n    pattern: {type: [x]\n", Path::new("r.yaml"))
+            .expect_err("malformed");
+        let text = err.to_string();
+        assert!(text.starts_with("r.yaml: "), "{text}");
+        assert!(text.contains("line"), "{text}");
+    }
+
+    #[test]
+    fn semantic_errors_name_file_rule_and_field() {
+        let err = parse_rules(
+            "rules:\n  - name: bad\n    pattern:\n      data:\n        total: 5\n    targets: [{topic: t}]\n",
+            Path::new("r.yaml"),
+        )
+        .expect_err("leaf must be a list");
+        let text = err.to_string();
+        assert!(text.contains("r.yaml: rule 'bad': pattern.data.total:"), "{text}");
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_refused() {
+        let mut rules = parse_rules(RULES, Path::new("a.yaml")).expect("valid");
+        rules.extend(parse_rules(RULES, Path::new("b.yaml")).expect("valid"));
+        let err = RuleSet::from_rules(rules, &[]).expect_err("duplicate");
+        assert!(err.to_string().contains("a.yaml"), "{err}");
+    }
+
+    #[test]
+    fn rules_need_targets_and_valid_topic_names() {
+        let err = parse_rules("rules:\n  - name: x\n    pattern: {type: [a]}\n    targets: []\n", Path::new("r"))
+            .expect_err("no targets");
+        assert!(err.to_string().contains("targets"), "{err}");
+        let err = parse_rules(
+            "rules:\n  - name: x\n    pattern: {type: [a]}\n    targets: [{topic: 'a/b'}]\n",
+            Path::new("r"),
+        )
+        .expect_err("bad topic");
+        assert!(err.to_string().contains("targets"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_sample_rules_load() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules.yaml");
+        let set = RuleSet::load(&[path], &[]).expect("deploy/rules.yaml is valid");
+        assert!(!set.rules().is_empty());
+    }
+}

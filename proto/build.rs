@@ -1,0 +1,17 @@
+//! Compiles `switchyard/v1/*.proto` with protox (pure Rust: no `protoc` needed).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "switchyard/v1/cloudevent.proto",
+        "switchyard/v1/publisher.proto",
+        "switchyard/v1/subscriber.proto",
+        "switchyard/v1/admin.proto",
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["."])?;
+    tonic_prost_build::configure()
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The `switchyard.v1` gRPC API: messages and client/server stubs generated
+//! from `proto/switchyard/v1/*.proto` at build time (with protox, so no
+//! `protoc` is needed). Any gRPC client generated from the same files talks
+//! to a Switchyard broker.
+
+#![allow(missing_docs, unreachable_pub, clippy::all)]
+
+/// Version 1 of the Switchyard API.
+pub mod v1 {
+    tonic::include_proto!("switchyard.v1");
+}
