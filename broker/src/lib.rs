@@ -1,6 +1,37 @@
-//! Switchyard broker library.
+//! # Switchyard broker
+//!
+//! An event-bus choreography broker: services publish CloudEvents to a
+//! bus, operator-defined rules route them to durable topics, and
+//! subscriptions deliver them at-least-once with acks and per-partition
+//! committed offsets.
+//!
+//! ## Architecture
+//!
+//! One module per concern; dependencies point one way:
+//!
+//! ```text
+//! api (tonic services) ──▶ ingest ──▶ rules
+//!          │                  └─────▶ log (EventLog: embedded segments)
+//!          └──────────────▶ delivery ─▶ log
+//! config, model: leaves used by all; server wires everything.
+//! ```
+//!
+//! - [`model`]: CloudEvent validation, names, the stored record, partitioning.
+//! - [`log`]: the [`log::EventLog`] trait and the embedded segmented log
+//!   (length + CRC framing, sparse index, group commit, torn-tail recovery,
+//!   retention).
+//! - [`rules`]: YAML rules compiled into patterns; routes events to topics.
+//! - [`ingest`]: validate → dedup → route → durable append.
+//! - [`delivery`]: subscriptions, credits, ack floor, redelivery, offsets.
+//! - [`api`]: gRPC services; the only module that knows tonic.
+//! - [`server`]: start-up, serving and ordered shutdown.
+
+pub mod api;
 pub mod config;
 pub mod delivery;
+pub mod ingest;
 pub mod log;
 pub mod model;
 pub mod rules;
+pub mod server;
+pub mod telemetry;

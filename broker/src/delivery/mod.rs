@@ -76,6 +76,7 @@ impl From<LogError> for DeliveryError {
 }
 
 /// All subscriptions of the broker.
+#[derive(Debug)]
 pub struct Subscriptions {
     log: Arc<dyn EventLog>,
     dir: PathBuf,

@@ -1,0 +1,207 @@
+//! `Admin`: topics, subscriptions, rules.
+
+use crate::config::{DEFAULT_ACK_DEADLINE, StartPosition, SubscriptionConfig};
+use crate::delivery::Subscriptions;
+use crate::ingest::Ingest;
+use crate::log::{EventLog, TopicInfo};
+use crate::model::TopicName;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_proto::v1 as proto;
+use switchyard_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+/// Serves administration calls.
+#[derive(Debug)]
+pub struct AdminService {
+    log: Arc<dyn EventLog>,
+    subscriptions: Arc<Subscriptions>,
+    ingest: Arc<Ingest>,
+    default_partitions: u32,
+}
+
+impl AdminService {
+    /// A service over the broker's parts.
+    pub fn new(log: Arc<dyn EventLog>, subscriptions: Arc<Subscriptions>, ingest: Arc<Ingest>, default_partitions: u32) -> Self {
+        Self {
+            log,
+            subscriptions,
+            ingest,
+            default_partitions,
+        }
+    }
+}
+
+fn topic_to_proto(info: TopicInfo) -> proto::Topic {
+    proto::Topic {
+        name: info.name.to_string(),
+        partitions: info.partitions,
+    }
+}
+
+fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
+    proto::Subscription {
+        name: spec.name.clone(),
+        topic: spec.topic.clone(),
+        max_in_flight: spec.max_in_flight,
+        ack_deadline_seconds: spec.ack_deadline.as_secs() as u32,
+        start: match spec.start {
+            StartPosition::Earliest => proto::StartPosition::Earliest,
+            StartPosition::Latest => proto::StartPosition::Latest,
+        } as i32,
+    }
+}
+
+fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
+    SubscriptionConfig {
+        max_in_flight: if sub.max_in_flight == 0 {
+            crate::config::DEFAULT_MAX_IN_FLIGHT
+        } else {
+            sub.max_in_flight
+        },
+        ack_deadline: if sub.ack_deadline_seconds == 0 {
+            DEFAULT_ACK_DEADLINE
+        } else {
+            Duration::from_secs(u64::from(sub.ack_deadline_seconds))
+        },
+        start: match proto::StartPosition::try_from(sub.start) {
+            Ok(proto::StartPosition::Latest) => StartPosition::Latest,
+            _ => StartPosition::Earliest,
+        },
+        name: sub.name,
+        topic: sub.topic,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(&self, request: Request<proto::CreateTopicRequest>) -> Result<Response<proto::Topic>, Status> {
+        let request = request.into_inner();
+        let name = TopicName::new(request.name)?;
+        let partitions = if request.partitions == 0 {
+            self.default_partitions
+        } else {
+            request.partitions
+        };
+        Ok(Response::new(topic_to_proto(self.log.create_topic(&name, partitions)?)))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<proto::ListTopicsRequest>,
+    ) -> Result<Response<proto::ListTopicsResponse>, Status> {
+        let topics = self.log.topics().into_iter().map(topic_to_proto).collect();
+        Ok(Response::new(proto::ListTopicsResponse { topics }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<proto::DeleteTopicRequest>,
+    ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
+        let name = TopicName::new(request.into_inner().name)?;
+        self.log.topic(&name)?;
+        let readers: Vec<String> = self
+            .subscriptions
+            .list()
+            .iter()
+            .filter(|s| s.spec().topic == name.as_str())
+            .map(|s| s.name().to_string())
+            .collect();
+        if !readers.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "topic '{name}' is read by subscription(s) {}; delete them first",
+                readers.join(", ")
+            )));
+        }
+        let rules = self.ingest.rules();
+        let targeting: Vec<&str> = rules
+            .rules()
+            .iter()
+            .filter(|r| r.targets.contains(&name))
+            .map(|r| r.name.as_str())
+            .collect();
+        if !targeting.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "topic '{name}' is the target of rule(s) {}; change the rules first",
+                targeting.join(", ")
+            )));
+        }
+        self.log.delete_topic(&name)?;
+        Ok(Response::new(proto::DeleteTopicResponse {}))
+    }
+
+    async fn create_subscription(
+        &self,
+        request: Request<proto::CreateSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let sub = request
+            .into_inner()
+            .subscription
+            .ok_or_else(|| Status::invalid_argument("`subscription` is required"))?;
+        let created = self.subscriptions.create(subscription_from_proto(sub))?;
+        Ok(Response::new(subscription_to_proto(created.spec())))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        _request: Request<proto::ListSubscriptionsRequest>,
+    ) -> Result<Response<proto::ListSubscriptionsResponse>, Status> {
+        let subscriptions = self.subscriptions.list().iter().map(|s| subscription_to_proto(s.spec())).collect();
+        Ok(Response::new(proto::ListSubscriptionsResponse { subscriptions }))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<proto::DeleteSubscriptionRequest>,
+    ) -> Result<Response<proto::DeleteSubscriptionResponse>, Status> {
+        self.subscriptions.delete(&request.into_inner().name)?;
+        Ok(Response::new(proto::DeleteSubscriptionResponse {}))
+    }
+
+    async fn describe_subscription(
+        &self,
+        request: Request<proto::DescribeSubscriptionRequest>,
+    ) -> Result<Response<proto::SubscriptionDescription>, Status> {
+        let description = self.subscriptions.get(&request.into_inner().name)?.describe()?;
+        let partitions: Vec<proto::PartitionProgress> = description
+            .partitions
+            .iter()
+            .map(|p| proto::PartitionProgress {
+                partition: p.partition,
+                committed_offset: p.committed,
+                end_offset: p.end,
+                lag: p.lag,
+                in_flight: p.in_flight,
+            })
+            .collect();
+        Ok(Response::new(proto::SubscriptionDescription {
+            subscription: Some(subscription_to_proto(&description.spec)),
+            total_lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+            consumers: description.consumers,
+        }))
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<proto::ListRulesRequest>,
+    ) -> Result<Response<proto::ListRulesResponse>, Status> {
+        let bus = request.into_inner().bus;
+        let rules = self
+            .ingest
+            .rules()
+            .rules()
+            .iter()
+            .filter(|r| bus.is_empty() || r.bus == bus)
+            .map(|r| proto::Rule {
+                name: r.name.clone(),
+                description: r.description.clone(),
+                bus: r.bus.clone(),
+                pattern_json: r.pattern_json.to_string(),
+                targets: r.targets.iter().map(ToString::to_string).collect(),
+                enabled: r.enabled,
+            })
+            .collect();
+        Ok(Response::new(proto::ListRulesResponse { rules }))
+    }
+}

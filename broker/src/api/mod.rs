@@ -1,0 +1,11 @@
+//! The gRPC services: proto ⇄ model conversion and nothing else. The only
+//! module that knows tonic.
+
+mod admin;
+mod publish;
+mod status;
+mod subscribe;
+
+pub use admin::AdminService;
+pub use publish::PublisherService;
+pub use subscribe::SubscriberService;

@@ -1,0 +1,66 @@
+//! `Publisher.Publish`.
+
+use super::status::rejection_code;
+use crate::ingest::{Ingest, Rejection};
+use crate::rules::DEFAULT_BUS;
+use std::sync::Arc;
+use switchyard_proto::v1::publisher_server::Publisher;
+use switchyard_proto::v1::{EventError, PublishRequest, PublishResponse, PublishResult, TopicOffset};
+use tonic::{Request, Response, Status};
+
+/// Serves publishes through the ingest pipeline.
+#[derive(Debug)]
+pub struct PublisherService {
+    ingest: Arc<Ingest>,
+}
+
+impl PublisherService {
+    /// A service over the pipeline.
+    pub fn new(ingest: Arc<Ingest>) -> Self {
+        Self { ingest }
+    }
+}
+
+#[tonic::async_trait]
+impl Publisher for PublisherService {
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let request = request.into_inner();
+        let bus = if request.bus.is_empty() { DEFAULT_BUS } else { &request.bus };
+        let ids: Vec<String> = request.events.iter().map(|e| e.id.clone()).collect();
+        let outcomes = self.ingest.publish(bus, request.events).await?;
+        let results = ids
+            .into_iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| match outcome {
+                Ok(stored) => PublishResult {
+                    id,
+                    rules: stored.rules,
+                    offsets: stored
+                        .offsets
+                        .into_iter()
+                        .map(|(topic, partition, offset)| TopicOffset {
+                            topic: topic.to_string(),
+                            partition,
+                            offset,
+                        })
+                        .collect(),
+                    duplicate: stored.duplicate,
+                    error: None,
+                },
+                Err(rejection) => PublishResult {
+                    id,
+                    error: Some(EventError {
+                        code: rejection_code(&rejection) as i32,
+                        field: match &rejection {
+                            Rejection::Invalid(e) => e.field.clone(),
+                            Rejection::Unroutable(_) | Rejection::Storage(_) => String::new(),
+                        },
+                        message: rejection.to_string(),
+                    }),
+                    ..PublishResult::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(PublishResponse { results }))
+    }
+}

@@ -1,0 +1,127 @@
+//! `Subscriber.Subscribe`: a bidirectional stream per consumer. One task
+//! reads settles from the client; another waits for deliveries within the
+//! consumer's credits and feeds them into a bounded channel that backs the
+//! response stream. Either side ending stops both and releases the
+//! consumer, whose unsettled deliveries are then redelivered.
+
+use crate::delivery::{Delivery, Subscriptions};
+use std::sync::Arc;
+use switchyard_proto::v1 as proto;
+use switchyard_proto::v1::subscribe_request::Request as Message;
+use switchyard_proto::v1::subscriber_server::Subscriber;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Deliveries buffered per stream between the broker and the transport.
+const STREAM_BUFFER: usize = 64;
+
+/// Serves subscription streams.
+#[derive(Debug)]
+pub struct SubscriberService {
+    subscriptions: Arc<Subscriptions>,
+    shutdown: CancellationToken,
+}
+
+impl SubscriberService {
+    /// A service over the subscriptions; `shutdown` ends every stream.
+    pub fn new(subscriptions: Arc<Subscriptions>, shutdown: CancellationToken) -> Self {
+        Self { subscriptions, shutdown }
+    }
+}
+
+fn to_proto(delivery: Delivery) -> proto::Delivery {
+    proto::Delivery {
+        delivery_id: delivery.id,
+        event: delivery.record.event,
+        topic: delivery.topic.to_string(),
+        partition: delivery.partition,
+        offset: delivery.offset,
+        attempt: delivery.attempt,
+        rules: delivery.record.rules,
+    }
+}
+
+#[tonic::async_trait]
+impl Subscriber for SubscriberService {
+    type SubscribeStream = ReceiverStream<Result<proto::Delivery, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<proto::SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let open = match inbound.message().await?.and_then(|m| m.request) {
+            Some(Message::Open(open)) => open,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a Subscribe stream must be `open` naming the subscription",
+                ));
+            }
+        };
+        let consumer = Arc::new(self.subscriptions.get(&open.subscription)?.connect(open.max_in_flight)?);
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let stop = self.shutdown.child_token();
+
+        let reader = Arc::clone(&consumer);
+        let reader_stop = stop.clone();
+        let reader_sender = sender.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = inbound.message() => message,
+                    () = reader_stop.cancelled() => break,
+                };
+                let request = match message {
+                    Ok(Some(message)) => message.request,
+                    // The client closed its side, or the connection broke.
+                    Ok(None) | Err(_) => break,
+                };
+                match request {
+                    Some(Message::Settle(settle)) => {
+                        let nacks: Vec<(String, String)> =
+                            settle.nacks.into_iter().map(|n| (n.delivery_id, n.reason)).collect();
+                        if let Err(e) = reader.settle(&settle.ack_ids, &nacks) {
+                            let _ = reader_sender.send(Err(e.into())).await;
+                            break;
+                        }
+                    }
+                    Some(Message::Open(_)) => {
+                        let status = Status::invalid_argument("`open` may only be sent once, as the first message");
+                        let _ = reader_sender.send(Err(status)).await;
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            reader_stop.cancel();
+        });
+
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    batch = consumer.next_batch() => batch,
+                    () = stop.cancelled() => break,
+                    () = sender.closed() => break,
+                };
+                match batch {
+                    Ok(deliveries) => {
+                        for delivery in deliveries {
+                            if sender.send(Ok(to_proto(delivery))).await.is_err() {
+                                stop.cancel();
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = sender.send(Err(e.into())).await;
+                        break;
+                    }
+                }
+            }
+            stop.cancel();
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}

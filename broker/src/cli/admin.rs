@@ -1,0 +1,239 @@
+//! `switchyard topics|subscriptions|rules`.
+
+use super::{Connection, EXIT_INVALID, Failure};
+use std::path::PathBuf;
+use std::time::Duration;
+use switchyard_broker::rules::RuleSet;
+use switchyard_sdk::Client;
+use switchyard_sdk::proto;
+
+/// `switchyard topics ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum TopicsCommand {
+    /// List topics and their partition counts.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Create a topic.
+    Create {
+        #[command(flatten)]
+        connection: Connection,
+        /// Topic name (letters, digits, '.', '_', '-').
+        name: String,
+        /// Partitions [default: the broker's storage.default_partitions].
+        #[arg(long, default_value_t = 0)]
+        partitions: u32,
+    },
+    /// Delete a topic and its data (refused while subscriptions or rules use it).
+    Delete {
+        #[command(flatten)]
+        connection: Connection,
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// `switchyard subscriptions ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SubscriptionsCommand {
+    /// List subscriptions.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Create a subscription on a topic.
+    Create {
+        #[command(flatten)]
+        connection: Connection,
+        /// Subscription name.
+        name: String,
+        /// The topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Default credits of a stream [default: 100].
+        #[arg(long, default_value_t = 0)]
+        max_in_flight: u32,
+        /// Redeliver when not settled within this time, e.g. 30s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ack_deadline: Option<Duration>,
+        /// Start from the oldest event (earliest) or only new ones (latest).
+        #[arg(long, value_enum, default_value = "earliest")]
+        start: Start,
+    },
+    /// Show committed offset, end offset, lag and in-flight per partition.
+    Describe {
+        #[command(flatten)]
+        connection: Connection,
+        /// Subscription name.
+        name: String,
+    },
+    /// Delete a subscription and its offsets.
+    Delete {
+        #[command(flatten)]
+        connection: Connection,
+        /// Subscription name.
+        name: String,
+    },
+}
+
+/// Start position of a new subscription.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Start {
+    /// The oldest retained event.
+    Earliest,
+    /// Only events published after creation.
+    Latest,
+}
+
+/// `switchyard rules ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum RulesCommand {
+    /// Validate rule files without a broker; exit 2 naming file, rule and
+    /// field when one is invalid.
+    Check {
+        /// Rule files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the rules a running broker uses.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        /// Only rules of this bus.
+        #[arg(long, default_value = "")]
+        bus: String,
+    },
+}
+
+pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {
+    match command {
+        TopicsCommand::List { connection } => {
+            let mut admin = Client::connect(&connection.url).await?.admin();
+            let topics = admin.list_topics(proto::ListTopicsRequest {}).await?.into_inner().topics;
+            println!("{:<32} PARTITIONS", "TOPIC");
+            for topic in topics {
+                println!("{:<32} {}", topic.name, topic.partitions);
+            }
+        }
+        TopicsCommand::Create {
+            connection,
+            name,
+            partitions,
+        } => {
+            let mut admin = Client::connect(&connection.url).await?.admin();
+            let topic = admin
+                .create_topic(proto::CreateTopicRequest { name, partitions })
+                .await?
+                .into_inner();
+            println!("created topic {} with {} partitions", topic.name, topic.partitions);
+        }
+        TopicsCommand::Delete { connection, name } => {
+            let mut admin = Client::connect(&connection.url).await?.admin();
+            admin.delete_topic(proto::DeleteTopicRequest { name: name.clone() }).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), Failure> {
+    match command {
+        SubscriptionsCommand::List { connection } => {
+            let mut admin = Client::connect(&connection.url).await?.admin();
+            let subs = admin
+                .list_subscriptions(proto::ListSubscriptionsRequest {})
+                .await?
+                .into_inner()
+                .subscriptions;
+            println!("{:<32} {:<24} MAX_IN_FLIGHT ACK_DEADLINE", "SUBSCRIPTION", "TOPIC");
+            for sub in subs {
+                println!(
+                    "{:<32} {:<24} {:<13} {}s",
+                    sub.name, sub.topic, sub.max_in_flight, sub.ack_deadline_seconds
+                );
+            }
+        }
+        SubscriptionsCommand::Create {
+            connection,
+            name,
+            topic,
+            max_in_flight,
+            ack_deadline,
+            start,
+        } => {
+            let mut admin = Client::connect(&connection.url).await?.admin();
+            let subscription = proto::Subscription {
+                name,
+                topic,
+                max_in_flight,
+                ack_deadline_seconds: ack_deadline.map_or(0, |d| d.as_secs().max(1) as u32),
+                start: match start {
+                    Start::Earliest => proto::StartPosition::Earliest,
+                    Start::Latest => proto::StartPosition::Latest,
+                } as i32,
+            };
+            let created = admin
+                .create_subscription(proto::CreateSubscriptionRequest {
+                    subscription: Some(subscription),
+                })
+                .await?
+                .into_inner();
+            println!("created subscription {} on topic {}", created.name, created.topic);
+        }
+        SubscriptionsCommand::Describe { connection, name } => {
+            let mut admin = Client::connect(&connection.url).await?.admin();
+            let description = admin
+                .describe_subscription(proto::DescribeSubscriptionRequest { name })
+                .await?
+                .into_inner();
+            let sub = description.subscription.unwrap_or_default();
+            println!(
+                "subscription {} on topic {}: {} consumer(s), total lag {}",
+                sub.name, sub.topic, description.consumers, description.total_lag
+            );
+            println!("{:<10} {:>12} {:>12} {:>10} {:>10}", "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT");
+            for p in description.partitions {
+                println!(
+                    "{:<10} {:>12} {:>12} {:>10} {:>10}",
+                    p.partition, p.committed_offset, p.end_offset, p.lag, p.in_flight
+                );
+            }
+        }
+        SubscriptionsCommand::Delete { connection, name } => {
+            let mut admin = Client::connect(&connection.url).await?.admin();
+            admin
+                .delete_subscription(proto::DeleteSubscriptionRequest { name: name.clone() })
+                .await?;
+            println!("deleted subscription {name}");
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn rules(command: RulesCommand) -> Result<(), Failure> {
+    match command {
+        RulesCommand::Check { files } => {
+            let set = RuleSet::load(&files, &[]).map_err(|e| Failure {
+                error: e.into(),
+                code: EXIT_INVALID,
+            })?;
+            println!("ok: {} rule(s) in {} file(s)", set.rules().len(), files.len());
+        }
+        RulesCommand::List { connection, bus } => {
+            let mut admin = Client::connect(&connection.url).await?.admin();
+            let rules = admin.list_rules(proto::ListRulesRequest { bus }).await?.into_inner().rules;
+            for rule in rules {
+                println!(
+                    "{} (bus {}, {}) -> {}: {}",
+                    rule.name,
+                    rule.bus,
+                    if rule.enabled { "enabled" } else { "disabled" },
+                    rule.targets.join(", "),
+                    rule.pattern_json
+                );
+            }
+        }
+    }
+    Ok(())
+}

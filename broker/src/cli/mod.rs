@@ -1,0 +1,95 @@
+//! Command-line interface: `serve` runs the broker; the other commands are
+//! gRPC clients (through the SDK) of a running broker.
+
+mod admin;
+mod publish;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for invalid configuration or rules (as `rules check` promises).
+pub(crate) const EXIT_INVALID: u8 = 2;
+
+/// A failure with the exit code to report it with.
+pub(crate) struct Failure {
+    pub(crate) error: anyhow::Error,
+    pub(crate) code: u8,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            error: error.into(),
+            code: 1,
+        }
+    }
+}
+
+/// Switchyard: an event-bus choreography broker.
+///
+/// Services publish CloudEvents to a bus; rules (YAML, EventBridge-style
+/// patterns) route them to durable topics; subscriptions deliver them
+/// at-least-once to subscribers, who ack or nack each event.
+///
+/// Start a broker with `switchyard serve`, then try:
+///   switchyard topics list
+///   switchyard publish --type com.example.order.placed --source /shop --data '{"orderId":"1"}'
+///   switchyard subscriptions create audit-tail --topic audit
+///   switchyard tail audit-tail
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, verbatim_doc_comment)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a running broker listens.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Connection {
+    /// Broker URL.
+    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:50051", global = true)]
+    url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (embedded durable log; no flags needed).
+    ///
+    /// With no flags it stores data in ./data and listens on
+    /// 127.0.0.1:50051. Logs are JSON lines on stderr (filter with RUST_LOG).
+    /// Example: switchyard serve --config deploy/switchyard.yaml
+    Serve(serve::ServeArgs),
+    /// Publish one event from flags, or CloudEvents JSON lines from stdin.
+    ///
+    /// Examples:
+    ///   switchyard publish --type com.example.order.placed --source /shop --data '{"orderId":"1"}'
+    ///   echo '{"id":"1","source":"/shop","type":"com.example.order.placed","data":{}}' | switchyard publish --stdin
+    #[command(verbatim_doc_comment)]
+    Publish(publish::PublishArgs),
+    /// Print (and ack) the events of a subscription as JSON lines.
+    ///
+    /// Each line: {"topic", "partition", "offset", "attempt", "rules", "event"}.
+    /// Stops after --count events, or on Ctrl-C.
+    Tail(publish::TailArgs),
+    /// List, create or delete topics.
+    #[command(subcommand)]
+    Topics(admin::TopicsCommand),
+    /// List, create, describe or delete subscriptions.
+    #[command(subcommand)]
+    Subscriptions(admin::SubscriptionsCommand),
+    /// Validate rule files, or list the rules a broker runs.
+    #[command(subcommand)]
+    Rules(admin::RulesCommand),
+}
+
+/// Runs the chosen command.
+pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Publish(args) => publish::publish(args).await,
+        Command::Tail(args) => publish::tail(args).await,
+        Command::Topics(command) => admin::topics(command).await,
+        Command::Subscriptions(command) => admin::subscriptions(command).await,
+        Command::Rules(command) => admin::rules(command).await,
+    }
+}

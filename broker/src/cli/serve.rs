@@ -1,0 +1,74 @@
+//! `switchyard serve`.
+
+use super::{EXIT_INVALID, Failure};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use switchyard_broker::config::BrokerConfig;
+use switchyard_broker::server;
+use switchyard_broker::telemetry;
+
+/// Flags of `serve`; each overrides the config file.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Broker config file (YAML); see deploy/switchyard.yaml.
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051; port 0 picks one].
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Rule file (YAML); repeat for several. Adds to the config's rules.
+    #[arg(long = "rules")]
+    rules: Vec<PathBuf>,
+}
+
+pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
+    telemetry::init_logging();
+    let invalid = |error: anyhow::Error| Failure {
+        error,
+        code: EXIT_INVALID,
+    };
+    let mut config = match &args.config {
+        Some(path) => BrokerConfig::load(path).map_err(|e| invalid(e.into()))?,
+        None => BrokerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    config.rules.extend(args.rules);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    server::run(listener, config, shutdown_signal())
+        .await
+        .map_err(|e| match e {
+            server::StartError::Rules(_) | server::StartError::Name(_) => invalid(e.into()),
+            other => Failure::from(other),
+        })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

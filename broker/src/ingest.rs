@@ -1,0 +1,253 @@
+//! The publish pipeline: validate → dedup → route → append durably. Sits
+//! between `api` and `rules` / `log`; knows nothing of gRPC.
+
+use crate::config::LimitsConfig;
+use crate::log::{EventLog, LogError};
+use crate::model::{CloudEvent, EventError, EventLimits, StoredEvent, TopicName, partition_for, validate_event};
+use crate::rules::{RuleSet, event_view};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long an accepted `(bus, source, id)` is remembered for dedup.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// Most ids remembered for dedup (bounds its memory).
+pub const DEDUP_CAPACITY: usize = 100_000;
+
+/// Request-level failures: nothing of the batch was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The bus is not declared by config or rules.
+    #[error("bus '{0}' not found; declare it under `buses:` in the broker config or in a rule")]
+    BusNotFound(String),
+    /// More events than `limits.max_batch_events`.
+    #[error("batch has {count} events, over the limit of {limit}; split it into smaller batches")]
+    BatchTooLarge {
+        /// Events in the request.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Why one event of a batch was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The event is invalid (INVALID_ARGUMENT).
+    #[error(transparent)]
+    Invalid(#[from] EventError),
+    /// A rule targets a topic that does not exist (FAILED_PRECONDITION).
+    #[error("{0}")]
+    Unroutable(String),
+    /// The log could not store it (UNAVAILABLE: retry).
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+/// Where one event was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stored {
+    /// Matched rule names, sorted.
+    pub rules: Vec<String>,
+    /// `(topic, partition, offset)` per target.
+    pub offsets: Vec<(TopicName, u32, u64)>,
+    /// True when the event was a duplicate and nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// The outcome for one event of a batch.
+pub type Outcome = Result<Stored, Rejection>;
+
+type DedupKey = (String, String, String);
+
+#[derive(Debug, Default)]
+struct DedupWindow {
+    stored: HashMap<DedupKey, Stored>,
+    order: VecDeque<(DedupKey, Instant)>,
+}
+
+impl DedupWindow {
+    fn get(&mut self, key: &DedupKey, now: Instant) -> Option<Stored> {
+        while let Some((oldest, at)) = self.order.front() {
+            if self.order.len() <= DEDUP_CAPACITY && now.duration_since(*at) < DEDUP_WINDOW {
+                break;
+            }
+            self.stored.remove(oldest);
+            self.order.pop_front();
+        }
+        self.stored.get(key).map(|s| Stored {
+            duplicate: true,
+            ..s.clone()
+        })
+    }
+
+    fn insert(&mut self, key: DedupKey, stored: Stored, now: Instant) {
+        if self.stored.insert(key.clone(), stored).is_none() {
+            self.order.push_back((key, now));
+        }
+    }
+}
+
+/// The publish pipeline.
+#[derive(Debug)]
+pub struct Ingest {
+    log: Arc<dyn EventLog>,
+    rules: RwLock<Arc<RuleSet>>,
+    limits: EventLimits,
+    max_batch_events: usize,
+    dedup: Mutex<DedupWindow>,
+}
+
+/// One event's route: `(topic, partition)` → its rules there.
+struct Planned {
+    rules: Vec<String>,
+    targets: Vec<(TopicName, u32, Vec<String>)>,
+}
+
+impl Ingest {
+    /// Builds the pipeline over a log and a rule set.
+    pub fn new(log: Arc<dyn EventLog>, rules: RuleSet, limits: &LimitsConfig) -> Ingest {
+        Ingest {
+            log,
+            rules: RwLock::new(Arc::new(rules)),
+            limits: EventLimits {
+                max_data_bytes: limits.max_data_bytes,
+                max_extensions: limits.max_extensions,
+                max_attribute_bytes: limits.max_attribute_bytes,
+            },
+            max_batch_events: limits.max_batch_events,
+            dedup: Mutex::new(DedupWindow::default()),
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.read().map(|r| Arc::clone(&r)).unwrap_or_default()
+    }
+
+    /// Validates, routes and durably appends a batch. Invalid events get
+    /// their own rejection and are not stored; the rest of the batch is.
+    /// Returns once every stored event is durable.
+    pub async fn publish(&self, bus: &str, events: Vec<CloudEvent>) -> Result<Vec<Outcome>, IngestError> {
+        let rules = self.rules();
+        if !rules.has_bus(bus) {
+            return Err(IngestError::BusNotFound(bus.to_string()));
+        }
+        if events.len() > self.max_batch_events {
+            return Err(IngestError::BatchTooLarge {
+                count: events.len(),
+                limit: self.max_batch_events,
+            });
+        }
+        let now = Instant::now();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let mut planned: Vec<Option<Planned>> = Vec::with_capacity(events.len());
+        let mut seen_in_batch: HashMap<DedupKey, usize> = HashMap::new();
+        for (i, event) in events.iter().enumerate() {
+            planned.push(None);
+            if let Err(e) = validate_event(event, &self.limits) {
+                outcomes[i] = Some(Err(e.into()));
+                continue;
+            }
+            let key = (bus.to_string(), event.source.clone(), event.id.clone());
+            if let Some(stored) = self.dedup.lock().ok().and_then(|mut d| d.get(&key, now)) {
+                outcomes[i] = Some(Ok(stored));
+                continue;
+            }
+            if seen_in_batch.contains_key(&key) {
+                continue; // resolved after the first copy is stored
+            }
+            seen_in_batch.insert(key, i);
+            match self.plan(&rules, bus, event) {
+                Ok(plan) => planned[i] = Some(plan),
+                Err(rejection) => outcomes[i] = Some(Err(rejection)),
+            }
+        }
+        self.append(&events, bus, &planned, &mut outcomes).await;
+        let mut dedup = self.dedup.lock().ok();
+        for (key, first) in &seen_in_batch {
+            if let (Some(Some(Ok(stored))), Some(dedup)) = (outcomes.get(*first), dedup.as_mut()) {
+                dedup.insert(key.clone(), stored.clone(), now);
+            }
+        }
+        drop(dedup);
+        Ok(events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| match &outcomes[i] {
+                Some(outcome) => outcome.clone(),
+                None => {
+                    // A later copy of an id that came earlier in this batch.
+                    let key = (bus.to_string(), event.source.clone(), event.id.clone());
+                    match seen_in_batch.get(&key).and_then(|&first| outcomes[first].as_ref()) {
+                        Some(Ok(stored)) => Ok(Stored {
+                            duplicate: true,
+                            ..stored.clone()
+                        }),
+                        Some(Err(rejection)) => Err(rejection.clone()),
+                        None => Err(Rejection::Storage("event was not resolved".into())),
+                    }
+                }
+            })
+            .collect())
+    }
+
+    fn plan(&self, rules: &RuleSet, bus: &str, event: &CloudEvent) -> Result<Planned, Rejection> {
+        let routes = rules.route(bus, &event_view(event));
+        let mut matched: Vec<String> = routes.values().flatten().cloned().collect();
+        matched.sort_unstable();
+        matched.dedup();
+        let mut targets = Vec::with_capacity(routes.len());
+        for (topic, rule_names) in routes {
+            let info = self.log.topic(&topic).map_err(|e| match e {
+                LogError::TopicNotFound(_) => Rejection::Unroutable(format!(
+                    "rule(s) {} target topic '{topic}', which does not exist; create it or fix the rules",
+                    rule_names.join(", ")
+                )),
+                other => Rejection::Storage(other.to_string()),
+            })?;
+            targets.push((topic, partition_for(event, info.partitions), rule_names));
+        }
+        Ok(Planned { rules: matched, targets })
+    }
+
+    /// Appends planned events grouped per partition, all groups at once.
+    async fn append(&self, events: &[CloudEvent], bus: &str, planned: &[Option<Planned>], outcomes: &mut [Option<Outcome>]) {
+        let mut groups: BTreeMap<(TopicName, u32), (Vec<usize>, Vec<Bytes>)> = BTreeMap::new();
+        for (i, plan) in planned.iter().enumerate() {
+            let Some(plan) = plan else { continue };
+            outcomes[i] = Some(Ok(Stored {
+                rules: plan.rules.clone(),
+                ..Stored::default()
+            }));
+            for (topic, partition, rule_names) in &plan.targets {
+                let record = StoredEvent {
+                    event: Some(events[i].clone()),
+                    bus: bus.to_string(),
+                    rules: rule_names.clone(),
+                };
+                let group = groups.entry((topic.clone(), *partition)).or_default();
+                group.0.push(i);
+                group.1.push(record.to_bytes());
+            }
+        }
+        let appends = groups.into_iter().map(|((topic, partition), (indexes, payloads))| {
+            let append = self.log.append(&topic, partition, payloads);
+            async move { (topic, partition, indexes, append.await) }
+        });
+        for (topic, partition, indexes, result) in futures::future::join_all(appends).await {
+            for (n, i) in indexes.into_iter().enumerate() {
+                match (&result, outcomes[i].as_mut()) {
+                    (Ok(base), Some(Ok(stored))) => stored.offsets.push((topic.clone(), partition, base + n as u64)),
+                    (Err(e), outcome) => {
+                        if let Some(outcome) = outcome {
+                            *outcome = Err(Rejection::Storage(e.to_string()));
+                        }
+                    }
+                    (Ok(_), _) => {}
+                }
+            }
+        }
+    }
+}

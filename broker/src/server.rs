@@ -1,0 +1,166 @@
+//! Wiring: open the log, load rules, ensure declared topics and
+//! subscriptions, serve gRPC until shutdown, then drain and flush.
+
+use crate::api::{AdminService, PublisherService, SubscriberService};
+use crate::config::BrokerConfig;
+use crate::delivery::{DeliveryError, Subscriptions};
+use crate::ingest::Ingest;
+use crate::log::{EmbeddedLog, EventLog, LogError};
+use crate::model::{NameError, TopicName};
+use crate::rules::{RuleSet, RulesError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_proto::v1::admin_server::AdminServer;
+use switchyard_proto::v1::publisher_server::PublisherServer;
+use switchyard_proto::v1::subscriber_server::SubscriberServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+/// Largest gRPC message accepted (a full batch of large events).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long shutdown waits for connections to drain before closing them.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Rules are invalid.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// The log could not be opened (e.g. corruption).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Subscriptions could not be loaded or created.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    /// A configured name is invalid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An opened broker, ready to serve.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    log: Arc<dyn EventLog>,
+    subscriptions: Arc<Subscriptions>,
+    ingest: Arc<Ingest>,
+}
+
+impl Broker {
+    /// Opens storage, loads rules and creates the topics and subscriptions
+    /// the config declares (and the topics rules target) when missing.
+    pub fn open(config: BrokerConfig) -> Result<Broker, StartError> {
+        let rules = RuleSet::load(&config.rules, &config.buses)?;
+        let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&config.data_dir, &config.storage)?);
+        let declared = config
+            .topics
+            .iter()
+            .map(|t| Ok((TopicName::new(t.name.clone())?, t.partitions)))
+            .collect::<Result<Vec<_>, NameError>>()?;
+        let targeted = rules.target_topics().into_iter().map(|t| (t, None));
+        for (topic, partitions) in declared.into_iter().chain(targeted) {
+            match log.topic(&topic) {
+                Ok(existing) => {
+                    if partitions.is_some_and(|p| p != existing.partitions) {
+                        tracing::warn!(%topic, existing = existing.partitions, "topic exists with another partition count; keeping it");
+                    }
+                }
+                Err(LogError::TopicNotFound(_)) => {
+                    log.create_topic(&topic, partitions.unwrap_or(config.storage.default_partitions))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let subscriptions = Arc::new(Subscriptions::open(&config.data_dir, Arc::clone(&log), config.delivery.clone())?);
+        for spec in &config.subscriptions {
+            match subscriptions.get(&spec.name) {
+                Ok(existing) if existing.spec() != spec => {
+                    tracing::warn!(subscription = %spec.name, "stored definition differs from the config; keeping the stored one (delete the subscription to redefine it)");
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    subscriptions.create(spec.clone())?;
+                }
+            }
+        }
+        let ingest = Arc::new(Ingest::new(Arc::clone(&log), rules, &config.limits));
+        Ok(Broker {
+            config,
+            log,
+            subscriptions,
+            ingest,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; then ends every
+    /// subscription stream, drains connections (up to [`DRAIN_DEADLINE`]),
+    /// flushes committed offsets and closes the log, in that order.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let addr = listener.local_addr()?;
+        let token = CancellationToken::new();
+        let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<PublisherServer<PublisherService>>().await;
+        health.set_serving::<SubscriberServer<SubscriberService>>().await;
+        health.set_serving::<AdminServer<AdminService>>().await;
+
+        let publisher = PublisherServer::new(PublisherService::new(Arc::clone(&self.ingest)))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let subscriber = SubscriberServer::new(SubscriberService::new(Arc::clone(&self.subscriptions), token.clone()))
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let admin = AdminServer::new(AdminService::new(
+            Arc::clone(&self.log),
+            Arc::clone(&self.subscriptions),
+            Arc::clone(&self.ingest),
+            self.config.storage.default_partitions,
+        ));
+        tracing::info!(%addr, data_dir = %self.config.data_dir.display(), "switchyard listening");
+        let stop = token.clone();
+        let server = Server::builder()
+            .add_service(health_service)
+            .add_service(publisher)
+            .add_service(subscriber)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                tracing::info!("shutting down: ending streams and draining connections");
+                stop.cancel();
+            });
+        let deadline = async {
+            token.cancelled().await;
+            tokio::time::sleep(DRAIN_DEADLINE).await;
+        };
+        tokio::select! {
+            result = server => result?,
+            () = deadline => tracing::warn!("drain deadline passed; closing remaining connections"),
+        }
+        token.cancel();
+        let _ = flusher.await;
+        let log = Arc::clone(&self.log);
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        tracing::info!("switchyard stopped");
+        Ok(())
+    }
+}
+
+/// Opens a broker from `config` and serves on `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    broker.serve(listener, shutdown).await
+}

@@ -1,0 +1,123 @@
+//! The connection to a broker and publishing.
+
+use crate::subscriber::SubscriptionBuilder;
+use crate::{Event, SdkError};
+use switchyard_proto::v1::admin_client::AdminClient;
+use switchyard_proto::v1::publisher_client::PublisherClient;
+use switchyard_proto::v1::{CloudEvent, PublishRequest, PublishResult, TopicOffset};
+use tonic::transport::{Channel, Endpoint};
+
+/// A connection to a Switchyard broker; cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+}
+
+/// Where a published event was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The event id.
+    pub id: String,
+    /// Names of the rules that matched it.
+    pub rules: Vec<String>,
+    /// The topic, partition and offset of each stored copy.
+    pub offsets: Vec<TopicOffset>,
+    /// True when the broker had already accepted this `(source, id)`.
+    pub duplicate: bool,
+}
+
+impl Client {
+    /// Connects to a broker, e.g. `http://127.0.0.1:50051`.
+    pub async fn connect(url: impl Into<String>) -> Result<Client, SdkError> {
+        let url = url.into();
+        let error = |message: String| SdkError::Connect {
+            url: url.clone(),
+            message,
+        };
+        let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| error(e.to_string()))?;
+        let channel = endpoint.connect().await.map_err(|e| error(e.to_string()))?;
+        Ok(Client { channel })
+    }
+
+    /// The underlying gRPC channel, for generated clients.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A client of the Admin service.
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+
+    /// Publishes one event; returns once it is durable.
+    pub async fn publish(&self, bus: &str, event: CloudEvent) -> Result<Published, SdkError> {
+        self.publish_batch(bus, vec![event])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(SdkError::StreamEnded("the broker returned no result".into())))
+    }
+
+    /// Publishes a batch in one call; one result per event, in order. A
+    /// request-level problem (unknown bus, batch too large) is the outer
+    /// error; a rejected event is its own inner error and does not stop
+    /// the rest of the batch.
+    pub async fn publish_batch(
+        &self,
+        bus: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Vec<Result<Published, SdkError>>, SdkError> {
+        let request = PublishRequest {
+            bus: bus.to_string(),
+            events,
+        };
+        let response = PublisherClient::new(self.channel.clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+            .publish(request)
+            .await?;
+        Ok(response.into_inner().results.into_iter().map(published).collect())
+    }
+
+    /// Publishes a serde value as a JSON event of type `event_type`.
+    pub async fn publish_json<T: serde::Serialize + ?Sized>(
+        &self,
+        bus: &str,
+        source: &str,
+        event_type: &str,
+        data: &T,
+    ) -> Result<Published, SdkError> {
+        self.publish(bus, Event::new(source, event_type).json(data)?).await
+    }
+
+    /// Publishes a protobuf message; the event type is its full name.
+    pub async fn publish_message<M: prost::Message + prost::Name>(
+        &self,
+        bus: &str,
+        source: &str,
+        message: &M,
+    ) -> Result<Published, SdkError> {
+        self.publish(bus, Event::from_message(source, message)).await
+    }
+
+    /// Starts configuring a consumer of `subscription`.
+    pub fn subscribe(&self, subscription: &str) -> SubscriptionBuilder {
+        SubscriptionBuilder::new(self.channel.clone(), subscription)
+    }
+}
+
+fn published(result: PublishResult) -> Result<Published, SdkError> {
+    match result.error {
+        Some(error) => Err(SdkError::Rejected {
+            id: result.id,
+            code: tonic::Code::from_i32(error.code),
+            field: error.field,
+            message: error.message,
+        }),
+        None => Ok(Published {
+            id: result.id,
+            rules: result.rules,
+            offsets: result.offsets,
+            duplicate: result.duplicate,
+        }),
+    }
+}

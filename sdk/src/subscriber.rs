@@ -1,0 +1,211 @@
+//! Consuming a subscription: deliveries run a handler concurrently (up to
+//! the stream's credits); `Ok` acks, `Err` nacks with the error as reason.
+
+use crate::SdkError;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_proto::v1::subscribe_request::Request;
+use switchyard_proto::v1::subscriber_client::SubscriberClient;
+use switchyard_proto::v1::{CloudEvent, Delivery, Nack, Open, Settle, SubscribeRequest};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// How long a graceful stop waits for the broker to close the stream after
+/// the last acks were sent.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One delivered event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    /// Id to settle with (the SDK does it for you).
+    pub delivery_id: String,
+    /// The event.
+    pub event: CloudEvent,
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// 1 on the first attempt, more on redeliveries.
+    pub attempt: u32,
+    /// Names of the rules that routed it to the topic.
+    pub rules: Vec<String>,
+}
+
+impl Received {
+    fn from_proto(delivery: Delivery) -> Self {
+        Self {
+            delivery_id: delivery.delivery_id,
+            event: delivery.event.unwrap_or_default(),
+            topic: delivery.topic,
+            partition: delivery.partition,
+            offset: delivery.offset,
+            attempt: delivery.attempt,
+            rules: delivery.rules,
+        }
+    }
+
+    fn data_bytes(&self) -> Result<&[u8], SdkError> {
+        use switchyard_proto::v1::cloud_event::Data;
+        match &self.event.data {
+            Some(Data::BinaryData(bytes)) => Ok(bytes),
+            Some(Data::TextData(text)) => Ok(text.as_bytes()),
+            Some(Data::ProtoData(any)) => Ok(&any.value),
+            None => Err(SdkError::Data(format!("event '{}' has no data", self.event.id))),
+        }
+    }
+
+    /// Decodes JSON data.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, SdkError> {
+        serde_json::from_slice(self.data_bytes()?).map_err(|e| SdkError::Data(e.to_string()))
+    }
+
+    /// Decodes protobuf data.
+    pub fn decode<M: prost::Message + Default>(&self) -> Result<M, SdkError> {
+        M::decode(self.data_bytes()?).map_err(|e| SdkError::Data(e.to_string()))
+    }
+}
+
+/// Configures and runs a consumer of one subscription.
+#[derive(Debug)]
+pub struct SubscriptionBuilder {
+    channel: Channel,
+    subscription: String,
+    max_in_flight: u32,
+}
+
+impl SubscriptionBuilder {
+    pub(crate) fn new(channel: Channel, subscription: &str) -> Self {
+        Self {
+            channel,
+            subscription: subscription.to_string(),
+            max_in_flight: 0,
+        }
+    }
+
+    /// Most deliveries handled at once (0: the subscription's default).
+    pub fn max_in_flight(mut self, max_in_flight: u32) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Runs the handler on every delivery until the stream fails.
+    pub async fn run<F, Fut, E>(self, handler: F) -> Result<(), SdkError>
+    where
+        F: Fn(Received) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        self.run_until(handler, std::future::pending()).await
+    }
+
+    /// Runs the handler on every delivery until `shutdown` resolves, then
+    /// stops taking deliveries, lets running handlers finish, sends their
+    /// acks and closes the stream. Deliveries not yet started are
+    /// redelivered by the broker.
+    pub async fn run_until<F, Fut, E, S>(self, handler: F, shutdown: S) -> Result<(), SdkError>
+    where
+        F: Fn(Received) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        S: Future<Output = ()>,
+    {
+        let (requests, outbound) = mpsc::channel(256);
+        let open = SubscribeRequest {
+            request: Some(Request::Open(Open {
+                subscription: self.subscription.clone(),
+                max_in_flight: self.max_in_flight,
+            })),
+        };
+        let _ = requests.send(open).await;
+        let mut inbound = SubscriberClient::new(self.channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .subscribe(ReceiverStream::new(outbound))
+            .await?
+            .into_inner();
+        let handler = Arc::new(handler);
+        let mut running = Running::default();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(done) = running.tasks.join_next_with_id() => {
+                    let mut settle = Settle::default();
+                    running.record(done, &mut settle);
+                    while let Some(done) = running.tasks.try_join_next_with_id() {
+                        running.record(done, &mut settle);
+                    }
+                    send(&requests, settle).await;
+                }
+                message = inbound.message() => match message? {
+                    Some(delivery) => {
+                        let received = Received::from_proto(delivery);
+                        let id = received.delivery_id.clone();
+                        let handler = Arc::clone(&handler);
+                        let task = running.tasks.spawn(async move {
+                            handler(received).await.map_err(|e| e.to_string())
+                        });
+                        running.ids.insert(task.id(), id);
+                    }
+                    None => return Err(SdkError::StreamEnded("the broker closed the stream".into())),
+                },
+            }
+        }
+        let mut settle = Settle::default();
+        while let Some(done) = running.tasks.join_next_with_id().await {
+            running.record(done, &mut settle);
+        }
+        send(&requests, settle).await;
+        drop(requests);
+        // The broker ends the stream once it has processed our last acks.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// Handler tasks in flight and the delivery each one handles.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<Result<(), String>>,
+    ids: HashMap<tokio::task::Id, String>,
+}
+
+impl Running {
+    fn record(
+        &mut self,
+        done: Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
+        settle: &mut Settle,
+    ) {
+        let (task, outcome) = match done {
+            Ok((task, outcome)) => (task, outcome),
+            Err(e) => (e.id(), Err(format!("handler panicked: {e}"))),
+        };
+        let Some(delivery_id) = self.ids.remove(&task) else {
+            return;
+        };
+        match outcome {
+            Ok(()) => settle.ack_ids.push(delivery_id),
+            Err(reason) => settle.nacks.push(Nack { delivery_id, reason }),
+        }
+    }
+}
+
+async fn send(requests: &mpsc::Sender<SubscribeRequest>, settle: Settle) {
+    if settle.ack_ids.is_empty() && settle.nacks.is_empty() {
+        return;
+    }
+    let _ = requests
+        .send(SubscribeRequest {
+            request: Some(Request::Settle(settle)),
+        })
+        .await;
+}
