@@ -1,1 +1,163 @@
+//! Bad input gets a clear error with the right status code, and loses
+//! nothing that was valid.
 
+mod support;
+
+use support::*;
+use switchyard_sdk::{SdkError, proto};
+use tonic::Code;
+
+const CONFIG: &str = "
+limits:
+  max_data_bytes: 1024
+  max_batch_events: 50
+topics:
+  - name: orders
+    partitions: 2
+subscriptions:
+  - name: billing
+    topic: orders
+";
+
+const RULES: &str = "
+rules:
+  - name: orders
+    pattern:
+      type: [order.placed]
+    targets:
+      - topic: orders
+";
+
+fn start() -> (tempfile::TempDir, BrokerProcess) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), CONFIG, RULES);
+    let broker = BrokerProcess::start(dir.path());
+    (dir, broker)
+}
+
+fn rejection(result: &Result<switchyard_sdk::Published, SdkError>) -> (Code, String, String) {
+    match result {
+        Err(SdkError::Rejected { code, field, message, .. }) => (*code, field.clone(), message.clone()),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_events_are_rejected_by_field_and_the_rest_of_the_batch_is_stored() {
+    let (_dir, broker) = start();
+    let client = broker.client().await;
+    let good = |id: &str| event(id, "order.placed", "k", serde_json::json!({}));
+    let mut no_id = good("x");
+    no_id.id.clear();
+    let mut no_source = good("no-source");
+    no_source.source.clear();
+    let mut no_type = good("no-type");
+    no_type.r#type.clear();
+    let mut bad_version = good("bad-version");
+    bad_version.spec_version = "0.3".into();
+    let too_big = switchyard_sdk::Event::new("/tests", "order.placed")
+        .id("too-big")
+        .binary("application/octet-stream", vec![7; 2000]);
+    let batch = vec![good("ok-1"), no_id, no_source, no_type, bad_version, too_big, good("ok-2")];
+    let results = client.publish_batch("default", batch).await.expect("request accepted");
+    assert!(results[0].is_ok() && results[6].is_ok(), "good events stored: {results:?}");
+    let expectations = [(1, "id"), (2, "source"), (3, "type"), (4, "specversion"), (5, "data")];
+    for (index, field) in expectations {
+        let (code, got_field, message) = rejection(&results[index]);
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert_eq!(got_field, field, "{message}");
+        assert!(message.contains(field), "message names the field: {message}");
+    }
+    let (_, _, message) = rejection(&results[5]);
+    assert!(message.contains("2000 bytes") && message.contains("1024 bytes"), "{message}");
+    let mut admin = broker.admin().await;
+    let stored: u64 = describe(&mut admin, "billing").await.partitions.iter().map(|p| p.end_offset).sum();
+    assert_eq!(stored, 2, "exactly the two good events were stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_level_errors_have_the_right_codes() {
+    let (_dir, broker) = start();
+    let client = broker.client().await;
+    let status = |e: SdkError| match e {
+        SdkError::Status(status) => status,
+        other => panic!("expected a status, got {other:?}"),
+    };
+
+    let e = status(client.publish("payments", event("1", "t", "k", serde_json::json!({}))).await.expect_err("unknown bus"));
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("'payments'"), "{}", e.message());
+
+    let batch = (0..51).map(|n| event(&n.to_string(), "t", "k", serde_json::json!({}))).collect();
+    let e = status(client.publish_batch("default", batch).await.expect_err("too many"));
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("51") && e.message().contains("50"), "{}", e.message());
+
+    let e = RawStream::open(&broker.url, "nope", 1).await.err().expect("unknown subscription");
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("'nope'"), "{}", e.message());
+
+    let mut admin = broker.admin().await;
+    let e = admin
+        .describe_subscription(proto::DescribeSubscriptionRequest { name: "ghost".into() })
+        .await
+        .expect_err("unknown subscription");
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("'ghost'"));
+
+    let e = admin
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "s".into(),
+                topic: "missing-topic".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("unknown topic");
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("'missing-topic'"), "{}", e.message());
+
+    let e = admin
+        .create_topic(proto::CreateTopicRequest { name: "bad/name".into(), partitions: 1 })
+        .await
+        .expect_err("bad name");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let e = admin
+        .delete_topic(proto::DeleteTopicRequest { name: "orders".into() })
+        .await
+        .expect_err("in use");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("billing"), "{}", e.message());
+}
+
+fn serve_output(config: &str, rules: &str) -> (std::process::Output, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), config, rules);
+    let output = std::process::Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    (output, path, dir)
+}
+
+#[test]
+fn malformed_config_yaml_refuses_to_start_naming_file_and_line() {
+    let (output, path, _dir) = serve_output("storage:\n  fsync: always\n  segment_bytez: 5\n", RULES);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains("segment_bytez") && stderr.contains("line 6"), "{stderr}");
+}
+
+#[test]
+fn malformed_rules_refuse_to_start_naming_file_and_line() {
+    let (output, path, _dir) = serve_output("", "rules:\n  - name: x\n    pattern: {type: [a]\n");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let rules = path.with_file_name("rules.yaml");
+    assert!(stderr.contains(&rules.display().to_string()), "{stderr}");
+    assert!(stderr.contains("line"), "{stderr}");
+}

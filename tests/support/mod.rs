@@ -1,0 +1,221 @@
+//! Test harness: runs the real `switchyard` binary on an ephemeral port with
+//! a temporary data directory, waits until it listens, kills it on drop.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use switchyard_sdk::Client;
+use switchyard_sdk::proto;
+use switchyard_sdk::proto::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+/// How long to wait for a broker to start or a condition to hold.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `switchyard` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+/// A broker process.
+pub struct BrokerProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The directory holding config, rules, data and the log file.
+    pub dir: PathBuf,
+    log_path: PathBuf,
+}
+
+/// Writes `config.yaml` (with `data_dir` and `listen` filled in) and
+/// `rules.yaml` into `dir`.
+pub fn write_config(dir: &Path, config: &str, rules: &str) -> PathBuf {
+    std::fs::write(dir.join("rules.yaml"), rules).expect("write rules");
+    let path = dir.join("config.yaml");
+    let text = format!(
+        "listen: 127.0.0.1:0\ndata_dir: {}\nrules: [rules.yaml]\n{config}",
+        dir.join("data").display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+impl BrokerProcess {
+    /// Starts `switchyard serve --config DIR/config.yaml` and waits for it
+    /// to listen.
+    pub fn start(dir: &Path) -> BrokerProcess {
+        let log_path = dir.join(format!("broker-{}.log", Instant::now().elapsed().as_nanos() ^ rand_suffix()));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(dir.join("config.yaml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn switchyard");
+        let mut broker = BrokerProcess {
+            child,
+            url: String::new(),
+            dir: dir.to_path_buf(),
+            log_path,
+        };
+        broker.url = format!("http://{}", broker.wait_for_listen_address());
+        broker
+    }
+
+    fn wait_for_listen_address(&mut self) -> String {
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            for line in log.lines() {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] == "switchyard listening" {
+                    if let Some(addr) = entry["fields"]["addr"].as_str() {
+                        return addr.to_string();
+                    }
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("broker exited with {status} before listening:\n{log}");
+            }
+            assert!(start.elapsed() < TIMEOUT, "broker did not start in time:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// An SDK client.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.url.clone()).await.expect("connect")
+    }
+
+    /// An Admin client.
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        self.client().await.admin()
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "clean shutdown: {status}\n{}", self.log());
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    u128::from(std::process::id()) << 64 | u128::from(Instant::now().elapsed().subsec_nanos())
+}
+
+/// Polls `condition` every 20 ms until it holds; panics after [`TIMEOUT`]
+/// with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !condition().await {
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Describes a subscription.
+pub async fn describe(admin: &mut AdminClient<Channel>, name: &str) -> proto::SubscriptionDescription {
+    admin
+        .describe_subscription(proto::DescribeSubscriptionRequest { name: name.into() })
+        .await
+        .expect("describe")
+        .into_inner()
+}
+
+/// True when every partition's durable committed offset reached its end.
+pub async fn fully_committed(admin: &mut AdminClient<Channel>, name: &str) -> bool {
+    describe(admin, name)
+        .await
+        .partitions
+        .iter()
+        .all(|p| p.committed_offset == p.end_offset)
+}
+
+/// A raw gRPC subscription stream (no SDK), for tests of the wire contract.
+pub struct RawStream {
+    requests: tokio::sync::mpsc::Sender<proto::SubscribeRequest>,
+    responses: tonic::Streaming<proto::Delivery>,
+}
+
+impl RawStream {
+    /// Opens a stream on `subscription` with `max_in_flight` credits.
+    pub async fn open(url: &str, subscription: &str, max_in_flight: u32) -> Result<RawStream, tonic::Status> {
+        use proto::subscribe_request::Request;
+        let (requests, rx) = tokio::sync::mpsc::channel(64);
+        requests
+            .send(proto::SubscribeRequest {
+                request: Some(Request::Open(proto::Open {
+                    subscription: subscription.into(),
+                    max_in_flight,
+                })),
+            })
+            .await
+            .expect("queue open");
+        let channel = Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect");
+        let responses = proto::subscriber_client::SubscriberClient::new(channel)
+            .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(RawStream { requests, responses })
+    }
+
+    /// The next delivery (panics after [`TIMEOUT`]).
+    pub async fn next(&mut self) -> Result<proto::Delivery, tonic::Status> {
+        tokio::time::timeout(TIMEOUT, self.responses.message())
+            .await
+            .expect("a delivery in time")?
+            .ok_or_else(|| tonic::Status::cancelled("stream ended"))
+    }
+
+    /// Acks deliveries by id.
+    pub async fn ack(&self, ids: Vec<String>) {
+        use proto::subscribe_request::Request;
+        self.requests
+            .send(proto::SubscribeRequest {
+                request: Some(Request::Settle(proto::Settle {
+                    ack_ids: ids,
+                    nacks: Vec::new(),
+                })),
+            })
+            .await
+            .expect("send acks");
+    }
+}
+
+/// A valid JSON event of `event_type` with a partition key and payload.
+pub fn event(id: &str, event_type: &str, key: &str, data: serde_json::Value) -> proto::CloudEvent {
+    switchyard_sdk::Event::new("/tests", event_type)
+        .id(id)
+        .partition_key(key)
+        .json(&data)
+        .expect("json")
+}
