@@ -37,7 +37,12 @@ fn start() -> (tempfile::TempDir, BrokerProcess) {
 
 fn rejection(result: &Result<switchyard_sdk::Published, SdkError>) -> (Code, String, String) {
     match result {
-        Err(SdkError::Rejected { code, field, message, .. }) => (*code, field.clone(), message.clone()),
+        Err(SdkError::Rejected {
+            code,
+            field,
+            message,
+            ..
+        }) => (*code, field.clone(), message.clone()),
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -58,20 +63,51 @@ async fn invalid_events_are_rejected_by_field_and_the_rest_of_the_batch_is_store
     let too_big = switchyard_sdk::Event::new("/tests", "order.placed")
         .id("too-big")
         .binary("application/octet-stream", vec![7; 2000]);
-    let batch = vec![good("ok-1"), no_id, no_source, no_type, bad_version, too_big, good("ok-2")];
-    let results = client.publish_batch("default", batch).await.expect("request accepted");
-    assert!(results[0].is_ok() && results[6].is_ok(), "good events stored: {results:?}");
-    let expectations = [(1, "id"), (2, "source"), (3, "type"), (4, "specversion"), (5, "data")];
+    let batch = vec![
+        good("ok-1"),
+        no_id,
+        no_source,
+        no_type,
+        bad_version,
+        too_big,
+        good("ok-2"),
+    ];
+    let results = client
+        .publish_batch("default", batch)
+        .await
+        .expect("request accepted");
+    assert!(
+        results[0].is_ok() && results[6].is_ok(),
+        "good events stored: {results:?}"
+    );
+    let expectations = [
+        (1, "id"),
+        (2, "source"),
+        (3, "type"),
+        (4, "specversion"),
+        (5, "data"),
+    ];
     for (index, field) in expectations {
         let (code, got_field, message) = rejection(&results[index]);
         assert_eq!(code, Code::InvalidArgument, "{message}");
         assert_eq!(got_field, field, "{message}");
-        assert!(message.contains(field), "message names the field: {message}");
+        assert!(
+            message.contains(field),
+            "message names the field: {message}"
+        );
     }
     let (_, _, message) = rejection(&results[5]);
-    assert!(message.contains("2000 bytes") && message.contains("1024 bytes"), "{message}");
+    assert!(
+        message.contains("2000 bytes") && message.contains("1024 bytes"),
+        "{message}"
+    );
     let mut admin = broker.admin().await;
-    let stored: u64 = describe(&mut admin, "billing").await.partitions.iter().map(|p| p.end_offset).sum();
+    let stored: u64 = describe(&mut admin, "billing")
+        .await
+        .partitions
+        .iter()
+        .map(|p| p.end_offset)
+        .sum();
     assert_eq!(stored, 2, "exactly the two good events were stored");
 }
 
@@ -84,22 +120,43 @@ async fn request_level_errors_have_the_right_codes() {
         other => panic!("expected a status, got {other:?}"),
     };
 
-    let e = status(client.publish("payments", event("1", "t", "k", serde_json::json!({}))).await.expect_err("unknown bus"));
+    let e = status(
+        client
+            .publish("payments", event("1", "t", "k", serde_json::json!({})))
+            .await
+            .expect_err("unknown bus"),
+    );
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("'payments'"), "{}", e.message());
 
-    let batch = (0..51).map(|n| event(&n.to_string(), "t", "k", serde_json::json!({}))).collect();
-    let e = status(client.publish_batch("default", batch).await.expect_err("too many"));
+    let batch = (0..51)
+        .map(|n| event(&n.to_string(), "t", "k", serde_json::json!({})))
+        .collect();
+    let e = status(
+        client
+            .publish_batch("default", batch)
+            .await
+            .expect_err("too many"),
+    );
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("51") && e.message().contains("50"), "{}", e.message());
+    assert!(
+        e.message().contains("51") && e.message().contains("50"),
+        "{}",
+        e.message()
+    );
 
-    let e = RawStream::open(&broker.url, "nope", 1).await.err().expect("unknown subscription");
+    let e = RawStream::open(&broker.url, "nope", 1)
+        .await
+        .err()
+        .expect("unknown subscription");
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("'nope'"), "{}", e.message());
 
     let mut admin = broker.admin().await;
     let e = admin
-        .describe_subscription(proto::DescribeSubscriptionRequest { name: "ghost".into() })
+        .describe_subscription(proto::DescribeSubscriptionRequest {
+            name: "ghost".into(),
+        })
         .await
         .expect_err("unknown subscription");
     assert_eq!(e.code(), Code::NotFound);
@@ -119,20 +176,28 @@ async fn request_level_errors_have_the_right_codes() {
     assert!(e.message().contains("'missing-topic'"), "{}", e.message());
 
     let e = admin
-        .create_topic(proto::CreateTopicRequest { name: "bad/name".into(), partitions: 1 })
+        .create_topic(proto::CreateTopicRequest {
+            name: "bad/name".into(),
+            partitions: 1,
+        })
         .await
         .expect_err("bad name");
     assert_eq!(e.code(), Code::InvalidArgument);
 
     let e = admin
-        .delete_topic(proto::DeleteTopicRequest { name: "orders".into() })
+        .delete_topic(proto::DeleteTopicRequest {
+            name: "orders".into(),
+        })
         .await
         .expect_err("in use");
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("billing"), "{}", e.message());
 }
 
-fn serve_output(config: &str, rules: &str) -> (std::process::Output, std::path::PathBuf, tempfile::TempDir) {
+fn serve_output(
+    config: &str,
+    rules: &str,
+) -> (std::process::Output, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_config(dir.path(), config, rules);
     let output = std::process::Command::new(binary())
@@ -145,11 +210,15 @@ fn serve_output(config: &str, rules: &str) -> (std::process::Output, std::path::
 
 #[test]
 fn malformed_config_yaml_refuses_to_start_naming_file_and_line() {
-    let (output, path, _dir) = serve_output("storage:\n  fsync: always\n  segment_bytez: 5\n", RULES);
+    let (output, path, _dir) =
+        serve_output("storage:\n  fsync: always\n  segment_bytez: 5\n", RULES);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");
-    assert!(stderr.contains("segment_bytez") && stderr.contains("line 6"), "{stderr}");
+    assert!(
+        stderr.contains("segment_bytez") && stderr.contains("line 6"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -27,11 +27,21 @@ fn stdout(output: &Output) -> String {
 #[test]
 fn help_teaches_every_command() {
     let help = stdout(&cli("", &["--help"]));
-    for command in ["serve", "publish", "tail", "topics", "subscriptions", "rules"] {
+    for command in [
+        "serve",
+        "publish",
+        "tail",
+        "topics",
+        "subscriptions",
+        "rules",
+    ] {
         assert!(help.contains(command), "{help}");
     }
     let serve = stdout(&cli("", &["serve", "--help"]));
-    assert!(serve.contains("./data") && serve.contains("127.0.0.1:50051"), "{serve}");
+    assert!(
+        serve.contains("./data") && serve.contains("127.0.0.1:50051"),
+        "{serve}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,18 +56,52 @@ async fn operate_a_broker_from_the_command_line() {
     let url = broker.url.clone();
     let run = move |args: &'static [&'static str]| {
         let url = url.clone();
-        async move { tokio::task::spawn_blocking(move || cli(&url, args)).await.expect("join") }
+        async move {
+            tokio::task::spawn_blocking(move || cli(&url, args))
+                .await
+                .expect("join")
+        }
     };
     let created = stdout(&run(&["topics", "create", "extra", "--partitions", "3"]).await);
     assert!(created.contains("extra with 3 partitions"), "{created}");
     let topics = stdout(&run(&["topics", "list"]).await);
-    assert!(topics.contains("audit") && topics.contains("extra"), "{topics}");
-    stdout(&run(&["subscriptions", "create", "watch", "--topic", "audit", "--ack-deadline", "10s"]).await);
+    assert!(
+        topics.contains("audit") && topics.contains("extra"),
+        "{topics}"
+    );
+    stdout(
+        &run(&[
+            "subscriptions",
+            "create",
+            "watch",
+            "--topic",
+            "audit",
+            "--ack-deadline",
+            "10s",
+        ])
+        .await,
+    );
     let listed = stdout(&run(&["subscriptions", "list"]).await);
-    assert!(listed.contains("watch") && listed.contains("10s"), "{listed}");
+    assert!(
+        listed.contains("watch") && listed.contains("10s"),
+        "{listed}"
+    );
 
     let published = stdout(
-        &run(&["publish", "--type", "note.added", "--source", "/cli", "--id", "n1", "--key", "k", "--data", r#"{"text":"hi"}"#]).await,
+        &run(&[
+            "publish",
+            "--type",
+            "note.added",
+            "--source",
+            "/cli",
+            "--id",
+            "n1",
+            "--key",
+            "k",
+            "--data",
+            r#"{"text":"hi"}"#,
+        ])
+        .await,
     );
     let published: serde_json::Value = serde_json::from_str(published.trim()).expect("json");
     assert_eq!(published["rules"], serde_json::json!(["to-audit"]));
@@ -86,13 +130,26 @@ async fn operate_a_broker_from_the_command_line() {
 fn rules_check_validates_files_with_exit_code_two() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("good.yaml");
-    std::fs::write(&good, "rules:\n  - name: a\n    pattern: {type: [x]}\n    targets: [{topic: t}]\n").expect("write");
+    std::fs::write(
+        &good,
+        "rules:\n  - name: a\n    pattern: {type: [x]}\n    targets: [{topic: t}]\n",
+    )
+    .expect("write");
     let ok = stdout(&cli("", &["rules", "check", good.to_str().expect("utf8")]));
     assert!(ok.contains("1 rule"), "{ok}");
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "rules:\n  - name: b\n    pattern: {type: x}\n    targets: [{topic: t}]\n").expect("write");
+    std::fs::write(
+        &bad,
+        "rules:\n  - name: b\n    pattern: {type: x}\n    targets: [{topic: t}]\n",
+    )
+    .expect("write");
     let output = cli("", &["rules", "check", bad.to_str().expect("utf8")]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bad.yaml") && stderr.contains("rule 'b'") && stderr.contains("pattern.type"), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml")
+            && stderr.contains("rule 'b'")
+            && stderr.contains("pattern.type"),
+        "{stderr}"
+    );
 }

@@ -44,20 +44,40 @@ async fn fill_ack_and_kill(dir: &Path) {
     let client = broker.client().await;
     for batch in 0..4 {
         let events: Vec<_> = (0..250)
-            .map(|i| event(&format!("p{}", batch * 250 + i), "entry.posted", "k", serde_json::json!({})))
+            .map(|i| {
+                event(
+                    &format!("p{}", batch * 250 + i),
+                    "entry.posted",
+                    "k",
+                    serde_json::json!({}),
+                )
+            })
             .collect();
-        for result in client.publish_batch("default", events).await.expect("publish") {
+        for result in client
+            .publish_batch("default", events)
+            .await
+            .expect("publish")
+        {
             result.expect("stored");
         }
     }
-    let mut stream = RawStream::open(&broker.url, "books", 2000).await.expect("open");
+    let mut stream = RawStream::open(&broker.url, "books", 2000)
+        .await
+        .expect("open");
     let mut deliveries = Vec::new();
     for _ in 0..1000 {
         deliveries.push(stream.next().await.expect("delivery"));
     }
     let offsets: Vec<u64> = deliveries.iter().map(|d| d.offset).collect();
     assert_eq!(offsets, (0..1000).collect::<Vec<_>>());
-    stream.ack(deliveries[..600].iter().map(|d| d.delivery_id.clone()).collect()).await;
+    stream
+        .ack(
+            deliveries[..600]
+                .iter()
+                .map(|d| d.delivery_id.clone())
+                .collect(),
+        )
+        .await;
     let admin = broker.admin().await;
     eventually("600 committed durably", || {
         let mut admin = admin.clone();
@@ -70,12 +90,23 @@ async fn fill_ack_and_kill(dir: &Path) {
 async fn assert_resumes_at_600(broker: &BrokerProcess) {
     let mut admin = broker.admin().await;
     let description = describe(&mut admin, "books").await;
-    assert_eq!(description.partitions[0].end_offset, 1000, "nothing acked to a publisher was lost");
-    assert_eq!(description.partitions[0].committed_offset, 600, "committed offset held");
-    let mut stream = RawStream::open(&broker.url, "books", 2000).await.expect("open");
+    assert_eq!(
+        description.partitions[0].end_offset, 1000,
+        "nothing acked to a publisher was lost"
+    );
+    assert_eq!(
+        description.partitions[0].committed_offset, 600,
+        "committed offset held"
+    );
+    let mut stream = RawStream::open(&broker.url, "books", 2000)
+        .await
+        .expect("open");
     for expected in 600..1000 {
         let delivery = stream.next().await.expect("delivery");
-        assert_eq!(delivery.offset, expected, "un-acked deliveries come again, in order");
+        assert_eq!(
+            delivery.offset, expected,
+            "un-acked deliveries come again, in order"
+        );
         assert_eq!(delivery.event.expect("event").id, format!("p{expected}"));
     }
 }
@@ -101,8 +132,14 @@ async fn a_torn_tail_is_truncated_on_restart() {
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
     std::fs::write(&segment, &bytes).expect("tear");
     let broker = BrokerProcess::start(dir.path());
-    assert!(broker.log().contains("truncating torn tail"), "recovery is logged");
-    assert_eq!(std::fs::metadata(&segment).expect("meta").len(), clean_len as u64);
+    assert!(
+        broker.log().contains("truncating torn tail"),
+        "recovery is logged"
+    );
+    assert_eq!(
+        std::fs::metadata(&segment).expect("meta").len(),
+        clean_len as u64
+    );
     assert_resumes_at_600(&broker).await;
 }
 
@@ -125,6 +162,13 @@ fn corruption_in_the_middle_of_a_segment_stops_the_broker_with_a_clear_error() {
     assert!(!output.status.success(), "refuses to start");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("corrupt log segment"), "{stderr}");
-    assert!(stderr.contains(&segment.display().to_string()), "names the file: {stderr}");
-    assert_eq!(std::fs::read(&segment).expect("read"), bytes, "nothing was changed");
+    assert!(
+        stderr.contains(&segment.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).expect("read"),
+        bytes,
+        "nothing was changed"
+    );
 }

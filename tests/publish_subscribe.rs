@@ -46,10 +46,19 @@ async fn ten_thousand_events_arrive_once_in_partition_order_and_stay_acked() {
         let events: Vec<_> = (0..500)
             .map(|i| {
                 let n = batch * 500 + i;
-                event(&format!("e{n}"), "order.placed", &format!("k{}", n % 50), serde_json::json!({ "seq": n }))
+                event(
+                    &format!("e{n}"),
+                    "order.placed",
+                    &format!("k{}", n % 50),
+                    serde_json::json!({ "seq": n }),
+                )
             })
             .collect();
-        for result in client.publish_batch("default", events).await.expect("publish") {
+        for result in client
+            .publish_batch("default", events)
+            .await
+            .expect("publish")
+        {
             let published_event = result.expect("stored");
             assert_eq!(published_event.rules, vec!["orders"]);
             assert_eq!(published_event.offsets.len(), 1);
@@ -58,7 +67,9 @@ async fn ten_thousand_events_arrive_once_in_partition_order_and_stay_acked() {
     }
     assert_eq!(published.len(), 10_000);
 
-    let mut stream = RawStream::open(&broker.url, "billing", 500).await.expect("open");
+    let mut stream = RawStream::open(&broker.url, "billing", 500)
+        .await
+        .expect("open");
     let mut received = HashSet::new();
     let mut last_offset: BTreeMap<u32, u64> = BTreeMap::new();
     let mut last_seq_per_key: BTreeMap<String, u64> = BTreeMap::new();
@@ -100,14 +111,31 @@ async fn ten_thousand_events_arrive_once_in_partition_order_and_stay_acked() {
     .await;
     let description = describe(&mut admin, "billing").await;
     assert_eq!(description.total_lag, 0);
-    assert_eq!(description.partitions.iter().map(|p| p.end_offset).sum::<u64>(), 10_000);
+    assert_eq!(
+        description
+            .partitions
+            .iter()
+            .map(|p| p.end_offset)
+            .sum::<u64>(),
+        10_000
+    );
     drop(stream);
 
     // A second run receives nothing old: the first thing it gets is an
     // event published after it connected.
-    let mut again = RawStream::open(&broker.url, "billing", 10).await.expect("reopen");
+    let mut again = RawStream::open(&broker.url, "billing", 10)
+        .await
+        .expect("reopen");
     client
-        .publish("default", event("sentinel", "order.placed", "k0", serde_json::json!({"seq": 0})))
+        .publish(
+            "default",
+            event(
+                "sentinel",
+                "order.placed",
+                "k0",
+                serde_json::json!({"seq": 0}),
+            ),
+        )
         .await
         .expect("sentinel");
     let first = again.next().await.expect("delivery");
@@ -132,7 +160,9 @@ async fn consumers_of_one_subscription_share_its_events() {
                         let seen = Arc::clone(&seen);
                         async move {
                             tokio::task::yield_now().await;
-                            seen.lock().expect("lock").push((consumer, delivery.event.id));
+                            seen.lock()
+                                .expect("lock")
+                                .push((consumer, delivery.event.id));
                             Ok::<(), String>(())
                         }
                     },
@@ -148,9 +178,19 @@ async fn consumers_of_one_subscription_share_its_events() {
     })
     .await;
     let events: Vec<_> = (0..400)
-        .map(|n| event(&format!("s{n}"), "order.placed", &format!("k{n}"), serde_json::json!({})))
+        .map(|n| {
+            event(
+                &format!("s{n}"),
+                "order.placed",
+                &format!("k{n}"),
+                serde_json::json!({}),
+            )
+        })
         .collect();
-    client.publish_batch("default", events).await.expect("publish");
+    client
+        .publish_batch("default", events)
+        .await
+        .expect("publish");
     eventually("all 400 handled", || {
         let seen = Arc::clone(&seen);
         async move { seen.lock().expect("lock").len() >= 400 }
@@ -165,14 +205,21 @@ async fn consumers_of_one_subscription_share_its_events() {
     for run in runs {
         run.await.expect("join").expect("clean stop");
     }
-    let seen = seen.lock().expect("lock");
+    let seen = seen.lock().expect("lock").clone();
     let ids: HashSet<&String> = seen.iter().map(|(_, id)| id).collect();
     assert_eq!(ids.len(), 400, "every event handled");
     assert_eq!(seen.len(), 400, "no event handled twice");
     for consumer in 0..2 {
-        assert!(seen.iter().any(|(c, _)| *c == consumer), "consumer {consumer} got a share");
+        assert!(
+            seen.iter().any(|(c, _)| *c == consumer),
+            "consumer {consumer} got a share"
+        );
     }
-    assert_eq!(describe(&mut admin, "shipping").await.consumers, 0, "streams closed");
+    assert_eq!(
+        describe(&mut admin, "shipping").await.consumers,
+        0,
+        "streams closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,15 +227,29 @@ async fn unacked_deliveries_come_again_after_a_reconnect() {
     let (_dir, broker) = start();
     let client = broker.client().await;
     let events: Vec<_> = (0..10)
-        .map(|n| event(&format!("r{n}"), "order.placed", "one-key", serde_json::json!({})))
+        .map(|n| {
+            event(
+                &format!("r{n}"),
+                "order.placed",
+                "one-key",
+                serde_json::json!({}),
+            )
+        })
         .collect();
-    client.publish_batch("default", events).await.expect("publish");
-    let mut stream = RawStream::open(&broker.url, "billing", 100).await.expect("open");
+    client
+        .publish_batch("default", events)
+        .await
+        .expect("publish");
+    let mut stream = RawStream::open(&broker.url, "billing", 100)
+        .await
+        .expect("open");
     let mut first = Vec::new();
     for _ in 0..10 {
         first.push(stream.next().await.expect("delivery"));
     }
-    stream.ack(first[..5].iter().map(|d| d.delivery_id.clone()).collect()).await;
+    stream
+        .ack(first[..5].iter().map(|d| d.delivery_id.clone()).collect())
+        .await;
     let admin = broker.admin().await;
     eventually("five acked", || {
         let mut admin = admin.clone();
@@ -196,7 +257,9 @@ async fn unacked_deliveries_come_again_after_a_reconnect() {
     })
     .await;
     drop(stream);
-    let mut stream = RawStream::open(&broker.url, "billing", 100).await.expect("reopen");
+    let mut stream = RawStream::open(&broker.url, "billing", 100)
+        .await
+        .expect("reopen");
     for expected in &first[5..] {
         let delivery = stream.next().await.expect("redelivery");
         assert_eq!(delivery.offset, expected.offset);
@@ -210,15 +273,32 @@ async fn republishing_an_event_is_flagged_as_a_duplicate() {
     let (_dir, broker) = start();
     let client = broker.client().await;
     let original = event("dup-1", "order.placed", "k", serde_json::json!({}));
-    let first = client.publish("default", original.clone()).await.expect("publish");
-    let second = client.publish("default", original.clone()).await.expect("publish again");
+    let first = client
+        .publish("default", original.clone())
+        .await
+        .expect("publish");
+    let second = client
+        .publish("default", original.clone())
+        .await
+        .expect("publish again");
     assert!(!first.duplicate);
     assert!(second.duplicate);
     assert_eq!(second.offsets, first.offsets, "points at the stored copy");
-    let both = client.publish_batch("default", vec![event("dup-2", "order.placed", "k", serde_json::json!({})); 2]).await.expect("batch");
+    let both = client
+        .publish_batch(
+            "default",
+            vec![event("dup-2", "order.placed", "k", serde_json::json!({})); 2],
+        )
+        .await
+        .expect("batch");
     assert!(!both[0].as_ref().expect("stored").duplicate);
     assert!(both[1].as_ref().expect("flagged").duplicate);
     let mut admin = broker.admin().await;
-    let end: u64 = describe(&mut admin, "billing").await.partitions.iter().map(|p| p.end_offset).sum();
+    let end: u64 = describe(&mut admin, "billing")
+        .await
+        .partitions
+        .iter()
+        .map(|p| p.end_offset)
+        .sum();
     assert_eq!(end, 2, "each id stored once");
 }

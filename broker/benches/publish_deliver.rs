@@ -1,1 +1,270 @@
-fn main(){}
+//! Publish → deliver benchmark through the real gRPC server, durable
+//! (fsync before ack, group commit), 1 KiB events.
+//!
+//! Two scenarios, both with one subscriber acking in batches:
+//! - throughput: several concurrent publishers send batches as fast as the
+//!   broker acks them; prints events/s and publish→deliver percentiles;
+//! - steady: one publisher paced at a fixed rate; prints the percentiles.
+//!
+//! `cargo bench -p switchyard-broker --bench publish_deliver -- [--events N]
+//! [--publishers P] [--batch B] [--rate R] [--seconds S] [--partitions N]`
+
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use switchyard_broker::config::{BrokerConfig, SubscriptionConfig, TopicConfig};
+use switchyard_broker::server::Broker;
+use switchyard_sdk::proto;
+use switchyard_sdk::proto::subscribe_request::Request;
+use switchyard_sdk::{Client, Event};
+use tokio::sync::{Mutex, mpsc};
+
+const EVENT_BYTES: usize = 1024;
+
+#[derive(Debug, Clone)]
+struct Options {
+    events: u64,
+    publishers: u64,
+    batch: u64,
+    rate: u64,
+    seconds: u64,
+    partitions: u32,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        events: 200_000,
+        publishers: 8,
+        batch: 100,
+        rate: 10_000,
+        seconds: 5,
+        partitions: 4,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        let value = pair[1].parse().unwrap_or(0);
+        match pair[0].as_str() {
+            "--events" => options.events = value,
+            "--publishers" => options.publishers = value,
+            "--batch" => options.batch = value,
+            "--rate" => options.rate = value,
+            "--seconds" => options.seconds = value,
+            "--partitions" => options.partitions = value as u32,
+            _ => {}
+        }
+    }
+    options
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn bench_event(n: u64) -> proto::CloudEvent {
+    Event::new("/bench", "bench.event")
+        .id(n.to_string())
+        .extension("sentns", now_nanos().to_string())
+        .binary("application/octet-stream", vec![b'x'; EVENT_BYTES])
+}
+
+/// Starts a broker in-process; returns its URL.
+async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<String> {
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - name: bench\n    pattern: {type: [bench.event]}\n    targets: [{topic: bench}]\n",
+    )?;
+    let config = BrokerConfig {
+        data_dir: dir.join("data"),
+        rules: vec![rules],
+        topics: vec![TopicConfig {
+            name: "bench".into(),
+            partitions: Some(partitions),
+        }],
+        subscriptions: vec![SubscriptionConfig {
+            name: "bench-sub".into(),
+            topic: "bench".into(),
+            max_in_flight: 10_000,
+            ack_deadline: Duration::from_secs(60),
+            start: Default::default(),
+        }],
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::open(config)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(broker.serve(listener, std::future::pending()));
+    Ok(url)
+}
+
+/// Consumes `expected` events, recording publish→deliver latency.
+async fn consume(
+    url: String,
+    expected: u64,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+) -> anyhow::Result<Instant> {
+    let (requests, rx) = mpsc::channel(1024);
+    requests
+        .send(proto::SubscribeRequest {
+            request: Some(Request::Open(proto::Open {
+                subscription: "bench-sub".into(),
+                max_in_flight: 10_000,
+            })),
+        })
+        .await?;
+    let client = Client::connect(url).await?;
+    let mut stream = proto::subscriber_client::SubscriberClient::new(client.channel())
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut received = 0;
+    let mut acks = Vec::with_capacity(1000);
+    let mut local = Histogram::<u64>::new(3)?;
+    while received < expected {
+        let Some(delivery) = stream.message().await? else {
+            anyhow::bail!("stream ended after {received} events");
+        };
+        let sent: u64 = delivery
+            .event
+            .as_ref()
+            .and_then(|e| e.extensions.get("sentns"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        local.record(now_nanos().saturating_sub(sent) / 1000)?;
+        received += 1;
+        acks.push(delivery.delivery_id);
+        if acks.len() >= 500 || received == expected {
+            requests
+                .send(proto::SubscribeRequest {
+                    request: Some(Request::Settle(proto::Settle {
+                        ack_ids: std::mem::take(&mut acks),
+                        nacks: Vec::new(),
+                    })),
+                })
+                .await?;
+        }
+    }
+    histogram.lock().await.add(&local)?;
+    Ok(Instant::now())
+}
+
+fn report(name: &str, events: u64, elapsed: Duration, histogram: &Histogram<u64>) {
+    println!(
+        "{name}: {events} events of {EVENT_BYTES} B in {:.2} s = {:.0} events/s; publish→deliver p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64(),
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        histogram.value_at_quantile(0.999) as f64 / 1000.0,
+        histogram.max() as f64 / 1000.0,
+    );
+}
+
+async fn throughput(options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = start_broker(dir.path(), options.partitions).await?;
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let total = options.events - options.events % (options.publishers * options.batch);
+    let consumer = tokio::spawn(consume(url.clone(), total, Arc::clone(&histogram)));
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut publishers = Vec::new();
+    for _ in 0..options.publishers {
+        let client = Client::connect(url.clone()).await?;
+        let next = Arc::clone(&next);
+        let batch = options.batch;
+        publishers.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(batch, Ordering::SeqCst);
+                if first >= total {
+                    return anyhow::Ok(());
+                }
+                let events = (first..first + batch).map(bench_event).collect();
+                for result in client.publish_batch("default", events).await? {
+                    result?;
+                }
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await??;
+    }
+    let published = start.elapsed();
+    let done = consumer.await??;
+    println!(
+        "publish only: {total} events in {:.2} s = {:.0} events/s",
+        published.as_secs_f64(),
+        total as f64 / published.as_secs_f64()
+    );
+    report(
+        &format!(
+            "throughput ({} publishers, batch {}, {} partitions, fsync always)",
+            options.publishers, options.batch, options.partitions
+        ),
+        total,
+        done - start,
+        &*histogram.lock().await,
+    );
+    Ok(())
+}
+
+async fn steady(options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = start_broker(dir.path(), options.partitions).await?;
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    // Ticks of 1 ms; each tick publishes rate/1000 events as one batch.
+    let per_tick = (options.rate / 1000).max(1);
+    let total = per_tick * 1000 * options.seconds;
+    let consumer = tokio::spawn(consume(url.clone(), total, Arc::clone(&histogram)));
+    let client = Client::connect(url).await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for n in 0..total / per_tick {
+        tick.tick().await;
+        let client = client.clone();
+        in_flight.spawn(async move {
+            let events = (n * per_tick..(n + 1) * per_tick)
+                .map(bench_event)
+                .collect();
+            for result in client.publish_batch("default", events).await? {
+                result?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = in_flight.join_next().await {
+        result??;
+    }
+    let done = consumer.await??;
+    report(
+        &format!(
+            "steady {} events/s (batch {per_tick} per ms, fsync always)",
+            options.rate
+        ),
+        total,
+        done - start,
+        &*histogram.lock().await,
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::consts::ARCH
+    );
+    runtime.block_on(async {
+        throughput(&options).await?;
+        steady(&options).await
+    })
+}

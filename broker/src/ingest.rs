@@ -3,7 +3,9 @@
 
 use crate::config::LimitsConfig;
 use crate::log::{EventLog, LogError};
-use crate::model::{CloudEvent, EventError, EventLimits, StoredEvent, TopicName, partition_for, validate_event};
+use crate::model::{
+    CloudEvent, EventError, EventLimits, StoredEvent, TopicName, partition_for, validate_event,
+};
 use crate::rules::{RuleSet, event_view};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -123,13 +125,20 @@ impl Ingest {
 
     /// The rules in force.
     pub fn rules(&self) -> Arc<RuleSet> {
-        self.rules.read().map(|r| Arc::clone(&r)).unwrap_or_default()
+        self.rules
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
     }
 
     /// Validates, routes and durably appends a batch. Invalid events get
     /// their own rejection and are not stored; the rest of the batch is.
     /// Returns once every stored event is durable.
-    pub async fn publish(&self, bus: &str, events: Vec<CloudEvent>) -> Result<Vec<Outcome>, IngestError> {
+    pub async fn publish(
+        &self,
+        bus: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Vec<Outcome>, IngestError> {
         let rules = self.rules();
         if !rules.has_bus(bus) {
             return Err(IngestError::BusNotFound(bus.to_string()));
@@ -180,7 +189,10 @@ impl Ingest {
                 None => {
                     // A later copy of an id that came earlier in this batch.
                     let key = (bus.to_string(), event.source.clone(), event.id.clone());
-                    match seen_in_batch.get(&key).and_then(|&first| outcomes[first].as_ref()) {
+                    match seen_in_batch
+                        .get(&key)
+                        .and_then(|&first| outcomes[first].as_ref())
+                    {
                         Some(Ok(stored)) => Ok(Stored {
                             duplicate: true,
                             ..stored.clone()
@@ -209,11 +221,20 @@ impl Ingest {
             })?;
             targets.push((topic, partition_for(event, info.partitions), rule_names));
         }
-        Ok(Planned { rules: matched, targets })
+        Ok(Planned {
+            rules: matched,
+            targets,
+        })
     }
 
     /// Appends planned events grouped per partition, all groups at once.
-    async fn append(&self, events: &[CloudEvent], bus: &str, planned: &[Option<Planned>], outcomes: &mut [Option<Outcome>]) {
+    async fn append(
+        &self,
+        events: &[CloudEvent],
+        bus: &str,
+        planned: &[Option<Planned>],
+        outcomes: &mut [Option<Outcome>],
+    ) {
         let mut groups: BTreeMap<(TopicName, u32), (Vec<usize>, Vec<Bytes>)> = BTreeMap::new();
         for (i, plan) in planned.iter().enumerate() {
             let Some(plan) = plan else { continue };
@@ -232,14 +253,20 @@ impl Ingest {
                 group.1.push(record.to_bytes());
             }
         }
-        let appends = groups.into_iter().map(|((topic, partition), (indexes, payloads))| {
-            let append = self.log.append(&topic, partition, payloads);
-            async move { (topic, partition, indexes, append.await) }
-        });
+        let appends = groups
+            .into_iter()
+            .map(|((topic, partition), (indexes, payloads))| {
+                let append = self.log.append(&topic, partition, payloads);
+                async move { (topic, partition, indexes, append.await) }
+            });
         for (topic, partition, indexes, result) in futures::future::join_all(appends).await {
             for (n, i) in indexes.into_iter().enumerate() {
                 match (&result, outcomes[i].as_mut()) {
-                    (Ok(base), Some(Ok(stored))) => stored.offsets.push((topic.clone(), partition, base + n as u64)),
+                    (Ok(base), Some(Ok(stored))) => {
+                        stored
+                            .offsets
+                            .push((topic.clone(), partition, base + n as u64))
+                    }
                     (Err(e), outcome) => {
                         if let Some(outcome) = outcome {
                             *outcome = Err(Rejection::Storage(e.to_string()));

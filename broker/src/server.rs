@@ -61,7 +61,8 @@ impl Broker {
     /// the config declares (and the topics rules target) when missing.
     pub fn open(config: BrokerConfig) -> Result<Broker, StartError> {
         let rules = RuleSet::load(&config.rules, &config.buses)?;
-        let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&config.data_dir, &config.storage)?);
+        let log: Arc<dyn EventLog> =
+            Arc::new(EmbeddedLog::open(&config.data_dir, &config.storage)?);
         let declared = config
             .topics
             .iter()
@@ -76,12 +77,19 @@ impl Broker {
                     }
                 }
                 Err(LogError::TopicNotFound(_)) => {
-                    log.create_topic(&topic, partitions.unwrap_or(config.storage.default_partitions))?;
+                    log.create_topic(
+                        &topic,
+                        partitions.unwrap_or(config.storage.default_partitions),
+                    )?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let subscriptions = Arc::new(Subscriptions::open(&config.data_dir, Arc::clone(&log), config.delivery.clone())?);
+        let subscriptions = Arc::new(Subscriptions::open(
+            &config.data_dir,
+            Arc::clone(&log),
+            config.delivery.clone(),
+        )?);
         for spec in &config.subscriptions {
             match subscriptions.get(&spec.name) {
                 Ok(existing) if existing.spec() != spec => {
@@ -105,19 +113,30 @@ impl Broker {
     /// Serves on `listener` until `shutdown` resolves; then ends every
     /// subscription stream, drains connections (up to [`DRAIN_DEADLINE`]),
     /// flushes committed offsets and closes the log, in that order.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<PublisherServer<PublisherService>>().await;
-        health.set_serving::<SubscriberServer<SubscriberService>>().await;
+        health
+            .set_serving::<PublisherServer<PublisherService>>()
+            .await;
+        health
+            .set_serving::<SubscriberServer<SubscriberService>>()
+            .await;
         health.set_serving::<AdminServer<AdminService>>().await;
 
         let publisher = PublisherServer::new(PublisherService::new(Arc::clone(&self.ingest)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let subscriber = SubscriberServer::new(SubscriberService::new(Arc::clone(&self.subscriptions), token.clone()))
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let subscriber = SubscriberServer::new(SubscriberService::new(
+            Arc::clone(&self.subscriptions),
+            token.clone(),
+        ))
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let admin = AdminServer::new(AdminService::new(
             Arc::clone(&self.log),
             Arc::clone(&self.subscriptions),

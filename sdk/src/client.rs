@@ -54,7 +54,11 @@ impl Client {
         self.publish_batch(bus, vec![event])
             .await?
             .pop()
-            .unwrap_or_else(|| Err(SdkError::StreamEnded("the broker returned no result".into())))
+            .unwrap_or_else(|| {
+                Err(SdkError::StreamEnded(
+                    "the broker returned no result".into(),
+                ))
+            })
     }
 
     /// Publishes a batch in one call; one result per event, in order. A
@@ -75,7 +79,12 @@ impl Client {
             .max_encoding_message_size(64 * 1024 * 1024)
             .publish(request)
             .await?;
-        Ok(response.into_inner().results.into_iter().map(published).collect())
+        Ok(response
+            .into_inner()
+            .results
+            .into_iter()
+            .map(published)
+            .collect())
     }
 
     /// Publishes a serde value as a JSON event of type `event_type`.
@@ -86,7 +95,8 @@ impl Client {
         event_type: &str,
         data: &T,
     ) -> Result<Published, SdkError> {
-        self.publish(bus, Event::new(source, event_type).json(data)?).await
+        self.publish(bus, Event::new(source, event_type).json(data)?)
+            .await
     }
 
     /// Publishes a protobuf message; the event type is its full name.
@@ -96,7 +106,8 @@ impl Client {
         source: &str,
         message: &M,
     ) -> Result<Published, SdkError> {
-        self.publish(bus, Event::from_message(source, message)).await
+        self.publish(bus, Event::from_message(source, message))
+            .await
     }
 
     /// Starts configuring a consumer of `subscription`.

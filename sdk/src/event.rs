@@ -74,7 +74,10 @@ impl Event {
 
     /// An event whose CloudEvents `type` is the message's full protobuf
     /// name, with the message as `application/protobuf` data.
-    pub fn from_message<M: prost::Message + prost::Name>(source: impl Into<String>, message: &M) -> CloudEvent {
+    pub fn from_message<M: prost::Message + prost::Name>(
+        source: impl Into<String>,
+        message: &M,
+    ) -> CloudEvent {
         Event::new(source, M::full_name()).message(message)
     }
 
@@ -115,21 +118,40 @@ mod tests {
 
     #[test]
     fn typed_protobuf_events_name_their_type() {
-        let event = Event::from_message("/shop", &OrderPlaced { order_id: "7".into() });
+        let event = Event::from_message(
+            "/shop",
+            &OrderPlaced {
+                order_id: "7".into(),
+            },
+        );
         assert_eq!(event.r#type, "shop.v1.OrderPlaced");
-        assert_eq!(event.data_content_type.as_deref(), Some("application/protobuf"));
+        assert_eq!(
+            event.data_content_type.as_deref(),
+            Some("application/protobuf")
+        );
         assert_eq!(event.data_schema.as_deref(), Some("/shop.v1.OrderPlaced"));
         let Some(Data::BinaryData(bytes)) = event.data else {
             panic!("binary data expected")
         };
-        assert_eq!(<OrderPlaced as prost::Message>::decode(&bytes[..]).ok(), Some(OrderPlaced { order_id: "7".into() }));
+        assert_eq!(
+            <OrderPlaced as prost::Message>::decode(&bytes[..]).ok(),
+            Some(OrderPlaced {
+                order_id: "7".into()
+            })
+        );
     }
 
     #[test]
     fn json_events_carry_json() {
-        let event = Event::new("/s", "t").partition_key("k").json(&serde_json::json!({"a": 1})).expect("json");
+        let event = Event::new("/s", "t")
+            .partition_key("k")
+            .json(&serde_json::json!({"a": 1}))
+            .expect("json");
         assert_eq!(event.data_content_type.as_deref(), Some("application/json"));
-        assert_eq!(event.extensions.get("partitionkey").map(String::as_str), Some("k"));
+        assert_eq!(
+            event.extensions.get("partitionkey").map(String::as_str),
+            Some("k")
+        );
         assert_eq!(event.spec_version, "1.0");
         assert!(!event.id.is_empty());
     }

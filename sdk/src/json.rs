@@ -83,7 +83,9 @@ pub fn from_json(value: &Value) -> Result<CloudEvent, SdkError> {
         match object.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(SdkError::Data(format!("attribute '{name}' must be a string, got {other}"))),
+            Some(other) => Err(SdkError::Data(format!(
+                "attribute '{name}' must be a string, got {other}"
+            ))),
         }
     };
     let mut event = CloudEvent {
@@ -97,10 +99,11 @@ pub fn from_json(value: &Value) -> Result<CloudEvent, SdkError> {
         ..CloudEvent::default()
     };
     if let Some(time) = text("time")? {
-        event.time = Some(
-            time.parse()
-                .map_err(|e| SdkError::Data(format!("attribute 'time' is not an RFC 3339 timestamp: {e}")))?,
-        );
+        event.time = Some(time.parse().map_err(|e| {
+            SdkError::Data(format!(
+                "attribute 'time' is not an RFC 3339 timestamp: {e}"
+            ))
+        })?);
     }
     for (name, value) in object {
         if CORE.contains(&name.as_str()) {
@@ -109,21 +112,32 @@ pub fn from_json(value: &Value) -> Result<CloudEvent, SdkError> {
         let value = match value {
             Value::String(s) => s.clone(),
             Value::Number(_) | Value::Bool(_) => value.to_string(),
-            other => return Err(SdkError::Data(format!("extension '{name}' must be a string, number or boolean, got {other}"))),
+            other => {
+                return Err(SdkError::Data(format!(
+                    "extension '{name}' must be a string, number or boolean, got {other}"
+                )));
+            }
         };
         event.extensions.insert(name.clone(), value);
     }
     if let Some(encoded) = text("data_base64")? {
-        event.data = Some(Data::BinaryData(
-            base64_decode(&encoded).ok_or_else(|| SdkError::Data("data_base64 is not valid base64".into()))?,
-        ));
+        event.data = Some(Data::BinaryData(base64_decode(&encoded).ok_or_else(
+            || SdkError::Data("data_base64 is not valid base64".into()),
+        )?));
     } else if let Some(data) = object.get("data") {
         match data {
-            Value::String(s) if event.data_content_type.as_deref().is_some_and(|ct| !ct.contains("json")) => {
+            Value::String(s)
+                if event
+                    .data_content_type
+                    .as_deref()
+                    .is_some_and(|ct| !ct.contains("json")) =>
+            {
                 event.data = Some(Data::TextData(s.clone()));
             }
             other => {
-                event.data_content_type.get_or_insert_with(|| "application/json".into());
+                event
+                    .data_content_type
+                    .get_or_insert_with(|| "application/json".into());
                 event.data = Some(Data::BinaryData(other.to_string().into_bytes()));
             }
         }
@@ -180,7 +194,10 @@ mod tests {
             "subject": "x", "partitionkey": "k", "data": {"a": [1, 2]}
         });
         let event = from_json(&input).expect("parses");
-        assert_eq!(event.extensions.get("partitionkey").map(String::as_str), Some("k"));
+        assert_eq!(
+            event.extensions.get("partitionkey").map(String::as_str),
+            Some("k")
+        );
         assert_eq!(event.data_content_type.as_deref(), Some("application/json"));
         assert_eq!(to_json(&event)["data"], json!({"a": [1, 2]}));
         assert_eq!(to_json(&event)["partitionkey"], json!("k"));
@@ -188,7 +205,13 @@ mod tests {
 
     #[test]
     fn binary_data_uses_base64() {
-        for bytes in [vec![], vec![0], vec![0, 255], vec![1, 2, 3], vec![250, 251, 252, 253]] {
+        for bytes in [
+            vec![],
+            vec![0],
+            vec![0, 255],
+            vec![1, 2, 3],
+            vec![250, 251, 252, 253],
+        ] {
             let event = CloudEvent {
                 data_content_type: Some("application/octet-stream".into()),
                 data: Some(Data::BinaryData(bytes.clone())),

@@ -56,7 +56,10 @@ impl Received {
             Some(Data::BinaryData(bytes)) => Ok(bytes),
             Some(Data::TextData(text)) => Ok(text.as_bytes()),
             Some(Data::ProtoData(any)) => Ok(&any.value),
-            None => Err(SdkError::Data(format!("event '{}' has no data", self.event.id))),
+            None => Err(SdkError::Data(format!(
+                "event '{}' has no data",
+                self.event.id
+            ))),
         }
     }
 
@@ -194,7 +197,10 @@ impl Running {
         };
         match outcome {
             Ok(()) => settle.ack_ids.push(delivery_id),
-            Err(reason) => settle.nacks.push(Nack { delivery_id, reason }),
+            Err(reason) => settle.nacks.push(Nack {
+                delivery_id,
+                reason,
+            }),
         }
     }
 }

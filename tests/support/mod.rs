@@ -47,7 +47,10 @@ impl BrokerProcess {
     /// Starts `switchyard serve --config DIR/config.yaml` and waits for it
     /// to listen.
     pub fn start(dir: &Path) -> BrokerProcess {
-        let log_path = dir.join(format!("broker-{}.log", Instant::now().elapsed().as_nanos() ^ rand_suffix()));
+        let log_path = dir.join(format!(
+            "broker-{}.log",
+            Instant::now().elapsed().as_nanos() ^ rand_suffix()
+        ));
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(binary())
             .args(["serve", "--config"])
@@ -75,16 +78,19 @@ impl BrokerProcess {
                 let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
                     continue;
                 };
-                if entry["fields"]["message"] == "switchyard listening" {
-                    if let Some(addr) = entry["fields"]["addr"].as_str() {
-                        return addr.to_string();
-                    }
+                if entry["fields"]["message"] == "switchyard listening"
+                    && let Some(addr) = entry["fields"]["addr"].as_str()
+                {
+                    return addr.to_string();
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("broker exited with {status} before listening:\n{log}");
             }
-            assert!(start.elapsed() < TIMEOUT, "broker did not start in time:\n{log}");
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "broker did not start in time:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -112,7 +118,10 @@ impl BrokerProcess {
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "clean shutdown: {status}\n{}", self.log());
     }
@@ -143,7 +152,10 @@ where
 }
 
 /// Describes a subscription.
-pub async fn describe(admin: &mut AdminClient<Channel>, name: &str) -> proto::SubscriptionDescription {
+pub async fn describe(
+    admin: &mut AdminClient<Channel>,
+    name: &str,
+) -> proto::SubscriptionDescription {
     admin
         .describe_subscription(proto::DescribeSubscriptionRequest { name: name.into() })
         .await
@@ -168,7 +180,11 @@ pub struct RawStream {
 
 impl RawStream {
     /// Opens a stream on `subscription` with `max_in_flight` credits.
-    pub async fn open(url: &str, subscription: &str, max_in_flight: u32) -> Result<RawStream, tonic::Status> {
+    pub async fn open(
+        url: &str,
+        subscription: &str,
+        max_in_flight: u32,
+    ) -> Result<RawStream, tonic::Status> {
         use proto::subscribe_request::Request;
         let (requests, rx) = tokio::sync::mpsc::channel(64);
         requests
@@ -180,12 +196,19 @@ impl RawStream {
             })
             .await
             .expect("queue open");
-        let channel = Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect");
+        let channel = Channel::from_shared(url.to_string())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
         let responses = proto::subscriber_client::SubscriberClient::new(channel)
             .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
-        Ok(RawStream { requests, responses })
+        Ok(RawStream {
+            requests,
+            responses,
+        })
     }
 
     /// The next delivery (panics after [`TIMEOUT`]).

@@ -22,7 +22,12 @@ pub struct AdminService {
 
 impl AdminService {
     /// A service over the broker's parts.
-    pub fn new(log: Arc<dyn EventLog>, subscriptions: Arc<Subscriptions>, ingest: Arc<Ingest>, default_partitions: u32) -> Self {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        subscriptions: Arc<Subscriptions>,
+        ingest: Arc<Ingest>,
+        default_partitions: u32,
+    ) -> Self {
         Self {
             log,
             subscriptions,
@@ -75,7 +80,10 @@ fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_topic(&self, request: Request<proto::CreateTopicRequest>) -> Result<Response<proto::Topic>, Status> {
+    async fn create_topic(
+        &self,
+        request: Request<proto::CreateTopicRequest>,
+    ) -> Result<Response<proto::Topic>, Status> {
         let request = request.into_inner();
         let name = TopicName::new(request.name)?;
         let partitions = if request.partitions == 0 {
@@ -83,7 +91,9 @@ impl Admin for AdminService {
         } else {
             request.partitions
         };
-        Ok(Response::new(topic_to_proto(self.log.create_topic(&name, partitions)?)))
+        Ok(Response::new(topic_to_proto(
+            self.log.create_topic(&name, partitions)?,
+        )))
     }
 
     async fn list_topics(
@@ -146,8 +156,15 @@ impl Admin for AdminService {
         &self,
         _request: Request<proto::ListSubscriptionsRequest>,
     ) -> Result<Response<proto::ListSubscriptionsResponse>, Status> {
-        let subscriptions = self.subscriptions.list().iter().map(|s| subscription_to_proto(s.spec())).collect();
-        Ok(Response::new(proto::ListSubscriptionsResponse { subscriptions }))
+        let subscriptions = self
+            .subscriptions
+            .list()
+            .iter()
+            .map(|s| subscription_to_proto(s.spec()))
+            .collect();
+        Ok(Response::new(proto::ListSubscriptionsResponse {
+            subscriptions,
+        }))
     }
 
     async fn delete_subscription(
@@ -162,7 +179,10 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::DescribeSubscriptionRequest>,
     ) -> Result<Response<proto::SubscriptionDescription>, Status> {
-        let description = self.subscriptions.get(&request.into_inner().name)?.describe()?;
+        let description = self
+            .subscriptions
+            .get(&request.into_inner().name)?
+            .describe()?;
         let partitions: Vec<proto::PartitionProgress> = description
             .partitions
             .iter()

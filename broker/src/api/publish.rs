@@ -5,7 +5,9 @@ use crate::ingest::{Ingest, Rejection};
 use crate::rules::DEFAULT_BUS;
 use std::sync::Arc;
 use switchyard_proto::v1::publisher_server::Publisher;
-use switchyard_proto::v1::{EventError, PublishRequest, PublishResponse, PublishResult, TopicOffset};
+use switchyard_proto::v1::{
+    EventError, PublishRequest, PublishResponse, PublishResult, TopicOffset,
+};
 use tonic::{Request, Response, Status};
 
 /// Serves publishes through the ingest pipeline.
@@ -23,9 +25,16 @@ impl PublisherService {
 
 #[tonic::async_trait]
 impl Publisher for PublisherService {
-    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
         let request = request.into_inner();
-        let bus = if request.bus.is_empty() { DEFAULT_BUS } else { &request.bus };
+        let bus = if request.bus.is_empty() {
+            DEFAULT_BUS
+        } else {
+            &request.bus
+        };
         let ids: Vec<String> = request.events.iter().map(|e| e.id.clone()).collect();
         let outcomes = self.ingest.publish(bus, request.events).await?;
         let results = ids

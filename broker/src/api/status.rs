@@ -12,7 +12,9 @@ impl From<LogError> for Status {
         let code = match &error {
             LogError::TopicNotFound(_) => Code::NotFound,
             LogError::TopicExists(_) => Code::AlreadyExists,
-            LogError::NoSuchPartition { .. } | LogError::InvalidPartitions { .. } => Code::InvalidArgument,
+            LogError::NoSuchPartition { .. } | LogError::InvalidPartitions { .. } => {
+                Code::InvalidArgument
+            }
             LogError::Corrupt { .. } => Code::DataLoss,
             LogError::Io { .. } | LogError::Failed(_) | LogError::Closed => Code::Unavailable,
         };
@@ -29,7 +31,9 @@ impl From<NameError> for Status {
 impl From<DeliveryError> for Status {
     fn from(error: DeliveryError) -> Status {
         let code = match &error {
-            DeliveryError::SubscriptionNotFound(_) | DeliveryError::TopicNotFound(_) => Code::NotFound,
+            DeliveryError::SubscriptionNotFound(_) | DeliveryError::TopicNotFound(_) => {
+                Code::NotFound
+            }
             DeliveryError::SubscriptionExists(_) => Code::AlreadyExists,
             DeliveryError::InvalidSpec { .. } | DeliveryError::Name(_) => Code::InvalidArgument,
             DeliveryError::Log(_) | DeliveryError::Io { .. } => Code::Unavailable,

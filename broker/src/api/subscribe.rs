@@ -27,7 +27,10 @@ pub struct SubscriberService {
 impl SubscriberService {
     /// A service over the subscriptions; `shutdown` ends every stream.
     pub fn new(subscriptions: Arc<Subscriptions>, shutdown: CancellationToken) -> Self {
-        Self { subscriptions, shutdown }
+        Self {
+            subscriptions,
+            shutdown,
+        }
     }
 }
 
@@ -60,7 +63,11 @@ impl Subscriber for SubscriberService {
                 ));
             }
         };
-        let consumer = Arc::new(self.subscriptions.get(&open.subscription)?.connect(open.max_in_flight)?);
+        let consumer = Arc::new(
+            self.subscriptions
+                .get(&open.subscription)?
+                .connect(open.max_in_flight)?,
+        );
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let stop = self.shutdown.child_token();
 
@@ -80,15 +87,20 @@ impl Subscriber for SubscriberService {
                 };
                 match request {
                     Some(Message::Settle(settle)) => {
-                        let nacks: Vec<(String, String)> =
-                            settle.nacks.into_iter().map(|n| (n.delivery_id, n.reason)).collect();
+                        let nacks: Vec<(String, String)> = settle
+                            .nacks
+                            .into_iter()
+                            .map(|n| (n.delivery_id, n.reason))
+                            .collect();
                         if let Err(e) = reader.settle(&settle.ack_ids, &nacks) {
                             let _ = reader_sender.send(Err(e.into())).await;
                             break;
                         }
                     }
                     Some(Message::Open(_)) => {
-                        let status = Status::invalid_argument("`open` may only be sent once, as the first message");
+                        let status = Status::invalid_argument(
+                            "`open` may only be sent once, as the first message",
+                        );
                         let _ = reader_sender.send(Err(status)).await;
                         break;
                     }

@@ -110,7 +110,11 @@ pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {
     match command {
         TopicsCommand::List { connection } => {
             let mut admin = Client::connect(&connection.url).await?.admin();
-            let topics = admin.list_topics(proto::ListTopicsRequest {}).await?.into_inner().topics;
+            let topics = admin
+                .list_topics(proto::ListTopicsRequest {})
+                .await?
+                .into_inner()
+                .topics;
             println!("{:<32} PARTITIONS", "TOPIC");
             for topic in topics {
                 println!("{:<32} {}", topic.name, topic.partitions);
@@ -126,11 +130,16 @@ pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {
                 .create_topic(proto::CreateTopicRequest { name, partitions })
                 .await?
                 .into_inner();
-            println!("created topic {} with {} partitions", topic.name, topic.partitions);
+            println!(
+                "created topic {} with {} partitions",
+                topic.name, topic.partitions
+            );
         }
         TopicsCommand::Delete { connection, name } => {
             let mut admin = Client::connect(&connection.url).await?.admin();
-            admin.delete_topic(proto::DeleteTopicRequest { name: name.clone() }).await?;
+            admin
+                .delete_topic(proto::DeleteTopicRequest { name: name.clone() })
+                .await?;
             println!("deleted topic {name}");
         }
     }
@@ -146,7 +155,10 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                 .await?
                 .into_inner()
                 .subscriptions;
-            println!("{:<32} {:<24} MAX_IN_FLIGHT ACK_DEADLINE", "SUBSCRIPTION", "TOPIC");
+            println!(
+                "{:<32} {:<24} MAX_IN_FLIGHT ACK_DEADLINE",
+                "SUBSCRIPTION", "TOPIC"
+            );
             for sub in subs {
                 println!(
                     "{:<32} {:<24} {:<13} {}s",
@@ -179,7 +191,10 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                 })
                 .await?
                 .into_inner();
-            println!("created subscription {} on topic {}", created.name, created.topic);
+            println!(
+                "created subscription {} on topic {}",
+                created.name, created.topic
+            );
         }
         SubscriptionsCommand::Describe { connection, name } => {
             let mut admin = Client::connect(&connection.url).await?.admin();
@@ -192,7 +207,10 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                 "subscription {} on topic {}: {} consumer(s), total lag {}",
                 sub.name, sub.topic, description.consumers, description.total_lag
             );
-            println!("{:<10} {:>12} {:>12} {:>10} {:>10}", "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT");
+            println!(
+                "{:<10} {:>12} {:>12} {:>10} {:>10}",
+                "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT"
+            );
             for p in description.partitions {
                 println!(
                     "{:<10} {:>12} {:>12} {:>10} {:>10}",
@@ -218,11 +236,19 @@ pub(super) async fn rules(command: RulesCommand) -> Result<(), Failure> {
                 error: e.into(),
                 code: EXIT_INVALID,
             })?;
-            println!("ok: {} rule(s) in {} file(s)", set.rules().len(), files.len());
+            println!(
+                "ok: {} rule(s) in {} file(s)",
+                set.rules().len(),
+                files.len()
+            );
         }
         RulesCommand::List { connection, bus } => {
             let mut admin = Client::connect(&connection.url).await?.admin();
-            let rules = admin.list_rules(proto::ListRulesRequest { bus }).await?.into_inner().rules;
+            let rules = admin
+                .list_rules(proto::ListRulesRequest { bus })
+                .await?
+                .into_inner()
+                .rules;
             for rule in rules {
                 println!(
                     "{} (bus {}, {}) -> {}: {}",

@@ -47,7 +47,12 @@ pub(crate) struct Cli {
 #[derive(Debug, clap::Args)]
 pub(crate) struct Connection {
     /// Broker URL.
-    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "SWITCHYARD_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     url: String,
 }
 

@@ -56,7 +56,10 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
     let events = if args.stdin {
         read_stdin_events()?
     } else {
-        let mut event = Event::new(args.source.unwrap_or_default(), args.event_type.unwrap_or_default());
+        let mut event = Event::new(
+            args.source.unwrap_or_default(),
+            args.event_type.unwrap_or_default(),
+        );
         if let Some(id) = args.id {
             event = event.id(id);
         }
@@ -71,7 +74,8 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
         }
         let event = match args.data {
             Some(data) => {
-                let value: serde_json::Value = serde_json::from_str(&data).context("--data must be valid JSON")?;
+                let value: serde_json::Value =
+                    serde_json::from_str(&data).context("--data must be valid JSON")?;
                 event.json(&value)?
             }
             None => event.build(),
@@ -100,7 +104,10 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
             println!("{line}");
         }
         if total > STDIN_BATCH {
-            eprintln!("published {} of {total}", ((n + 1) * STDIN_BATCH).min(total));
+            eprintln!(
+                "published {} of {total}",
+                ((n + 1) * STDIN_BATCH).min(total)
+            );
         }
     }
     if rejected > 0 {
@@ -116,8 +123,8 @@ fn read_stdin_events() -> anyhow::Result<Vec<switchyard_sdk::CloudEvent>> {
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("stdin line {}: not JSON", n + 1))?;
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("stdin line {}: not JSON", n + 1))?;
         events.push(json::from_json(&value).with_context(|| format!("stdin line {}", n + 1))?);
     }
     Ok(events)

@@ -71,7 +71,9 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             rules: Vec::new(),
             limits: LimitsConfig::default(),
@@ -135,7 +137,9 @@ impl TryFrom<String> for FsyncPolicy {
             other => humantime::parse_duration(other)
                 .map(FsyncPolicy::Interval)
                 .map_err(|_| {
-                    format!("fsync must be `always`, `never` or an interval like `10ms`, not {other:?}")
+                    format!(
+                        "fsync must be `always`, `never` or an interval like `10ms`, not {other:?}"
+                    )
                 }),
         }
     }
@@ -367,8 +371,11 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_errors_with_a_line() {
-        let err = BrokerConfig::parse("listen: 127.0.0.1:1\nstorage:\n  fsynk: always\n", Path::new("b.yaml"))
-            .expect_err("typo");
+        let err = BrokerConfig::parse(
+            "listen: 127.0.0.1:1\nstorage:\n  fsynk: always\n",
+            Path::new("b.yaml"),
+        )
+        .expect_err("typo");
         let text = err.to_string();
         assert!(text.contains("b.yaml"), "{text}");
         assert!(text.contains("fsynk"), "{text}");
@@ -377,10 +384,14 @@ mod tests {
 
     #[test]
     fn fsync_policies_parse() {
-        let config = BrokerConfig::parse("storage:\n  fsync: 10ms\n", Path::new("c"))
-            .expect("parses");
-        assert_eq!(config.storage.fsync, FsyncPolicy::Interval(Duration::from_millis(10)));
-        let config = BrokerConfig::parse("storage:\n  fsync: never\n", Path::new("c")).expect("parses");
+        let config =
+            BrokerConfig::parse("storage:\n  fsync: 10ms\n", Path::new("c")).expect("parses");
+        assert_eq!(
+            config.storage.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(10))
+        );
+        let config =
+            BrokerConfig::parse("storage:\n  fsync: never\n", Path::new("c")).expect("parses");
         assert_eq!(config.storage.fsync, FsyncPolicy::Never);
     }
 

@@ -106,7 +106,11 @@ impl Cursor {
     /// `ready_at`. Returns the holder whose credit frees up; a nack of an
     /// older attempt than the one in flight is ignored.
     pub(super) fn nack(&mut self, offset: u64, attempt: u32, ready_at: Instant) -> Option<u64> {
-        let flight = self.in_flight.get(&offset).filter(|f| f.attempt == attempt).copied()?;
+        let flight = self
+            .in_flight
+            .get(&offset)
+            .filter(|f| f.attempt == attempt)
+            .copied()?;
         self.in_flight.remove(&offset);
         self.retry.insert(
             offset,

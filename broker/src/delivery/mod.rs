@@ -7,7 +7,9 @@ mod cursor;
 mod store;
 mod subscription;
 
-pub use subscription::{Consumer, Delivery, PartitionProgress, Subscription, SubscriptionDescription};
+pub use subscription::{
+    Consumer, Delivery, PartitionProgress, Subscription, SubscriptionDescription,
+};
 
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
 use crate::log::{EventLog, LogError};
@@ -25,7 +27,9 @@ pub enum DeliveryError {
     #[error("subscription '{0}' not found")]
     SubscriptionNotFound(String),
     /// A different subscription with this name exists.
-    #[error("subscription '{0}' already exists with a different definition; delete it first or pick another name")]
+    #[error(
+        "subscription '{0}' already exists with a different definition; delete it first or pick another name"
+    )]
     SubscriptionExists(String),
     /// The subscription's topic does not exist.
     #[error("topic '{0}' not found; create it first (switchyard topics create {0})")]
@@ -53,7 +57,9 @@ pub enum DeliveryError {
         source: std::io::Error,
     },
     /// A stored record could not be decoded.
-    #[error("topic '{topic}' partition {partition} offset {offset}: stored event cannot be decoded: {reason}")]
+    #[error(
+        "topic '{topic}' partition {partition} offset {offset}: stored event cannot be decoded: {reason}"
+    )]
     Undecodable {
         /// The topic.
         topic: String,
@@ -86,7 +92,11 @@ pub struct Subscriptions {
 
 impl Subscriptions {
     /// Loads every stored subscription under `data_dir/subscriptions`.
-    pub fn open(data_dir: &Path, log: Arc<dyn EventLog>, config: DeliveryConfig) -> Result<Subscriptions, DeliveryError> {
+    pub fn open(
+        data_dir: &Path,
+        log: Arc<dyn EventLog>,
+        config: DeliveryConfig,
+    ) -> Result<Subscriptions, DeliveryError> {
         let dir = data_dir.join("subscriptions");
         let mut subscriptions = BTreeMap::new();
         for (spec, committed) in store::load_all(&dir)? {
@@ -99,7 +109,14 @@ impl Subscriptions {
                     continue;
                 }
             };
-            let subscription = Subscription::new(spec, info, committed, Arc::clone(&log), &config, dir.join(name.as_str()))?;
+            let subscription = Subscription::new(
+                spec,
+                info,
+                committed,
+                Arc::clone(&log),
+                &config,
+                dir.join(name.as_str()),
+            )?;
             subscriptions.insert(name, Arc::new(subscription));
         }
         tracing::info!(subscriptions = subscriptions.len(), "subscriptions loaded");
@@ -148,7 +165,14 @@ impl Subscriptions {
             .collect::<Result<Vec<u64>, LogError>>()?;
         let sub_dir = self.dir.join(name.as_str());
         store::create(&sub_dir, &spec, &committed)?;
-        let subscription = Arc::new(Subscription::new(spec, info, committed, Arc::clone(&self.log), &self.config, sub_dir)?);
+        let subscription = Arc::new(Subscription::new(
+            spec,
+            info,
+            committed,
+            Arc::clone(&self.log),
+            &self.config,
+            sub_dir,
+        )?);
         subscriptions.insert(name.clone(), Arc::clone(&subscription));
         tracing::info!(subscription = %name, topic = %topic, "subscription created");
         Ok(subscription)
@@ -156,7 +180,8 @@ impl Subscriptions {
 
     /// One subscription by name.
     pub fn get(&self, name: &str) -> Result<Arc<Subscription>, DeliveryError> {
-        let key = SubscriptionName::new(name).map_err(|_| DeliveryError::SubscriptionNotFound(name.to_string()))?;
+        let key = SubscriptionName::new(name)
+            .map_err(|_| DeliveryError::SubscriptionNotFound(name.to_string()))?;
         self.subscriptions
             .read()
             .map_err(|_| poisoned())?
@@ -176,7 +201,8 @@ impl Subscriptions {
     /// Deletes a subscription and its stored offsets; connected consumers
     /// get NOT_FOUND on their next poll.
     pub fn delete(&self, name: &str) -> Result<(), DeliveryError> {
-        let key = SubscriptionName::new(name).map_err(|_| DeliveryError::SubscriptionNotFound(name.to_string()))?;
+        let key = SubscriptionName::new(name)
+            .map_err(|_| DeliveryError::SubscriptionNotFound(name.to_string()))?;
         let subscription = self
             .subscriptions
             .write()
@@ -218,7 +244,9 @@ impl Subscriptions {
 }
 
 fn poisoned() -> DeliveryError {
-    DeliveryError::Log(LogError::Failed("subscription registry lock poisoned".into()))
+    DeliveryError::Log(LogError::Failed(
+        "subscription registry lock poisoned".into(),
+    ))
 }
 
 #[cfg(test)]

@@ -28,16 +28,24 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeliveryError + '_ {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DeliveryError> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
     }
     Ok(())
 }
 
 /// Stores a new subscription.
-pub(super) fn create(dir: &Path, spec: &SubscriptionConfig, committed: &[u64]) -> Result<(), DeliveryError> {
+pub(super) fn create(
+    dir: &Path,
+    spec: &SubscriptionConfig,
+    committed: &[u64],
+) -> Result<(), DeliveryError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     write_offsets(dir, committed)?;
     let definition = serde_json::to_vec_pretty(spec).map_err(|e| DeliveryError::Io {
@@ -83,7 +91,8 @@ pub(super) fn load_all(root: &Path) -> Result<Vec<(SubscriptionConfig, Vec<u64>)
             serde_json::from_slice(&definition).map_err(|e| corrupt(&definition_path, e))?;
         let offsets_path = dir.join(OFFSETS);
         let offsets = std::fs::read(&offsets_path).map_err(io(&offsets_path))?;
-        let offsets: StoredOffsets = serde_json::from_slice(&offsets).map_err(|e| corrupt(&offsets_path, e))?;
+        let offsets: StoredOffsets =
+            serde_json::from_slice(&offsets).map_err(|e| corrupt(&offsets_path, e))?;
         loaded.push((spec, offsets.committed));
     }
     Ok(loaded)

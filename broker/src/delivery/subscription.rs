@@ -208,7 +208,11 @@ impl Subscription {
                 return Ok(());
             }
             state.dirty = false;
-            state.cursors.iter().map(|c| c.committed).collect::<Vec<_>>()
+            state
+                .cursors
+                .iter()
+                .map(|c| c.committed)
+                .collect::<Vec<_>>()
         };
         match store::write_offsets(&self.dir, &snapshot) {
             Ok(()) => {
@@ -262,10 +266,26 @@ impl Subscription {
                 release_credit(&mut state.consumers, holder);
             }
             for (offset, attempt) in cursor.take_due_retries(now, budget) {
-                match self.log.read(&self.topic, partition as u32, offset, 1)?.pop() {
+                match self
+                    .log
+                    .read(&self.topic, partition as u32, offset, 1)?
+                    .pop()
+                {
                     Some(record) if record.offset == offset => {
-                        deliveries.push(self.delivery(partition as u32, offset, attempt, &record.payload)?);
-                        cursor.dispatched(offset, InFlight { consumer, attempt, deadline });
+                        deliveries.push(self.delivery(
+                            partition as u32,
+                            offset,
+                            attempt,
+                            &record.payload,
+                        )?);
+                        cursor.dispatched(
+                            offset,
+                            InFlight {
+                                consumer,
+                                attempt,
+                                deadline,
+                            },
+                        );
                         budget -= 1;
                     }
                     // Deleted by retention meanwhile: nothing left to deliver.
@@ -276,9 +296,24 @@ impl Subscription {
             }
             let want = (budget as u64).min(cursor.fetch_budget(self.max_unacked)) as usize;
             if want > 0 && cursor.next_fetch < offsets.end {
-                for record in self.log.read(&self.topic, partition as u32, cursor.next_fetch, want)? {
-                    deliveries.push(self.delivery(partition as u32, record.offset, 1, &record.payload)?);
-                    cursor.dispatched(record.offset, InFlight { consumer, attempt: 1, deadline });
+                for record in
+                    self.log
+                        .read(&self.topic, partition as u32, cursor.next_fetch, want)?
+                {
+                    deliveries.push(self.delivery(
+                        partition as u32,
+                        record.offset,
+                        1,
+                        &record.payload,
+                    )?);
+                    cursor.dispatched(
+                        record.offset,
+                        InFlight {
+                            consumer,
+                            attempt: 1,
+                            deadline,
+                        },
+                    );
                     budget -= 1;
                 }
             }
@@ -291,7 +326,13 @@ impl Subscription {
         Ok((deliveries, wake))
     }
 
-    fn delivery(&self, partition: u32, offset: u64, attempt: u32, payload: &[u8]) -> Result<Delivery, DeliveryError> {
+    fn delivery(
+        &self,
+        partition: u32,
+        offset: u64,
+        attempt: u32,
+        payload: &[u8],
+    ) -> Result<Delivery, DeliveryError> {
         let record = StoredEvent::from_bytes(payload).map_err(|e| DeliveryError::Undecodable {
             topic: self.topic.to_string(),
             partition,
@@ -369,7 +410,10 @@ fn parse_delivery_id(id: &str) -> Option<(u32, u64, u32)> {
     let partition = parts.next()?.parse().ok()?;
     let offset = parts.next()?.parse().ok()?;
     let attempt = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((partition, offset, attempt))
+    parts
+        .next()
+        .is_none()
+        .then_some((partition, offset, attempt))
 }
 
 /// A connected consumer of a subscription. Dropping it returns its
@@ -396,7 +440,9 @@ impl Consumer {
                 return Ok(deliveries);
             }
             let sleep_for = wake
-                .map_or(IDLE_RECHECK, |at| at.saturating_duration_since(Instant::now()))
+                .map_or(IDLE_RECHECK, |at| {
+                    at.saturating_duration_since(Instant::now())
+                })
                 .min(IDLE_RECHECK);
             tokio::select! {
                 () = &mut settled => {}

@@ -18,7 +18,8 @@ fn spec(name: &str, max_in_flight: u32) -> SubscriptionConfig {
 }
 
 fn open(dir: &Path) -> (Arc<dyn EventLog>, Subscriptions) {
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir, &StorageConfig::default()).expect("log"));
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(dir, &StorageConfig::default()).expect("log"));
     let subs = Subscriptions::open(dir, Arc::clone(&log), DeliveryConfig::default()).expect("subs");
     (log, subs)
 }
@@ -47,12 +48,17 @@ async fn credits_acks_and_durable_offsets() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let (log, subs) = open(dir.path());
-        log.create_topic(&TopicName::new("orders").expect("valid"), 1).expect("topic");
+        log.create_topic(&TopicName::new("orders").expect("valid"), 1)
+            .expect("topic");
         let sub = subs.create(spec("billing", 3)).expect("create");
         publish(&log, 5).await;
         let consumer = sub.connect(0).expect("connect");
         let first = consumer.next_batch().await.expect("batch");
-        assert_eq!(ids(&first), vec!["0.0.1", "0.1.1", "0.2.1"], "limited by 3 credits");
+        assert_eq!(
+            ids(&first),
+            vec!["0.0.1", "0.1.1", "0.2.1"],
+            "limited by 3 credits"
+        );
         assert_eq!(first[1].record.rules, vec!["r1"]);
         // Ack 1 and 2 but not 0: credits free up, the floor stays at 0.
         consumer.settle(&ids(&first)[1..], &[]).expect("settle");
@@ -60,7 +66,9 @@ async fn credits_acks_and_durable_offsets() {
         assert_eq!(ids(&second), vec!["0.3.1", "0.4.1"]);
         subs.flush();
         assert_eq!(sub.describe().expect("describe").partitions[0].committed, 0);
-        consumer.settle(&[first[0].id.clone()], &[]).expect("settle");
+        consumer
+            .settle(&[first[0].id.clone()], &[])
+            .expect("settle");
         subs.flush();
         let described = sub.describe().expect("describe");
         assert_eq!(described.partitions[0].committed, 3);
@@ -74,14 +82,19 @@ async fn credits_acks_and_durable_offsets() {
     let sub = subs.get("billing").expect("reloaded");
     let consumer = sub.connect(10).expect("connect");
     let batch = consumer.next_batch().await.expect("batch");
-    assert_eq!(ids(&batch), vec!["0.3.1", "0.4.1"], "unacked events come again after a restart");
+    assert_eq!(
+        ids(&batch),
+        vec!["0.3.1", "0.4.1"],
+        "unacked events come again after a restart"
+    );
 }
 
 #[tokio::test]
 async fn disconnect_redelivers_to_another_consumer_with_a_higher_attempt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, subs) = open(dir.path());
-    log.create_topic(&TopicName::new("orders").expect("valid"), 1).expect("topic");
+    log.create_topic(&TopicName::new("orders").expect("valid"), 1)
+        .expect("topic");
     let sub = subs.create(spec("billing", 10)).expect("create");
     publish(&log, 2).await;
     let a = sub.connect(0).expect("connect");
@@ -96,7 +109,8 @@ async fn disconnect_redelivers_to_another_consumer_with_a_higher_attempt() {
 async fn nack_redelivers_after_the_delay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, _) = open(dir.path());
-    log.create_topic(&TopicName::new("orders").expect("valid"), 1).expect("topic");
+    log.create_topic(&TopicName::new("orders").expect("valid"), 1)
+        .expect("topic");
     let config = DeliveryConfig {
         nack_delay: Duration::from_millis(50),
         ..DeliveryConfig::default()
@@ -117,20 +131,41 @@ async fn nack_redelivers_after_the_delay() {
 async fn latest_start_skips_existing_events_and_bad_specs_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, subs) = open(dir.path());
-    log.create_topic(&TopicName::new("orders").expect("valid"), 1).expect("topic");
+    log.create_topic(&TopicName::new("orders").expect("valid"), 1)
+        .expect("topic");
     publish(&log, 3).await;
     let mut latest = spec("tail", 10);
     latest.start = StartPosition::Latest;
     let sub = subs.create(latest.clone()).expect("create");
     assert_eq!(sub.describe().expect("describe").partitions[0].committed, 3);
-    assert!(subs.create(latest.clone()).is_ok(), "same definition again is a no-op");
+    assert!(
+        subs.create(latest.clone()).is_ok(),
+        "same definition again is a no-op"
+    );
     latest.max_in_flight = 5;
-    assert!(matches!(subs.create(latest), Err(DeliveryError::SubscriptionExists(_))));
+    assert!(matches!(
+        subs.create(latest),
+        Err(DeliveryError::SubscriptionExists(_))
+    ));
     let mut missing_topic = spec("x", 1);
     missing_topic.topic = "nope".into();
-    assert!(matches!(subs.create(missing_topic), Err(DeliveryError::TopicNotFound(t)) if t == "nope"));
-    assert!(matches!(subs.create(spec("y", 0)), Err(DeliveryError::InvalidSpec { field: "max_in_flight", .. })));
-    assert!(matches!(subs.get("nope"), Err(DeliveryError::SubscriptionNotFound(_))));
+    assert!(
+        matches!(subs.create(missing_topic), Err(DeliveryError::TopicNotFound(t)) if t == "nope")
+    );
+    assert!(matches!(
+        subs.create(spec("y", 0)),
+        Err(DeliveryError::InvalidSpec {
+            field: "max_in_flight",
+            ..
+        })
+    ));
+    assert!(matches!(
+        subs.get("nope"),
+        Err(DeliveryError::SubscriptionNotFound(_))
+    ));
     subs.delete("tail").expect("delete");
-    assert!(matches!(sub.describe(), Err(DeliveryError::SubscriptionNotFound(_))));
+    assert!(matches!(
+        sub.describe(),
+        Err(DeliveryError::SubscriptionNotFound(_))
+    ));
 }

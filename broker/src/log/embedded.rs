@@ -46,7 +46,11 @@ impl EmbeddedLog {
         for entry in std::fs::read_dir(&root).map_err(|e| LogError::io(&root, e))? {
             let entry = entry.map_err(|e| LogError::io(&root, e))?;
             let dir = entry.path();
-            let Some(name) = entry.file_name().to_str().and_then(|n| TopicName::new(n).ok()) else {
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| TopicName::new(n).ok())
+            else {
                 tracing::warn!(path = %dir.display(), "ignoring a directory that is not a topic");
                 continue;
             };
@@ -87,19 +91,25 @@ impl EmbeddedLog {
         f: impl FnOnce(&Partition) -> T,
     ) -> Result<T, LogError> {
         let topic = self.get(name)?;
-        let p = topic
-            .partitions
-            .get(partition as usize)
-            .ok_or_else(|| LogError::NoSuchPartition {
-                topic: name.to_string(),
-                partition,
-                partitions: topic.info.partitions,
-            })?;
+        let p =
+            topic
+                .partitions
+                .get(partition as usize)
+                .ok_or_else(|| LogError::NoSuchPartition {
+                    topic: name.to_string(),
+                    partition,
+                    partitions: topic.info.partitions,
+                })?;
         Ok(f(p))
     }
 }
 
-fn open_topic(dir: &Path, name: TopicName, partitions: u32, config: &StorageConfig) -> Result<Topic, LogError> {
+fn open_topic(
+    dir: &Path,
+    name: TopicName,
+    partitions: u32,
+    config: &StorageConfig,
+) -> Result<Topic, LogError> {
     let appended = Arc::new(Notify::new());
     let partitions = (0..partitions)
         .map(|p| Partition::open(&dir.join(p.to_string()), config, Arc::clone(&appended)))
@@ -158,7 +168,9 @@ impl EventLog for EmbeddedLog {
             partition.close();
         }
         let dir = self.root.join(name.as_str());
-        let doomed = self.root.join(format!(".deleted-{}-{}", name, uuid::Uuid::new_v4()));
+        let doomed = self
+            .root
+            .join(format!(".deleted-{}-{}", name, uuid::Uuid::new_v4()));
         std::fs::rename(&dir, &doomed).map_err(|e| LogError::io(&dir, e))?;
         sync_dir(&self.root)?;
         std::fs::remove_dir_all(&doomed).map_err(|e| LogError::io(&doomed, e))?;

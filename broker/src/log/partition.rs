@@ -48,10 +48,18 @@ pub(crate) struct Partition {
 
 impl Partition {
     /// Opens (recovering) or creates the partition stored in `dir`.
-    pub(crate) fn open(dir: &Path, config: &StorageConfig, appended: Arc<Notify>) -> Result<Partition, LogError> {
+    pub(crate) fn open(
+        dir: &Path,
+        config: &StorageConfig,
+        appended: Arc<Notify>,
+    ) -> Result<Partition, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
         let (segments, writer_file, next_offset) = recover(dir, config)?;
         let start = segments.first().map_or(0, |s| s.base_offset);
+        let active = segments
+            .last()
+            .cloned()
+            .ok_or_else(|| LogError::Failed(format!("{}: no active segment", dir.display())))?;
         let shared = Arc::new(Shared {
             segments: RwLock::new(segments),
             durable_end: AtomicU64::new(next_offset),
@@ -63,6 +71,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             config: config.clone(),
             shared: Arc::clone(&shared),
+            active,
             file: writer_file,
             next_offset,
             since_index: 0,
@@ -118,7 +127,9 @@ impl Partition {
         }
         let segments: Vec<Arc<Segment>> = {
             let all = self.shared.segments.read().map_err(|_| LogError::Closed)?;
-            let first = all.partition_point(|s| s.base_offset <= from).saturating_sub(1);
+            let first = all
+                .partition_point(|s| s.base_offset <= from)
+                .saturating_sub(1);
             all[first..].to_vec()
         };
         for segment in segments {
@@ -190,7 +201,9 @@ fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, Fil
     let last = bases.len() - 1;
     for (i, base) in bases.iter().copied().enumerate() {
         let path = dir.join(super::segment::log_file_name(base));
-        let size = std::fs::metadata(&path).map_err(|e| LogError::io(&path, e))?.len();
+        let size = std::fs::metadata(&path)
+            .map_err(|e| LogError::io(&path, e))?
+            .len();
         let segment = Segment::open_existing(base, path, size)?;
         if i < last && !segment.load_index_file(size) {
             tracing::info!(segment = %segment.log_path.display(), "rebuilding segment index");
@@ -201,7 +214,11 @@ fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, Fil
     let active = &segments[last];
     let next_offset = validate_active(active, config)?;
     let file = active.open_writer()?;
-    Ok((segments.into_iter().map(Arc::new).collect(), file, next_offset))
+    Ok((
+        segments.into_iter().map(Arc::new).collect(),
+        file,
+        next_offset,
+    ))
 }
 
 /// Rebuilds the sparse index of a closed segment by scanning it.
@@ -265,7 +282,9 @@ fn validate_active(segment: &Segment, config: &StorageConfig) -> Result<u64, Log
         });
     }
     if let ScanEnd::Bad { position, reason } = end {
-        let last_good = expected.checked_sub(1).filter(|&o| o >= segment.base_offset);
+        let last_good = expected
+            .checked_sub(1)
+            .filter(|&o| o >= segment.base_offset);
         if segment.valid_record_after(position, size, last_good)? {
             return Err(LogError::Corrupt {
                 path: segment.log_path.clone(),
@@ -294,6 +313,8 @@ struct Writer {
     dir: PathBuf,
     config: StorageConfig,
     shared: Arc<Shared>,
+    /// The segment being appended to (the last of `shared.segments`).
+    active: Arc<Segment>,
     file: File,
     next_offset: u64,
     since_index: u64,
@@ -358,20 +379,22 @@ impl Writer {
         let mut buf = Vec::new();
         let mut answers = Vec::with_capacity(group.len());
         for request in group {
-            let size: usize = request.payloads.iter().map(|p| record::frame_len(p.len())).sum();
-            if self.active().size() + buf.len() as u64 + size as u64 > self.config.segment_bytes
-                && self.active().size() + buf.len() as u64 > 0
-            {
-                if let Err(e) = self.write_buffer(&mut buf).and_then(|()| self.roll()) {
-                    self.fail(&e, answers, Some(request));
-                    return;
-                }
+            let size: usize = request
+                .payloads
+                .iter()
+                .map(|p| record::frame_len(p.len()))
+                .sum();
+            let used = self.active.size() + buf.len() as u64;
+            let rolls = used > 0 && used + size as u64 > self.config.segment_bytes;
+            if rolls && let Err(e) = self.write_buffer(&mut buf).and_then(|()| self.roll()) {
+                self.fail(&e, answers, Some(request));
+                return;
             }
             let base = self.next_offset;
             for payload in &request.payloads {
-                let position = self.active().size() + buf.len() as u64;
+                let position = self.active.size() + buf.len() as u64;
                 if self.since_index >= self.config.index_interval_bytes || position == 0 {
-                    self.active().push_index(IndexEntry {
+                    self.active.push_index(IndexEntry {
                         offset: self.next_offset,
                         position,
                     });
@@ -384,30 +407,27 @@ impl Writer {
             }
             answers.push((request.reply, base));
         }
-        if let Err(e) = self.write_buffer(&mut buf).and_then(|()| self.sync_per_policy()) {
+        if let Err(e) = self
+            .write_buffer(&mut buf)
+            .and_then(|()| self.sync_per_policy())
+        {
             self.fail(&e, answers, None);
             return;
         }
-        self.shared.durable_end.store(self.next_offset, Ordering::Release);
+        self.shared
+            .durable_end
+            .store(self.next_offset, Ordering::Release);
         self.shared.appended.notify_waiters();
         for (reply, base) in answers {
             let _ = reply.send(Ok(base));
         }
     }
 
-    fn active(&self) -> Arc<Segment> {
-        let segments = self.shared.segments.read();
-        segments
-            .ok()
-            .and_then(|s| s.last().cloned())
-            .expect("a partition always has an active segment")
-    }
-
     fn write_buffer(&mut self, buf: &mut Vec<u8>) -> Result<(), LogError> {
         if buf.is_empty() {
             return Ok(());
         }
-        let segment = self.active();
+        let segment = Arc::clone(&self.active);
         self.file
             .write_all(buf)
             .map_err(|e| LogError::io(&segment.log_path, e))?;
@@ -419,7 +439,7 @@ impl Writer {
 
     fn sync_per_policy(&mut self) -> Result<(), LogError> {
         if self.config.fsync == FsyncPolicy::Always && self.unsynced {
-            let segment = self.active();
+            let segment = Arc::clone(&self.active);
             self.file
                 .sync_data()
                 .map_err(|e| LogError::io(&segment.log_path, e))?;
@@ -430,18 +450,23 @@ impl Writer {
 
     /// Closes the active segment (synced, index written) and starts a new one.
     fn roll(&mut self) -> Result<(), LogError> {
-        let old = self.active();
-        self.file.sync_all().map_err(|e| LogError::io(&old.log_path, e))?;
+        let old = Arc::clone(&self.active);
+        self.file
+            .sync_all()
+            .map_err(|e| LogError::io(&old.log_path, e))?;
         self.unsynced = false;
         // Everything written so far is now on disk.
-        self.shared.durable_end.store(self.next_offset, Ordering::Release);
+        self.shared
+            .durable_end
+            .store(self.next_offset, Ordering::Release);
         old.write_index_file()?;
         let (segment, file) = Segment::create(&self.dir, self.next_offset)?;
         sync_dir(&self.dir)?;
         self.file = file;
         self.since_index = 0;
+        self.active = Arc::new(segment);
         if let Ok(mut segments) = self.shared.segments.write() {
-            segments.push(Arc::new(segment));
+            segments.push(Arc::clone(&self.active));
         }
         self.apply_retention();
         Ok(())
@@ -451,23 +476,36 @@ impl Writer {
     /// written by the failed group are cut off again so the file never
     /// holds unacknowledged data ahead of later appends; if even that fails,
     /// the partition refuses further appends until restart.
-    fn fail(&mut self, error: &LogError, answers: Vec<(oneshot::Sender<Result<u64, LogError>>, u64)>, pending: Option<AppendRequest>) {
+    fn fail(
+        &mut self,
+        error: &LogError,
+        answers: Vec<(oneshot::Sender<Result<u64, LogError>>, u64)>,
+        pending: Option<AppendRequest>,
+    ) {
         tracing::error!(dir = %self.dir.display(), %error, "append failed");
         let durable = self.shared.durable_end.load(Ordering::Acquire);
         self.next_offset = durable;
-        let segment = self.active();
+        let segment = Arc::clone(&self.active);
         let undo = segment
             .scan(0, segment.size(), |_, record| record.offset < durable)
             .and_then(|end| match end {
                 ScanEnd::Clean { position } | ScanEnd::Bad { position, .. } => {
-                    let position = if durable > segment.base_offset { position } else { 0 };
-                    self.file.set_len(position).map_err(|e| LogError::io(&segment.log_path, e))?;
+                    let position = if durable > segment.base_offset {
+                        position
+                    } else {
+                        0
+                    };
+                    self.file
+                        .set_len(position)
+                        .map_err(|e| LogError::io(&segment.log_path, e))?;
                     segment.set_size(position);
                     Ok(())
                 }
             });
         if let Err(undo_error) = undo {
-            self.failed = Some(format!("{error}; then could not undo the partial write: {undo_error}"));
+            self.failed = Some(format!(
+                "{error}; then could not undo the partial write: {undo_error}"
+            ));
         }
         for (reply, _) in answers {
             let _ = reply.send(Err(LogError::Failed(error.to_string())));

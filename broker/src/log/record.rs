@@ -110,7 +110,10 @@ mod tests {
         let mut buf = Vec::new();
         encode(&mut buf, 1, 1, b"payload");
         for cut in 0..buf.len() {
-            assert!(matches!(decode(&buf[..cut]), Decoded::Incomplete { .. }), "cut {cut}");
+            assert!(
+                matches!(decode(&buf[..cut]), Decoded::Incomplete { .. }),
+                "cut {cut}"
+            );
         }
         for i in 0..buf.len() {
             let mut flipped = buf.clone();

@@ -42,10 +42,7 @@ pub(crate) enum ScanEnd {
     /// Stopped cleanly at `position` (end of data, or the visitor said stop).
     Clean { position: u64 },
     /// A record at `position` is incomplete or invalid.
-    Bad {
-        position: u64,
-        reason: &'static str,
-    },
+    Bad { position: u64, reason: &'static str },
 }
 
 /// The file name of the segment starting at `base_offset`.
@@ -146,7 +143,8 @@ impl Segment {
             bytes.extend_from_slice(&((entry.offset - self.base_offset) as u32).to_le_bytes());
             bytes.extend_from_slice(&(entry.position as u32).to_le_bytes());
         }
-        let mut file = File::create(&self.index_path).map_err(|e| LogError::io(&self.index_path, e))?;
+        let mut file =
+            File::create(&self.index_path).map_err(|e| LogError::io(&self.index_path, e))?;
         file.write_all(&bytes)
             .map_err(|e| LogError::io(&self.index_path, e))
     }
@@ -168,9 +166,9 @@ impl Segment {
                 offset: self.base_offset + u64::from(relative),
                 position: u64::from(position),
             };
-            let ordered = entries
-                .last()
-                .is_none_or(|last: &IndexEntry| last.offset < entry.offset && last.position < entry.position);
+            let ordered = entries.last().is_none_or(|last: &IndexEntry| {
+                last.offset < entry.offset && last.position < entry.position
+            });
             if !ordered || entry.position >= size {
                 return false;
             }
@@ -242,7 +240,10 @@ impl Segment {
     fn read_at(&self, buf: &mut [u8], position: u64) -> Result<usize, LogError> {
         let mut filled = 0;
         while filled < buf.len() {
-            match self.file.read_at(&mut buf[filled..], position + filled as u64) {
+            match self
+                .file
+                .read_at(&mut buf[filled..], position + filled as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -255,15 +256,22 @@ impl Segment {
     /// Whether any checksum-valid record with an offset above `after`
     /// starts somewhere in `[from, limit)`. Used by recovery to tell a torn
     /// tail (nothing valid follows) from corruption in the middle.
-    pub(crate) fn valid_record_after(&self, from: u64, limit: u64, after: Option<u64>) -> Result<bool, LogError> {
+    pub(crate) fn valid_record_after(
+        &self,
+        from: u64,
+        limit: u64,
+        after: Option<u64>,
+    ) -> Result<bool, LogError> {
         let len = (limit.saturating_sub(from)) as usize;
         let mut bytes = vec![0u8; len];
         let filled = self.read_at(&mut bytes, from)?;
         let bytes = &bytes[..filled];
-        Ok((1..bytes.len()).any(|start| match record::decode(&bytes[start..]) {
-            Decoded::Record { record, .. } => after.is_none_or(|after| record.offset > after),
-            _ => false,
-        }))
+        Ok(
+            (1..bytes.len()).any(|start| match record::decode(&bytes[start..]) {
+                Decoded::Record { record, .. } => after.is_none_or(|after| record.offset > after),
+                _ => false,
+            }),
+        )
     }
 
     /// Shrinks the file to `size` bytes (recovery of a torn tail).
@@ -283,7 +291,9 @@ impl Segment {
     pub(crate) fn remove_files(&self) -> Result<(), LogError> {
         std::fs::remove_file(&self.log_path).map_err(|e| LogError::io(&self.log_path, e))?;
         match std::fs::remove_file(&self.index_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(&self.index_path, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(LogError::io(&self.index_path, e))
+            }
             _ => Ok(()),
         }
     }

@@ -31,7 +31,11 @@ fn append_all(log: &EmbeddedLog, payloads: &[Vec<u8>]) {
 fn read_all(log: &EmbeddedLog) -> Vec<Vec<u8>> {
     let records = log.read(&topic(), 0, 0, usize::MAX).expect("read");
     for (i, record) in records.iter().enumerate() {
-        assert_eq!(record.offset, records[0].offset + i as u64, "offsets are contiguous");
+        assert_eq!(
+            record.offset,
+            records[0].offset + i as u64,
+            "offsets are contiguous"
+        );
     }
     records.into_iter().map(|r| r.payload.to_vec()).collect()
 }
@@ -47,7 +51,9 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn payloads(count: usize) -> Vec<Vec<u8>> {
-    (0..count).map(|i| format!("event-{i:04}").repeat(i % 7 + 1).into_bytes()).collect()
+    (0..count)
+        .map(|i| format!("event-{i:04}").repeat(i % 7 + 1).into_bytes())
+        .collect()
 }
 
 #[test]
@@ -67,10 +73,14 @@ fn appends_read_back_across_segment_rolls_and_restarts() {
     assert_eq!(log.offsets(&topic(), 0).expect("offsets").end, 300);
     // Reads from the middle start at the right record.
     let middle = log.read(&topic(), 0, 157, 3).expect("read");
-    assert_eq!(middle.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![157, 158, 159]);
+    assert_eq!(
+        middle.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![157, 158, 159]
+    );
     assert_eq!(middle[0].payload.to_vec(), written[157]);
     // Appends continue after the recovered end.
-    let next = block_on(log.append(&topic(), 0, vec![Bytes::from_static(b"after")])).expect("append");
+    let next =
+        block_on(log.append(&topic(), 0, vec![Bytes::from_static(b"after")])).expect("append");
     assert_eq!(next, 300);
 }
 
@@ -113,7 +123,10 @@ fn corruption_in_the_middle_of_the_active_segment_refuses_to_open() {
     let err = EmbeddedLog::open(dir.path(), &config).expect_err("corrupt");
     let text = err.to_string();
     assert!(matches!(err, LogError::Corrupt { .. }), "{text}");
-    assert!(text.contains(&file.display().to_string()), "names the file: {text}");
+    assert!(
+        text.contains(&file.display().to_string()),
+        "names the file: {text}"
+    );
     // Nothing was truncated.
     assert_eq!(std::fs::read(&file).expect("read").len(), bytes.len());
 }
@@ -131,7 +144,8 @@ fn reading_a_corrupt_closed_segment_is_an_error_not_a_skip() {
     let mut bytes = std::fs::read(&first).expect("read");
     bytes[20] ^= 0xff;
     std::fs::write(&first, &bytes).expect("write");
-    let log = EmbeddedLog::open(dir.path(), &small_config()).expect("closed segments are checked on read");
+    let log = EmbeddedLog::open(dir.path(), &small_config())
+        .expect("closed segments are checked on read");
     let err = log.read(&topic(), 0, 0, 10).expect_err("corrupt read");
     assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
 }
@@ -159,7 +173,10 @@ fn retention_by_size_deletes_the_oldest_closed_segments() {
         .iter()
         .map(|f| std::fs::metadata(f).expect("meta").len())
         .sum();
-    assert!(total <= 3000 + 1024, "within max_bytes plus the active segment: {total}");
+    assert!(
+        total <= 3000 + 1024,
+        "within max_bytes plus the active segment: {total}"
+    );
 }
 
 #[test]
@@ -173,7 +190,13 @@ fn group_commit_answers_concurrent_appends_with_distinct_offsets() {
     let log = Arc::new(EmbeddedLog::open(dir.path(), &config).expect("open"));
     log.create_topic(&topic(), 1).expect("create");
     let futures: Vec<_> = (0..200)
-        .map(|i| log.append(&topic(), 0, vec![Bytes::from(format!("{i}")), Bytes::from("x")]))
+        .map(|i| {
+            log.append(
+                &topic(),
+                0,
+                vec![Bytes::from(format!("{i}")), Bytes::from("x")],
+            )
+        })
         .collect();
     let mut bases: Vec<u64> = block_on(futures::future::join_all(futures))
         .into_iter()
@@ -192,9 +215,16 @@ fn unknown_topics_and_partitions_are_named() {
     log.create_topic(&topic(), 2).expect("create");
     assert!(matches!(
         log.read(&topic(), 5, 0, 1),
-        Err(LogError::NoSuchPartition { partition: 5, partitions: 2, .. })
+        Err(LogError::NoSuchPartition {
+            partition: 5,
+            partitions: 2,
+            ..
+        })
     ));
-    assert!(matches!(log.create_topic(&topic(), 2), Err(LogError::TopicExists(_))));
+    assert!(matches!(
+        log.create_topic(&topic(), 2),
+        Err(LogError::TopicExists(_))
+    ));
     assert!(matches!(
         log.create_topic(&TopicName::new("z").expect("valid"), 0),
         Err(LogError::InvalidPartitions { .. })

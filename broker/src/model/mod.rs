@@ -5,8 +5,8 @@ mod names;
 mod validate;
 
 pub use names::{NameError, SubscriptionName, TopicName, validate_name};
-pub use validate::{EventError, EventLimits, validate_event};
 pub(crate) use validate::is_json_content_type;
+pub use validate::{EventError, EventLimits, validate_event};
 
 use bytes::Bytes;
 pub use switchyard_proto::v1::CloudEvent;

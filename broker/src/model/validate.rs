@@ -216,11 +216,32 @@ mod tests {
 
     #[test]
     fn names_the_missing_required_attribute() {
-        assert_eq!(field_of(CloudEvent { id: "".into(), ..valid() }), "id");
-        assert_eq!(field_of(CloudEvent { source: "".into(), ..valid() }), "source");
-        assert_eq!(field_of(CloudEvent { r#type: "".into(), ..valid() }), "type");
         assert_eq!(
-            field_of(CloudEvent { spec_version: "0.3".into(), ..valid() }),
+            field_of(CloudEvent {
+                id: "".into(),
+                ..valid()
+            }),
+            "id"
+        );
+        assert_eq!(
+            field_of(CloudEvent {
+                source: "".into(),
+                ..valid()
+            }),
+            "source"
+        );
+        assert_eq!(
+            field_of(CloudEvent {
+                r#type: "".into(),
+                ..valid()
+            }),
+            "type"
+        );
+        assert_eq!(
+            field_of(CloudEvent {
+                spec_version: "0.3".into(),
+                ..valid()
+            }),
             "specversion"
         );
     }

@@ -155,7 +155,10 @@ impl RuleSet {
                     path: rule.file.clone(),
                     rule: rule.name.clone(),
                     field: "name".into(),
-                    message: format!("a rule with this name is already defined in {}; rule names must be unique", first.display()),
+                    message: format!(
+                        "a rule with this name is already defined in {}; rule names must be unique",
+                        first.display()
+                    ),
                 });
             }
         }
@@ -177,7 +180,10 @@ impl RuleSet {
 
     /// Every topic some rule targets.
     pub fn target_topics(&self) -> BTreeSet<TopicName> {
-        self.rules.iter().flat_map(|r| r.targets.iter().cloned()).collect()
+        self.rules
+            .iter()
+            .flat_map(|r| r.targets.iter().cloned())
+            .collect()
     }
 
     /// The enabled rules of `bus` that match the event view, grouped by
@@ -187,7 +193,10 @@ impl RuleSet {
         for rule in self.rules.iter().filter(|r| r.enabled && r.bus == bus) {
             if rule.pattern.matches(view) {
                 for topic in &rule.targets {
-                    routes.entry(topic.clone()).or_default().push(rule.name.clone());
+                    routes
+                        .entry(topic.clone())
+                        .or_default()
+                        .push(rule.name.clone());
                 }
             }
         }
@@ -209,7 +218,10 @@ pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, RulesError> {
             message: e.to_string(),
         })?
     };
-    file.rules.into_iter().map(|spec| compile_rule(spec, path)).collect()
+    file.rules
+        .into_iter()
+        .map(|spec| compile_rule(spec, path))
+        .collect()
 }
 
 fn compile_rule(spec: RuleSpec, path: &Path) -> Result<Rule, RulesError> {
@@ -225,7 +237,10 @@ fn compile_rule(spec: RuleSpec, path: &Path) -> Result<Rule, RulesError> {
     }
     validate_name("bus", &spec.bus).map_err(|e| name_error("bus", e))?;
     if spec.targets.is_empty() {
-        return Err(invalid("targets", "a rule needs at least one target, e.g. `- topic: orders`".into()));
+        return Err(invalid(
+            "targets",
+            "a rule needs at least one target, e.g. `- topic: orders`".into(),
+        ));
     }
     let targets = spec
         .targets
@@ -233,7 +248,8 @@ fn compile_rule(spec: RuleSpec, path: &Path) -> Result<Rule, RulesError> {
         .map(|t| TopicName::new(t.topic.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| name_error("targets", e))?;
-    let pattern = Pattern::compile(&spec.pattern).map_err(|e| invalid(&e.field_path("pattern"), e.message))?;
+    let pattern = Pattern::compile(&spec.pattern)
+        .map_err(|e| invalid(&e.field_path("pattern"), e.message))?;
     Ok(Rule {
         name: spec.name.clone(),
         description: spec.description,
@@ -297,19 +313,28 @@ rules:
         let view = json!({"type": "order.placed", "data": {"region": "eu"}});
         assert_eq!(
             topics(&set().route("default", &view)),
-            vec![("audit", vec!["all-orders"]), ("orders", vec!["all-orders", "eu-orders"])]
+            vec![
+                ("audit", vec!["all-orders"]),
+                ("orders", vec!["all-orders", "eu-orders"])
+            ]
         );
         let view = json!({"type": "order.placed", "data": {"region": "us"}});
         assert_eq!(
             topics(&set().route("default", &view)),
-            vec![("audit", vec!["all-orders"]), ("orders", vec!["all-orders"])]
+            vec![
+                ("audit", vec!["all-orders"]),
+                ("orders", vec!["all-orders"])
+            ]
         );
     }
 
     #[test]
     fn only_enabled_rules_of_the_bus_apply() {
         let view = json!({"type": "order.placed"});
-        assert_eq!(topics(&set().route("payments", &view)), vec![("payments", vec!["other-bus"])]);
+        assert_eq!(
+            topics(&set().route("payments", &view)),
+            vec![("payments", vec!["other-bus"])]
+        );
         assert!(set().has_bus("payments"));
         assert!(set().has_bus("default"));
         assert!(!set().has_bus("nope"));
@@ -317,8 +342,11 @@ rules:
 
     #[test]
     fn malformed_yaml_names_file_and_line() {
-        let err = parse_rules("rules:\n  - name: a\n    pattern: {type: [x]\n", Path::new("r.yaml"))
-            .expect_err("malformed");
+        let err = parse_rules(
+            "rules:\n  - name: a\n    pattern: {type: [x]\n",
+            Path::new("r.yaml"),
+        )
+        .expect_err("malformed");
         let text = err.to_string();
         assert!(text.starts_with("r.yaml: "), "{text}");
         assert!(text.contains("line"), "{text}");
@@ -332,7 +360,10 @@ rules:
         )
         .expect_err("leaf must be a list");
         let text = err.to_string();
-        assert!(text.contains("r.yaml: rule 'bad': pattern.data.total:"), "{text}");
+        assert!(
+            text.contains("r.yaml: rule 'bad': pattern.data.total:"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -345,8 +376,11 @@ rules:
 
     #[test]
     fn rules_need_targets_and_valid_topic_names() {
-        let err = parse_rules("rules:\n  - name: x\n    pattern: {type: [a]}\n    targets: []\n", Path::new("r"))
-            .expect_err("no targets");
+        let err = parse_rules(
+            "rules:\n  - name: x\n    pattern: {type: [a]}\n    targets: []\n",
+            Path::new("r"),
+        )
+        .expect_err("no targets");
         assert!(err.to_string().contains("targets"), "{err}");
         let err = parse_rules(
             "rules:\n  - name: x\n    pattern: {type: [a]}\n    targets: [{topic: 'a/b'}]\n",

@@ -75,9 +75,9 @@ impl Pattern {
         let Value::Object(event) = event else {
             return false;
         };
-        self.fields.iter().all(|(key, matcher)| {
-            event.get(key).is_some_and(|value| matcher.matches(value))
-        })
+        self.fields
+            .iter()
+            .all(|(key, matcher)| event.get(key).is_some_and(|value| matcher.matches(value)))
     }
 }
 
@@ -89,10 +89,16 @@ fn compile_object(value: &Value, path: &mut Vec<String>) -> Result<Pattern, Patt
         ));
     };
     if object.is_empty() {
-        return Err(PatternError::at(path, "an empty pattern is not allowed: name at least one field"));
+        return Err(PatternError::at(
+            path,
+            "an empty pattern is not allowed: name at least one field",
+        ));
     }
     if path.len() >= MAX_DEPTH {
-        return Err(PatternError::at(path, format!("patterns may nest at most {MAX_DEPTH} levels")));
+        return Err(PatternError::at(
+            path,
+            format!("patterns may nest at most {MAX_DEPTH} levels"),
+        ));
     }
     let mut fields = Vec::with_capacity(object.len());
     for (key, value) in object {
@@ -115,10 +121,16 @@ fn compile_object(value: &Value, path: &mut Vec<String>) -> Result<Pattern, Patt
 
 fn compile_values(values: &[Value], path: &[String]) -> Result<Vec<Literal>, PatternError> {
     if values.is_empty() {
-        return Err(PatternError::at(path, "an empty list matches nothing; list at least one value"));
+        return Err(PatternError::at(
+            path,
+            "an empty list matches nothing; list at least one value",
+        ));
     }
     if values.len() > MAX_VALUES {
-        return Err(PatternError::at(path, format!("at most {MAX_VALUES} values per field")));
+        return Err(PatternError::at(
+            path,
+            format!("at most {MAX_VALUES} values per field"),
+        ));
     }
     values
         .iter()
@@ -144,10 +156,14 @@ fn compile_values(values: &[Value], path: &[String]) -> Result<Vec<Literal>, Pat
 impl Matcher {
     fn matches(&self, value: &Value) -> bool {
         match (self, value) {
-            (_, Value::Array(items)) => items.iter().any(|item| !item.is_array() && self.matches(item)),
+            (_, Value::Array(items)) => items
+                .iter()
+                .any(|item| !item.is_array() && self.matches(item)),
             (Matcher::Nested(pattern), Value::Object(_)) => pattern.matches(value),
             (Matcher::Nested(_), _) => false,
-            (Matcher::Values(literals), value) => literals.iter().any(|literal| literal.matches(value)),
+            (Matcher::Values(literals), value) => {
+                literals.iter().any(|literal| literal.matches(value))
+            }
         }
     }
 }
@@ -156,7 +172,9 @@ impl Literal {
     fn matches(&self, value: &Value) -> bool {
         match (self, value) {
             (Literal::String(expected), Value::String(actual)) => expected == actual,
-            (Literal::Number(expected), Value::Number(actual)) => actual.as_f64() == Some(*expected),
+            (Literal::Number(expected), Value::Number(actual)) => {
+                actual.as_f64() == Some(*expected)
+            }
             (Literal::Bool(expected), Value::Bool(actual)) => expected == actual,
             (Literal::Null, Value::Null) => true,
             _ => false,
@@ -171,7 +189,9 @@ mod tests {
     use serde_json::json;
 
     fn matches(pattern: Value, event: Value) -> bool {
-        Pattern::compile(&pattern).expect("valid pattern").matches(&event)
+        Pattern::compile(&pattern)
+            .expect("valid pattern")
+            .matches(&event)
     }
 
     #[test]
@@ -188,15 +208,24 @@ mod tests {
     #[test]
     fn every_field_must_match_and_nesting_works() {
         let pattern = json!({"type": ["t"], "data": {"region": ["eu", "uk"]}});
-        assert!(matches(pattern.clone(), json!({"type": "t", "data": {"region": "uk", "x": 1}})));
-        assert!(!matches(pattern.clone(), json!({"type": "t", "data": {"region": "us"}})));
+        assert!(matches(
+            pattern.clone(),
+            json!({"type": "t", "data": {"region": "uk", "x": 1}})
+        ));
+        assert!(!matches(
+            pattern.clone(),
+            json!({"type": "t", "data": {"region": "us"}})
+        ));
         assert!(!matches(pattern.clone(), json!({"type": "t"})));
         assert!(!matches(pattern, json!({"type": "t", "data": "eu"})));
     }
 
     #[test]
     fn arrays_in_the_event_match_if_any_element_matches() {
-        assert!(matches(json!({"tags": ["vip"]}), json!({"tags": ["new", "vip"]})));
+        assert!(matches(
+            json!({"tags": ["vip"]}),
+            json!({"tags": ["new", "vip"]})
+        ));
         assert!(!matches(json!({"tags": ["vip"]}), json!({"tags": []})));
         assert!(matches(
             json!({"items": {"sku": ["a"]}}),
@@ -258,7 +287,8 @@ mod tests {
     fn pattern_value() -> impl Strategy<Value = Value> {
         let leaf = prop::collection::vec(scalar(), 1..3).prop_map(Value::Array);
         leaf.prop_recursive(3, 8, 2, |inner| {
-            prop::collection::btree_map(prop::sample::select(vec!["x", "y"]), inner, 1..3).prop_map(|m| json!(m))
+            prop::collection::btree_map(prop::sample::select(vec!["x", "y"]), inner, 1..3)
+                .prop_map(|m| json!(m))
         })
     }
 
