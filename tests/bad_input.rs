@@ -28,13 +28,6 @@ rules:
       - topic: orders
 ";
 
-fn start() -> (tempfile::TempDir, BrokerProcess) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_config(dir.path(), CONFIG, RULES);
-    let broker = BrokerProcess::start(dir.path());
-    (dir, broker)
-}
-
 fn rejection(result: &Result<switchyard_sdk::Published, SdkError>) -> (Code, String, String) {
     match result {
         Err(SdkError::Rejected {
@@ -49,7 +42,7 @@ fn rejection(result: &Result<switchyard_sdk::Published, SdkError>) -> (Code, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_are_rejected_by_field_and_the_rest_of_the_batch_is_stored() {
-    let (_dir, broker) = start();
+    let (_dir, broker) = start_broker(CONFIG, RULES);
     let client = broker.client().await;
     let good = |id: &str| event(id, "order.placed", "k", serde_json::json!({}));
     let mut no_id = good("x");
@@ -113,7 +106,7 @@ async fn invalid_events_are_rejected_by_field_and_the_rest_of_the_batch_is_store
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_level_errors_have_the_right_codes() {
-    let (_dir, broker) = start();
+    let (_dir, broker) = start_broker(CONFIG, RULES);
     let client = broker.client().await;
     let status = |e: SdkError| match e {
         SdkError::Status(status) => status,

@@ -52,7 +52,7 @@ async fn operate_a_broker_from_the_command_line() {
         "",
         "rules:\n  - name: to-audit\n    pattern: {type: [note.added]}\n    targets: [{topic: audit}]\n",
     );
-    let broker = BrokerProcess::start(dir.path());
+    let mut broker = BrokerProcess::start(dir.path());
     let url = broker.url.clone();
     let run = move |args: &'static [&'static str]| {
         let url = url.clone();
@@ -124,6 +124,10 @@ async fn operate_a_broker_from_the_command_line() {
     let missing = run(&["subscriptions", "describe", "nope"]).await;
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("'nope' not found"));
+
+    // SIGTERM: a clean, zero-exit shutdown.
+    broker.stop();
+    assert!(broker.log().contains("switchyard stopped"));
 }
 
 #[test]

@@ -30,16 +30,9 @@ rules:
       - topic: orders
 ";
 
-fn start() -> (tempfile::TempDir, BrokerProcess) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_config(dir.path(), CONFIG, RULES);
-    let broker = BrokerProcess::start(dir.path());
-    (dir, broker)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_arrive_once_in_partition_order_and_stay_acked() {
-    let (_dir, broker) = start();
+    let (_dir, broker) = start_broker(CONFIG, RULES);
     let client = broker.client().await;
     let mut published = HashSet::new();
     for batch in 0..20 {
@@ -144,7 +137,7 @@ async fn ten_thousand_events_arrive_once_in_partition_order_and_stay_acked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_of_one_subscription_share_its_events() {
-    let (_dir, broker) = start();
+    let (_dir, broker) = start_broker(CONFIG, RULES);
     let client = broker.client().await;
     let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -224,7 +217,7 @@ async fn consumers_of_one_subscription_share_its_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_deliveries_come_again_after_a_reconnect() {
-    let (_dir, broker) = start();
+    let (_dir, broker) = start_broker(CONFIG, RULES);
     let client = broker.client().await;
     let events: Vec<_> = (0..10)
         .map(|n| {
@@ -270,7 +263,7 @@ async fn unacked_deliveries_come_again_after_a_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republishing_an_event_is_flagged_as_a_duplicate() {
-    let (_dir, broker) = start();
+    let (_dir, broker) = start_broker(CONFIG, RULES);
     let client = broker.client().await;
     let original = event("dup-1", "order.placed", "k", serde_json::json!({}));
     let first = client

@@ -9,3 +9,18 @@
 pub mod v1 {
     tonic::include_proto!("switchyard.v1");
 }
+
+/// Names of the CloudEvents 1.0 core attributes (and of the JSON format's
+/// data members): they can never be extension attributes.
+pub const CORE_ATTRIBUTES: [&str; 10] = [
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+];

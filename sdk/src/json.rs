@@ -7,19 +7,6 @@ use serde_json::{Map, Value};
 use switchyard_proto::v1::CloudEvent;
 use switchyard_proto::v1::cloud_event::Data;
 
-const CORE: [&str; 10] = [
-    "id",
-    "source",
-    "specversion",
-    "type",
-    "subject",
-    "time",
-    "datacontenttype",
-    "dataschema",
-    "data",
-    "data_base64",
-];
-
 /// Renders an event in the CloudEvents JSON format.
 pub fn to_json(event: &CloudEvent) -> Value {
     let mut out = Map::new();
@@ -106,7 +93,7 @@ pub fn from_json(value: &Value) -> Result<CloudEvent, SdkError> {
         })?);
     }
     for (name, value) in object {
-        if CORE.contains(&name.as_str()) {
+        if switchyard_proto::CORE_ATTRIBUTES.contains(&name.as_str()) {
             continue;
         }
         let value = match value {

@@ -43,6 +43,15 @@ pub fn write_config(dir: &Path, config: &str, rules: &str) -> PathBuf {
     path
 }
 
+/// Writes `config` and `rules` into a new temporary directory and starts a
+/// broker there; keep the directory alive as long as the broker.
+pub fn start_broker(config: &str, rules: &str) -> (tempfile::TempDir, BrokerProcess) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), config, rules);
+    let broker = BrokerProcess::start(dir.path());
+    (dir, broker)
+}
+
 impl BrokerProcess {
     /// Starts `switchyard serve --config DIR/config.yaml` and waits for it
     /// to listen.

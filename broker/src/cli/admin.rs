@@ -6,6 +6,8 @@ use std::time::Duration;
 use switchyard_broker::rules::RuleSet;
 use switchyard_sdk::Client;
 use switchyard_sdk::proto;
+use switchyard_sdk::proto::admin_client::AdminClient;
+use tonic::transport::Channel;
 
 /// `switchyard topics ...`
 #[derive(Debug, clap::Subcommand)]
@@ -106,10 +108,15 @@ pub(crate) enum RulesCommand {
     },
 }
 
+/// An Admin client of the broker at `connection`.
+async fn admin(connection: &Connection) -> Result<AdminClient<Channel>, Failure> {
+    Ok(Client::connect(&connection.url).await?.admin())
+}
+
 pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {
     match command {
         TopicsCommand::List { connection } => {
-            let mut admin = Client::connect(&connection.url).await?.admin();
+            let mut admin = admin(&connection).await?;
             let topics = admin
                 .list_topics(proto::ListTopicsRequest {})
                 .await?
@@ -125,7 +132,7 @@ pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {
             name,
             partitions,
         } => {
-            let mut admin = Client::connect(&connection.url).await?.admin();
+            let mut admin = admin(&connection).await?;
             let topic = admin
                 .create_topic(proto::CreateTopicRequest { name, partitions })
                 .await?
@@ -136,7 +143,7 @@ pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {
             );
         }
         TopicsCommand::Delete { connection, name } => {
-            let mut admin = Client::connect(&connection.url).await?.admin();
+            let mut admin = admin(&connection).await?;
             admin
                 .delete_topic(proto::DeleteTopicRequest { name: name.clone() })
                 .await?;
@@ -149,7 +156,7 @@ pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {
 pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), Failure> {
     match command {
         SubscriptionsCommand::List { connection } => {
-            let mut admin = Client::connect(&connection.url).await?.admin();
+            let mut admin = admin(&connection).await?;
             let subs = admin
                 .list_subscriptions(proto::ListSubscriptionsRequest {})
                 .await?
@@ -174,7 +181,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             ack_deadline,
             start,
         } => {
-            let mut admin = Client::connect(&connection.url).await?.admin();
+            let mut admin = admin(&connection).await?;
             let subscription = proto::Subscription {
                 name,
                 topic,
@@ -197,7 +204,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             );
         }
         SubscriptionsCommand::Describe { connection, name } => {
-            let mut admin = Client::connect(&connection.url).await?.admin();
+            let mut admin = admin(&connection).await?;
             let description = admin
                 .describe_subscription(proto::DescribeSubscriptionRequest { name })
                 .await?
@@ -219,7 +226,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             }
         }
         SubscriptionsCommand::Delete { connection, name } => {
-            let mut admin = Client::connect(&connection.url).await?.admin();
+            let mut admin = admin(&connection).await?;
             admin
                 .delete_subscription(proto::DeleteSubscriptionRequest { name: name.clone() })
                 .await?;
@@ -243,7 +250,7 @@ pub(super) async fn rules(command: RulesCommand) -> Result<(), Failure> {
             );
         }
         RulesCommand::List { connection, bus } => {
-            let mut admin = Client::connect(&connection.url).await?.admin();
+            let mut admin = admin(&connection).await?;
             let rules = admin
                 .list_rules(proto::ListRulesRequest { bus })
                 .await?

@@ -112,13 +112,7 @@ impl Cursor {
             .filter(|f| f.attempt == attempt)
             .copied()?;
         self.in_flight.remove(&offset);
-        self.retry.insert(
-            offset,
-            Retry {
-                attempt: attempt + 1,
-                ready_at,
-            },
-        );
+        self.schedule_retry(offset, attempt + 1, ready_at);
         Some(flight.consumer)
     }
 
@@ -133,13 +127,7 @@ impl Cursor {
             .collect();
         for (offset, flight) in &expired {
             self.in_flight.remove(offset);
-            self.retry.insert(
-                *offset,
-                Retry {
-                    attempt: flight.attempt + 1,
-                    ready_at: now,
-                },
-            );
+            self.schedule_retry(*offset, flight.attempt + 1, now);
         }
         expired.into_iter().map(|(_, f)| f.consumer).collect()
     }
@@ -154,13 +142,7 @@ impl Cursor {
             .collect();
         for (offset, attempt) in held {
             self.in_flight.remove(&offset);
-            self.retry.insert(
-                offset,
-                Retry {
-                    attempt: attempt + 1,
-                    ready_at: now,
-                },
-            );
+            self.schedule_retry(offset, attempt + 1, now);
         }
     }
 
@@ -173,6 +155,10 @@ impl Cursor {
 
     pub(super) fn in_flight_len(&self) -> usize {
         self.in_flight.len()
+    }
+
+    fn schedule_retry(&mut self, offset: u64, attempt: u32, ready_at: Instant) {
+        self.retry.insert(offset, Retry { attempt, ready_at });
     }
 
     fn advance(&mut self) {

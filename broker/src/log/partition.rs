@@ -150,11 +150,7 @@ impl Partition {
                 records.len() < max_records
             })?;
             if let ScanEnd::Bad { position, reason } = scan {
-                return Err(LogError::Corrupt {
-                    path: segment.log_path.clone(),
-                    position,
-                    reason: reason.to_string(),
-                });
+                return Err(segment.corrupt(position, reason));
             }
             if records.len() >= max_records || next >= end {
                 break;
@@ -223,29 +219,15 @@ fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, Fil
 
 /// Rebuilds the sparse index of a closed segment by scanning it.
 fn rebuild_index(segment: &Segment, config: &StorageConfig, size: u64) -> Result<(), LogError> {
-    let mut entries = Vec::new();
-    let mut since = u64::MAX;
-    let mut last_position = 0;
+    let mut indexer = SparseIndexer::new(config.index_interval_bytes);
     let end = segment.scan(0, size, |position, record| {
-        if since >= config.index_interval_bytes {
-            entries.push(IndexEntry {
-                offset: record.offset,
-                position,
-            });
-            since = 0;
-        }
-        since += (record::frame_len(record.payload.len())) as u64;
-        last_position = position;
+        indexer.observe(position, record);
         true
     })?;
     if let ScanEnd::Bad { position, reason } = end {
-        return Err(LogError::Corrupt {
-            path: segment.log_path.clone(),
-            position,
-            reason: reason.to_string(),
-        });
+        return Err(segment.corrupt(position, reason));
     }
-    segment.set_index(entries);
+    segment.set_index(indexer.entries);
     segment.write_index_file()
 }
 
@@ -255,44 +237,31 @@ fn rebuild_index(segment: &Segment, config: &StorageConfig, size: u64) -> Result
 fn validate_active(segment: &Segment, config: &StorageConfig) -> Result<u64, LogError> {
     let size = segment.size();
     let mut expected = segment.base_offset;
-    let mut entries = Vec::new();
-    let mut since = u64::MAX;
+    let mut indexer = SparseIndexer::new(config.index_interval_bytes);
     let mut gap = None;
     let end = segment.scan(0, size, |position, record| {
         if record.offset != expected {
             gap = Some((position, record.offset));
             return false;
         }
-        if since >= config.index_interval_bytes {
-            entries.push(IndexEntry {
-                offset: record.offset,
-                position,
-            });
-            since = 0;
-        }
-        since += record::frame_len(record.payload.len()) as u64;
+        indexer.observe(position, record);
         expected += 1;
         true
     })?;
     if let Some((position, found)) = gap {
-        return Err(LogError::Corrupt {
-            path: segment.log_path.clone(),
+        return Err(segment.corrupt(
             position,
-            reason: format!("expected offset {expected}, found {found}"),
-        });
+            format!("expected offset {expected}, found {found}"),
+        ));
     }
     if let ScanEnd::Bad { position, reason } = end {
         let last_good = expected
             .checked_sub(1)
             .filter(|&o| o >= segment.base_offset);
         if segment.valid_record_after(position, size, last_good)? {
-            return Err(LogError::Corrupt {
-                path: segment.log_path.clone(),
-                position,
-                reason: format!(
+            return Err(segment.corrupt(position, format!(
                     "{reason} at offset {expected}, and valid records follow it: this is not a torn write"
-                ),
-            });
+                )));
         }
         tracing::warn!(
             segment = %segment.log_path.display(),
@@ -303,9 +272,38 @@ fn validate_active(segment: &Segment, config: &StorageConfig) -> Result<u64, Log
         );
         segment.truncate(position)?;
     }
-    segment.set_index(entries);
+    segment.set_index(indexer.entries);
     segment.write_index_file()?;
     Ok(expected)
+}
+
+/// Builds a sparse index while scanning: one entry per
+/// `interval` bytes of records, starting with the first record.
+struct SparseIndexer {
+    interval: u64,
+    since: u64,
+    entries: Vec<IndexEntry>,
+}
+
+impl SparseIndexer {
+    fn new(interval: u64) -> Self {
+        Self {
+            interval,
+            since: u64::MAX,
+            entries: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, position: u64, record: record::RecordRef<'_>) {
+        if self.since >= self.interval {
+            self.entries.push(IndexEntry {
+                offset: record.offset,
+                position,
+            });
+            self.since = 0;
+        }
+        self.since += record::frame_len(record.payload.len()) as u64;
+    }
 }
 
 /// The writer thread's state.

@@ -274,6 +274,15 @@ impl Segment {
         )
     }
 
+    /// The error for a bad record at `position` of this segment.
+    pub(crate) fn corrupt(&self, position: u64, reason: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            reason: reason.into(),
+        }
+    }
+
     /// Shrinks the file to `size` bytes (recovery of a torn tail).
     pub(crate) fn truncate(&self, size: u64) -> Result<(), LogError> {
         let file = OpenOptions::new()

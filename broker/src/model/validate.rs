@@ -34,19 +34,6 @@ impl EventError {
     }
 }
 
-/// Attribute names reserved by CloudEvents that may not be extensions.
-const RESERVED_ATTRIBUTES: [&str; 9] = [
-    "id",
-    "source",
-    "specversion",
-    "type",
-    "subject",
-    "time",
-    "datacontenttype",
-    "dataschema",
-    "data",
-];
-
 /// Checks one event: required attributes present, spec version 1.0,
 /// extension names legal, sizes within `limits`, JSON data parseable when
 /// the content type says JSON.
@@ -125,7 +112,7 @@ fn check_extensions(event: &CloudEvent, limits: &EventLimits) -> Result<(), Even
                 ),
             ));
         }
-        if RESERVED_ATTRIBUTES.contains(&name.as_str()) {
+        if switchyard_proto::CORE_ATTRIBUTES.contains(&name.as_str()) {
             return Err(EventError::new(
                 "extensions",
                 format!(
