@@ -15,9 +15,9 @@ use switchyard_proto::v1::admin_server::AdminServer;
 use switchyard_proto::v1::publisher_server::PublisherServer;
 use switchyard_proto::v1::subscriber_server::SubscriberServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 /// Largest gRPC message accepted (a full batch of large events).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -143,6 +143,9 @@ impl Broker {
             Arc::clone(&self.ingest),
             self.config.storage.default_partitions,
         ));
+        // Accepted sockets get TCP_NODELAY: without it, small responses
+        // wait for delayed ACKs (~40 ms per publish round trip).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         tracing::info!(%addr, data_dir = %self.config.data_dir.display(), "switchyard listening");
         let stop = token.clone();
         let server = Server::builder()
@@ -150,7 +153,7 @@ impl Broker {
             .add_service(publisher)
             .add_service(subscriber)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: ending streams and draining connections");
                 stop.cancel();
