@@ -20,6 +20,10 @@ use switchyard_sdk::proto::subscribe_request::Request;
 use switchyard_sdk::{Client, Event};
 use tokio::sync::{Mutex, mpsc};
 
+/// The same allocator as the `switchyard` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENT_BYTES: usize = 1024;
 
 #[derive(Debug, Clone)]
