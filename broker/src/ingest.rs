@@ -235,6 +235,7 @@ impl Ingest {
         planned: &[Option<Planned>],
         outcomes: &mut [Option<Outcome>],
     ) {
+        let bus = bus.to_string();
         let mut groups: BTreeMap<(TopicName, u32), (Vec<usize>, Vec<Bytes>)> = BTreeMap::new();
         for (i, plan) in planned.iter().enumerate() {
             let Some(plan) = plan else { continue };
@@ -243,14 +244,11 @@ impl Ingest {
                 ..Stored::default()
             }));
             for (topic, partition, rule_names) in &plan.targets {
-                let record = StoredEvent {
-                    event: Some(events[i].clone()),
-                    bus: bus.to_string(),
-                    rules: rule_names.clone(),
-                };
                 let group = groups.entry((topic.clone(), *partition)).or_default();
                 group.0.push(i);
-                group.1.push(record.to_bytes());
+                group
+                    .1
+                    .push(StoredEvent::encode(&events[i], &bus, rule_names));
             }
         }
         let appends = groups

@@ -33,6 +33,10 @@ pub(super) struct Cursor {
     acked: BTreeSet<u64>,
     in_flight: BTreeMap<u64, InFlight>,
     retry: BTreeMap<u64, Retry>,
+    /// `in_flight` ordered by deadline, so expiry never scans the window.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// `retry` ordered by due time.
+    due: BTreeSet<(Instant, u64)>,
 }
 
 impl Cursor {
@@ -50,10 +54,14 @@ impl Cursor {
         if self.committed < start {
             self.committed = start;
             self.acked = self.acked.split_off(&start);
-            self.retry = self.retry.split_off(&start);
-            let kept = self.in_flight.split_off(&start);
-            holders = self.in_flight.values().map(|f| f.consumer).collect();
-            self.in_flight = kept;
+            let gone: Vec<u64> = self.retry.range(..start).map(|(&o, _)| o).collect();
+            for offset in gone {
+                self.remove_retry(offset);
+            }
+            let gone: Vec<u64> = self.in_flight.range(..start).map(|(&o, _)| o).collect();
+            for offset in gone {
+                holders.extend(self.remove_flight(offset).map(|f| f.consumer));
+            }
         }
         self.next_fetch = self.next_fetch.max(start);
         self.advance();
@@ -66,26 +74,30 @@ impl Cursor {
         (self.committed + max_unacked).saturating_sub(self.next_fetch)
     }
 
-    /// Removes and returns up to `max` retries that are due, lowest offset
-    /// first, as `(offset, attempt)`.
+    /// Removes and returns up to `max` retries that are due, earliest due
+    /// first (then lowest offset), as `(offset, attempt)`.
     pub(super) fn take_due_retries(&mut self, now: Instant, max: usize) -> Vec<(u64, u32)> {
-        let due: Vec<(u64, u32)> = self
-            .retry
-            .iter()
-            .filter(|(_, r)| r.ready_at <= now)
-            .take(max)
-            .map(|(&offset, r)| (offset, r.attempt))
-            .collect();
-        for (offset, _) in &due {
-            self.retry.remove(offset);
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            match self.due.first() {
+                Some(&(ready_at, offset)) if ready_at <= now => {
+                    if let Some(retry) = self.remove_retry(offset) {
+                        taken.push((offset, retry.attempt));
+                    }
+                }
+                _ => break,
+            }
         }
-        due
+        taken
     }
 
     /// Records that `offset` was handed to `consumer`.
     pub(super) fn dispatched(&mut self, offset: u64, flight: InFlight) {
         self.next_fetch = self.next_fetch.max(offset + 1);
-        self.in_flight.insert(offset, flight);
+        self.deadlines.insert((flight.deadline, offset));
+        if let Some(old) = self.in_flight.insert(offset, flight) {
+            self.deadlines.remove(&(old.deadline, offset));
+        }
     }
 
     /// Acks `offset`; returns `Some(holder)` when it was in flight (so the
@@ -95,8 +107,8 @@ impl Cursor {
         if offset < self.committed || offset >= self.next_fetch || self.acked.contains(&offset) {
             return None;
         }
-        let holder = self.in_flight.remove(&offset).map(|f| f.consumer);
-        self.retry.remove(&offset);
+        let holder = self.remove_flight(offset).map(|f| f.consumer);
+        self.remove_retry(offset);
         self.acked.insert(offset);
         self.advance();
         Some(holder)
@@ -111,7 +123,7 @@ impl Cursor {
             .get(&offset)
             .filter(|f| f.attempt == attempt)
             .copied()?;
-        self.in_flight.remove(&offset);
+        self.remove_flight(offset);
         self.schedule_retry(offset, attempt + 1, ready_at);
         Some(flight.consumer)
     }
@@ -119,17 +131,17 @@ impl Cursor {
     /// Moves deliveries past their deadline to the retry queue (due now);
     /// returns their holders.
     pub(super) fn expire(&mut self, now: Instant) -> Vec<u64> {
-        let expired: Vec<(u64, InFlight)> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(&o, &f)| (o, f))
-            .collect();
-        for (offset, flight) in &expired {
-            self.in_flight.remove(offset);
-            self.schedule_retry(*offset, flight.attempt + 1, now);
+        let mut holders = Vec::new();
+        while let Some(&(deadline, offset)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            if let Some(flight) = self.remove_flight(offset) {
+                self.schedule_retry(offset, flight.attempt + 1, now);
+                holders.push(flight.consumer);
+            }
         }
-        expired.into_iter().map(|(_, f)| f.consumer).collect()
+        holders
     }
 
     /// Returns everything `consumer` holds to the retry queue, due now.
@@ -141,15 +153,15 @@ impl Cursor {
             .map(|(&o, f)| (o, f.attempt))
             .collect();
         for (offset, attempt) in held {
-            self.in_flight.remove(&offset);
+            self.remove_flight(offset);
             self.schedule_retry(offset, attempt + 1, now);
         }
     }
 
     /// The earliest deadline or retry time, if any.
     pub(super) fn next_wake(&self) -> Option<Instant> {
-        let deadline = self.in_flight.values().map(|f| f.deadline).min();
-        let retry = self.retry.values().map(|r| r.ready_at).min();
+        let deadline = self.deadlines.first().map(|&(at, _)| at);
+        let retry = self.due.first().map(|&(at, _)| at);
         deadline.into_iter().chain(retry).min()
     }
 
@@ -158,7 +170,22 @@ impl Cursor {
     }
 
     fn schedule_retry(&mut self, offset: u64, attempt: u32, ready_at: Instant) {
-        self.retry.insert(offset, Retry { attempt, ready_at });
+        self.due.insert((ready_at, offset));
+        if let Some(old) = self.retry.insert(offset, Retry { attempt, ready_at }) {
+            self.due.remove(&(old.ready_at, offset));
+        }
+    }
+
+    fn remove_retry(&mut self, offset: u64) -> Option<Retry> {
+        let retry = self.retry.remove(&offset)?;
+        self.due.remove(&(retry.ready_at, offset));
+        Some(retry)
+    }
+
+    fn remove_flight(&mut self, offset: u64) -> Option<InFlight> {
+        let flight = self.in_flight.remove(&offset)?;
+        self.deadlines.remove(&(flight.deadline, offset));
+        Some(flight)
     }
 
     fn advance(&mut self) {
@@ -235,6 +262,82 @@ mod tests {
         assert_eq!(cursor.fetch_budget(3), 0);
         cursor.ack(0);
         assert_eq!(cursor.fetch_budget(3), 1);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Dispatch(u64),
+        Redeliver(usize),
+        Ack(u64),
+        Nack(u64),
+        Expire(u64),
+        Release(u64),
+        Skip(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1u64..3).prop_map(Op::Dispatch),
+            (1usize..4).prop_map(Op::Redeliver),
+            (0u64..30).prop_map(Op::Ack),
+            (0u64..30).prop_map(Op::Nack),
+            (0u64..40).prop_map(Op::Expire),
+            (1u64..3).prop_map(Op::Release),
+            (0u64..30).prop_map(Op::Skip),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens, every offset in `[committed, next_fetch)` is in
+        /// exactly one state, the time indexes mirror their maps, and the
+        /// committed offset never moves back.
+        #[test]
+        fn states_stay_consistent(ops in proptest::collection::vec(op(), 1..200)) {
+            let start = Instant::now();
+            let at = |secs: u64| start + Duration::from_secs(secs);
+            let mut cursor = Cursor::new(0);
+            let mut clock = 0;
+            for op in ops {
+                let committed = cursor.committed;
+                match op {
+                    Op::Dispatch(consumer) => {
+                        let offset = cursor.next_fetch;
+                        cursor.dispatched(offset, flight(consumer, 1, at(clock + 10)));
+                    }
+                    Op::Redeliver(max) => {
+                        for (offset, attempt) in cursor.take_due_retries(at(clock), max) {
+                            cursor.dispatched(offset, flight(1, attempt, at(clock + 10)));
+                        }
+                    }
+                    Op::Ack(offset) => { cursor.ack(offset); }
+                    Op::Nack(offset) => {
+                        let attempt = cursor.in_flight.get(&offset).map_or(1, |f| f.attempt);
+                        cursor.nack(offset, attempt, at(clock + 1));
+                    }
+                    Op::Expire(secs) => { clock += secs; cursor.expire(at(clock)); }
+                    Op::Release(consumer) => cursor.release(consumer, at(clock)),
+                    Op::Skip(start) => { cursor.skip_to(start); }
+                }
+                proptest::prop_assert!(cursor.committed >= committed);
+                proptest::prop_assert!(cursor.committed <= cursor.next_fetch);
+                for offset in cursor.committed..cursor.next_fetch {
+                    let states = usize::from(cursor.acked.contains(&offset))
+                        + usize::from(cursor.in_flight.contains_key(&offset))
+                        + usize::from(cursor.retry.contains_key(&offset));
+                    proptest::prop_assert_eq!(states, 1, "offset {} in {} states", offset, states);
+                }
+                proptest::prop_assert!(cursor.acked.iter().all(|&o| o > cursor.committed));
+                proptest::prop_assert_eq!(cursor.deadlines.len(), cursor.in_flight.len());
+                proptest::prop_assert_eq!(cursor.due.len(), cursor.retry.len());
+                for (offset, f) in &cursor.in_flight {
+                    proptest::prop_assert!(cursor.deadlines.contains(&(f.deadline, *offset)));
+                }
+                for (offset, r) in &cursor.retry {
+                    proptest::prop_assert!(cursor.due.contains(&(r.ready_at, *offset)));
+                }
+            }
+        }
     }
 
     #[test]

@@ -40,6 +40,23 @@ impl StoredEvent {
         Bytes::from(prost::Message::encode_to_vec(self))
     }
 
+    /// Encodes the record for `event` without copying the event first:
+    /// the same bytes as building a `StoredEvent` and calling
+    /// [`StoredEvent::to_bytes`].
+    pub fn encode(event: &CloudEvent, bus: &String, rules: &[String]) -> Bytes {
+        use prost::encoding::{message, string};
+        let len = message::encoded_len(1, event)
+            + string::encoded_len(2, bus)
+            + string::encoded_len_repeated(3, rules);
+        let mut buf = Vec::with_capacity(len);
+        message::encode(1, event, &mut buf);
+        if !bus.is_empty() {
+            string::encode(2, bus, &mut buf);
+        }
+        string::encode_repeated(3, rules, &mut buf);
+        Bytes::from(buf)
+    }
+
     /// Decodes a record read from the log.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         prost::Message::decode(bytes)
@@ -98,5 +115,7 @@ mod tests {
         };
         let decoded = StoredEvent::from_bytes(&stored.to_bytes()).expect("decodes");
         assert_eq!(decoded, stored);
+        let by_reference = StoredEvent::encode(&event("1", Some("k")), &stored.bus, &stored.rules);
+        assert_eq!(by_reference, stored.to_bytes());
     }
 }
