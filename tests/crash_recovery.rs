@@ -121,6 +121,25 @@ async fn sigkill_loses_nothing_acked_and_redelivers_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_verify_reports_a_clean_log_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), CONFIG, RULES);
+    fill_ack_and_kill(dir.path()).await;
+    let output = std::process::Command::new(binary())
+        .args(["log", "verify", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run verify");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("ledger/0: 1000 records"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tail_is_truncated_on_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_config(dir.path(), CONFIG, RULES);
@@ -154,6 +173,17 @@ fn corruption_in_the_middle_of_a_segment_stops_the_broker_with_a_clear_error() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
     std::fs::write(&segment, &bytes).expect("corrupt");
+    let verify = std::process::Command::new(binary())
+        .args(["log", "verify", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run verify");
+    assert!(!verify.status.success(), "verify finds it");
+    let verify_err = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify_err.contains(&segment.display().to_string()),
+        "{verify_err}"
+    );
     let output = std::process::Command::new(binary())
         .args(["serve", "--config"])
         .arg(dir.path().join("config.yaml"))

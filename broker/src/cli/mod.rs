@@ -2,6 +2,7 @@
 //! gRPC clients (through the SDK) of a running broker.
 
 mod admin;
+mod log;
 mod publish;
 mod serve;
 
@@ -85,6 +86,9 @@ enum Command {
     /// Validate rule files, or list the rules a broker runs.
     #[command(subcommand)]
     Rules(admin::RulesCommand),
+    /// Check the embedded log's files offline.
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 /// Runs the chosen command.
@@ -96,5 +100,6 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Topics(command) => admin::topics(command).await,
         Command::Subscriptions(command) => admin::subscriptions(command).await,
         Command::Rules(command) => admin::rules(command).await,
+        Command::Log(command) => log::run(command),
     }
 }

@@ -169,6 +169,22 @@ pub struct StorageConfig {
     pub default_partitions: u32,
     /// When old segments are deleted.
     pub retention: RetentionConfig,
+    /// How much of the log is checked record by record at start.
+    pub verify_on_start: VerifyOnStart,
+}
+
+/// How much of the log the broker checks record by record at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyOnStart {
+    /// The newest segment of each partition (where a crash can tear a
+    /// write); older segments are checked as they are read. Start-up time
+    /// stays independent of the log's size.
+    #[default]
+    Active,
+    /// Every segment: corruption anywhere stops the start with an error
+    /// naming the file. Start-up reads the whole log.
+    All,
 }
 
 impl Default for StorageConfig {
@@ -179,6 +195,7 @@ impl Default for StorageConfig {
             index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
             default_partitions: DEFAULT_PARTITIONS,
             retention: RetentionConfig::default(),
+            verify_on_start: VerifyOnStart::default(),
         }
     }
 }

@@ -7,7 +7,8 @@ mod partition;
 mod record;
 mod segment;
 
-pub use embedded::EmbeddedLog;
+pub use embedded::{EmbeddedLog, verify};
+pub use partition::PartitionCheck;
 
 use crate::model::TopicName;
 use bytes::Bytes;

@@ -3,7 +3,7 @@
 
 use super::segment::{IndexEntry, ScanEnd, Segment, parse_log_file_name};
 use super::{LogError, LogRecord, PartitionOffsets, record};
-use crate::config::{FsyncPolicy, StorageConfig};
+use crate::config::{FsyncPolicy, StorageConfig, VerifyOnStart};
 use bytes::Bytes;
 use std::fs::File;
 use std::io::Write;
@@ -193,17 +193,30 @@ fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, Fil
         let (segment, file) = Segment::create(dir, 0)?;
         return Ok((vec![Arc::new(segment)], file, 0));
     }
+    let verify_all = config.verify_on_start == VerifyOnStart::All;
     let mut segments = Vec::with_capacity(bases.len());
     let last = bases.len() - 1;
+    let mut expected_base = None;
     for (i, base) in bases.iter().copied().enumerate() {
         let path = dir.join(super::segment::log_file_name(base));
         let size = std::fs::metadata(&path)
             .map_err(|e| LogError::io(&path, e))?
             .len();
         let segment = Segment::open_existing(base, path, size)?;
-        if i < last && !segment.load_index_file(size) {
-            tracing::info!(segment = %segment.log_path.display(), "rebuilding segment index");
-            rebuild_index(&segment, config, size)?;
+        if i < last && (verify_all || !segment.load_index_file(size)) {
+            let checked = check(&segment, config.index_interval_bytes)?;
+            if let Some((position, reason)) = checked.torn_at {
+                return Err(segment.corrupt(position, format!("{reason} in a closed segment")));
+            }
+            if verify_all && expected_base.is_some_and(|expected| expected != base) {
+                return Err(segment.corrupt(
+                    0,
+                    format!("segment starts at offset {base}, expected {expected_base:?}"),
+                ));
+            }
+            expected_base = Some(checked.next_offset);
+            segment.set_index(checked.index);
+            segment.write_index_file()?;
         }
         segments.push(segment);
     }
@@ -217,27 +230,23 @@ fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, Fil
     ))
 }
 
-/// Rebuilds the sparse index of a closed segment by scanning it.
-fn rebuild_index(segment: &Segment, config: &StorageConfig, size: u64) -> Result<(), LogError> {
-    let mut indexer = SparseIndexer::new(config.index_interval_bytes);
-    let end = segment.scan(0, size, |position, record| {
-        indexer.observe(position, record);
-        true
-    })?;
-    if let ScanEnd::Bad { position, reason } = end {
-        return Err(segment.corrupt(position, reason));
-    }
-    segment.set_index(indexer.entries);
-    segment.write_index_file()
+/// A segment checked record by record.
+struct Checked {
+    /// The offset after the last valid record.
+    next_offset: u64,
+    /// A sparse index of the valid records.
+    index: Vec<IndexEntry>,
+    /// Where an invalid tail starts (nothing valid follows it), and why.
+    torn_at: Option<(u64, &'static str)>,
 }
 
-/// Scans the newest segment, checks every record (checksum, offsets
-/// contiguous from the base), truncates a torn tail and returns the next
-/// offset to write.
-fn validate_active(segment: &Segment, config: &StorageConfig) -> Result<u64, LogError> {
+/// Checks every record of a segment: checksum, offsets contiguous from the
+/// base. An invalid record with valid records after it is corruption (an
+/// error); an invalid tail is reported as torn.
+fn check(segment: &Segment, index_interval: u64) -> Result<Checked, LogError> {
     let size = segment.size();
     let mut expected = segment.base_offset;
-    let mut indexer = SparseIndexer::new(config.index_interval_bytes);
+    let mut indexer = SparseIndexer::new(index_interval);
     let mut gap = None;
     let end = segment.scan(0, size, |position, record| {
         if record.offset != expected {
@@ -254,27 +263,97 @@ fn validate_active(segment: &Segment, config: &StorageConfig) -> Result<u64, Log
             format!("expected offset {expected}, found {found}"),
         ));
     }
+    let mut torn_at = None;
     if let ScanEnd::Bad { position, reason } = end {
         let last_good = expected
             .checked_sub(1)
             .filter(|&o| o >= segment.base_offset);
         if segment.valid_record_after(position, size, last_good)? {
-            return Err(segment.corrupt(position, format!(
-                    "{reason} at offset {expected}, and valid records follow it: this is not a torn write"
-                )));
+            return Err(segment.corrupt(
+                position,
+                format!("{reason} at offset {expected}, and valid records follow it: this is not a torn write"),
+            ));
         }
+        torn_at = Some((position, reason));
+    }
+    Ok(Checked {
+        next_offset: expected,
+        index: indexer.entries,
+        torn_at,
+    })
+}
+
+/// Checks the newest segment, truncates a torn tail, and returns the next
+/// offset to write.
+fn validate_active(segment: &Segment, config: &StorageConfig) -> Result<u64, LogError> {
+    let checked = check(segment, config.index_interval_bytes)?;
+    if let Some((position, reason)) = checked.torn_at {
         tracing::warn!(
             segment = %segment.log_path.display(),
             position,
-            dropped_bytes = size - position,
+            dropped_bytes = segment.size() - position,
             reason,
             "truncating torn tail of the active segment (an append that was never acknowledged)"
         );
         segment.truncate(position)?;
     }
-    segment.set_index(indexer.entries);
+    segment.set_index(checked.index);
     segment.write_index_file()?;
-    Ok(expected)
+    Ok(checked.next_offset)
+}
+
+/// What `verify` found in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionCheck {
+    /// Segment files checked.
+    pub segments: usize,
+    /// Valid records found.
+    pub records: u64,
+    /// A torn tail of the newest segment (file, byte position): harmless,
+    /// it is truncated at the next start.
+    pub torn_tail: Option<(PathBuf, u64)>,
+}
+
+/// Checks every record of every segment of a partition directory without
+/// changing anything.
+pub(crate) fn verify(dir: &Path) -> Result<PartitionCheck, LogError> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+        let entry = entry.map_err(|e| LogError::io(dir, e))?;
+        if let Some(base) = entry.file_name().to_str().and_then(parse_log_file_name) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    let mut report = PartitionCheck {
+        segments: bases.len(),
+        records: 0,
+        torn_tail: None,
+    };
+    let mut expected_base = None;
+    for (i, base) in bases.iter().copied().enumerate() {
+        let path = dir.join(super::segment::log_file_name(base));
+        let size = std::fs::metadata(&path)
+            .map_err(|e| LogError::io(&path, e))?
+            .len();
+        let segment = Segment::open_existing(base, path, size)?;
+        if expected_base.is_some_and(|expected| expected != base) {
+            return Err(segment.corrupt(
+                0,
+                format!("segment starts at offset {base}, expected {expected_base:?}"),
+            ));
+        }
+        let checked = check(&segment, u64::MAX)?;
+        if let Some((position, reason)) = checked.torn_at {
+            if i + 1 < bases.len() {
+                return Err(segment.corrupt(position, format!("{reason} in a closed segment")));
+            }
+            report.torn_tail = Some((segment.log_path.clone(), position));
+        }
+        report.records += checked.next_offset - base;
+        expected_base = Some(checked.next_offset);
+    }
+    Ok(report)
 }
 
 /// Builds a sparse index while scanning: one entry per

@@ -2,7 +2,7 @@
 //! refusal of mid-segment corruption, index rebuilds and retention.
 
 use super::*;
-use crate::config::{FsyncPolicy, RetentionConfig, StorageConfig};
+use crate::config::{FsyncPolicy, RetentionConfig, StorageConfig, VerifyOnStart};
 use futures::executor::block_on;
 use proptest::prelude::*;
 use std::fs::OpenOptions;
@@ -15,6 +15,7 @@ fn small_config() -> StorageConfig {
         index_interval_bytes: 128,
         default_partitions: 1,
         retention: RetentionConfig::default(),
+        verify_on_start: VerifyOnStart::Active,
     }
 }
 
@@ -148,6 +149,83 @@ fn reading_a_corrupt_closed_segment_is_an_error_not_a_skip() {
         .expect("closed segments are checked on read");
     let err = log.read(&topic(), 0, 0, 10).expect_err("corrupt read");
     assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn verify_checks_every_segment_and_verify_on_start_all_refuses_closed_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = EmbeddedLog::open(dir.path(), &small_config()).expect("open");
+        log.create_topic(&topic(), 1).expect("create");
+        append_all(&log, &payloads(100));
+        log.close();
+    }
+    let report = verify(dir.path()).expect("clean log verifies");
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].2.records, 100);
+    assert!(report[0].2.segments > 1);
+    assert_eq!(report[0].2.torn_tail, None);
+
+    let first = segment_files(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&first).expect("read");
+    bytes[30] ^= 0x01;
+    std::fs::write(&first, &bytes).expect("write");
+    let err = verify(dir.path()).expect_err("corruption found");
+    assert!(
+        err.to_string().contains(&first.display().to_string()),
+        "{err}"
+    );
+    let all = StorageConfig {
+        verify_on_start: VerifyOnStart::All,
+        ..small_config()
+    };
+    assert!(matches!(
+        EmbeddedLog::open(dir.path(), &all),
+        Err(LogError::Corrupt { .. })
+    ));
+    assert!(
+        EmbeddedLog::open(dir.path(), &small_config()).is_ok(),
+        "the default checks only the newest segment"
+    );
+}
+
+#[test]
+fn retention_by_age_deletes_closed_segments_older_than_max_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StorageConfig {
+        retention: RetentionConfig {
+            max_bytes: None,
+            max_age: Some(std::time::Duration::from_secs(3600)),
+        },
+        ..small_config()
+    };
+    let log = EmbeddedLog::open(dir.path(), &config).expect("open");
+    log.create_topic(&topic(), 1).expect("create");
+    append_all(&log, &payloads(100));
+    let files = segment_files(dir.path());
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for old in &files[..2] {
+        OpenOptions::new()
+            .write(true)
+            .open(old)
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .expect("age the segment");
+    }
+    let before = log.offsets(&topic(), 0).expect("offsets").start;
+    assert_eq!(before, 0);
+    // Retention runs when a segment rolls: append until one does.
+    append_all(&log, &payloads(40));
+    let offsets = log.offsets(&topic(), 0).expect("offsets");
+    let third_base = files[2]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("base offset");
+    assert_eq!(
+        offsets.start, third_base,
+        "exactly the two old segments were deleted"
+    );
+    assert!(!files[0].exists() && !files[1].exists() && files[2].exists());
 }
 
 #[test]
