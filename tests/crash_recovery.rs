@@ -202,3 +202,39 @@ fn corruption_in_the_middle_of_a_segment_stops_the_broker_with_a_clear_error() {
         "nothing was changed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_after_a_crash_is_a_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), CONFIG, RULES);
+    let original = event(
+        "retry-me",
+        "entry.posted",
+        "k",
+        serde_json::json!({"amount": 5}),
+    );
+    let mut broker = BrokerProcess::start(dir.path());
+    let first = broker
+        .client()
+        .await
+        .publish("default", original.clone())
+        .await
+        .expect("publish");
+    broker.kill();
+    let broker = BrokerProcess::start(dir.path());
+    let retried = broker
+        .client()
+        .await
+        .publish("default", original)
+        .await
+        .expect("retry");
+    assert!(retried.duplicate, "recognised after the restart");
+    assert_eq!(retried.offsets, first.offsets);
+    assert_eq!(retried.rules, first.rules);
+    let mut admin = broker.admin().await;
+    assert_eq!(
+        describe(&mut admin, "books").await.partitions[0].end_offset,
+        1,
+        "stored once"
+    );
+}

@@ -123,6 +123,71 @@ impl Ingest {
         }
     }
 
+    /// Refills the dedup window from the newest records of every topic
+    /// partition (at most [`DEDUP_CAPACITY`] in all, within
+    /// [`DEDUP_WINDOW`]), so a publisher that retries after a broker crash
+    /// gets `duplicate` instead of storing a second copy. Returns how many
+    /// ids were restored.
+    pub fn recover_dedup(&self) -> Result<usize, LogError> {
+        let topics = self.log.topics();
+        let partitions: u64 = topics.iter().map(|t| u64::from(t.partitions)).sum();
+        let per_partition = (DEDUP_CAPACITY as u64 / partitions.max(1)).max(1);
+        let now = Instant::now();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let window_ms = DEDUP_WINDOW.as_millis() as i64;
+        let mut restored: BTreeMap<DedupKey, (i64, Stored)> = BTreeMap::new();
+        for topic in topics {
+            for partition in 0..topic.partitions {
+                let offsets = self.log.offsets(&topic.name, partition)?;
+                let mut from = offsets.end.saturating_sub(per_partition).max(offsets.start);
+                while from < offsets.end {
+                    let records = self.log.read(&topic.name, partition, from, 1024)?;
+                    let Some(last) = records.last() else { break };
+                    from = last.offset + 1;
+                    for record in records
+                        .iter()
+                        .filter(|r| now_ms - r.timestamp_ms < window_ms)
+                    {
+                        let Ok(stored) = StoredEvent::from_bytes(&record.payload) else {
+                            continue;
+                        };
+                        let Some(event) = stored.event else { continue };
+                        let key = (stored.bus, event.source, event.id);
+                        let entry = restored
+                            .entry(key)
+                            .or_insert_with(|| (record.timestamp_ms, Stored::default()));
+                        entry.0 = entry.0.min(record.timestamp_ms);
+                        entry
+                            .1
+                            .offsets
+                            .push((topic.name.clone(), partition, record.offset));
+                        entry.1.rules.extend(stored.rules);
+                    }
+                }
+            }
+        }
+        let mut by_time: Vec<(i64, DedupKey, Stored)> = restored
+            .into_iter()
+            .map(|(key, (at, mut stored))| {
+                stored.rules.sort_unstable();
+                stored.rules.dedup();
+                stored.offsets.sort();
+                (at, key, stored)
+            })
+            .collect();
+        by_time.sort_by_key(|(at, _, _)| *at);
+        let count = by_time.len();
+        if let Ok(mut dedup) = self.dedup.lock() {
+            for (at, key, stored) in by_time {
+                let age = std::time::Duration::from_millis((now_ms - at).max(0) as u64);
+                dedup.insert(key, stored, now.checked_sub(age).unwrap_or(now));
+            }
+        }
+        Ok(count)
+    }
+
     /// The rules in force.
     pub fn rules(&self) -> Arc<RuleSet> {
         self.rules

@@ -102,6 +102,8 @@ impl Broker {
             }
         }
         let ingest = Arc::new(Ingest::new(Arc::clone(&log), rules, &config.limits));
+        let restored = ingest.recover_dedup()?;
+        tracing::info!(restored, "dedup window restored from the log");
         Ok(Broker {
             config,
             log,
