@@ -238,3 +238,54 @@ async fn a_publish_retried_after_a_crash_is_a_duplicate() {
         "stored once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_subscribers_reconnect_after_a_broker_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), CONFIG, RULES);
+    let mut broker = BrokerProcess::start(dir.path());
+    let addr = broker.url.trim_start_matches("http://").to_string();
+    let client = broker.client().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorded = std::sync::Arc::clone(&seen);
+    let subscriber = tokio::spawn(client.subscribe("books").run(move |delivery| {
+        let recorded = std::sync::Arc::clone(&recorded);
+        async move {
+            recorded.lock().expect("lock").push(delivery.event.id);
+            Ok::<(), String>(())
+        }
+    }));
+    client
+        .publish(
+            "default",
+            event("before", "entry.posted", "k", serde_json::json!({})),
+        )
+        .await
+        .expect("publish");
+    let contains = |id: &'static str| {
+        let seen = std::sync::Arc::clone(&seen);
+        move || {
+            let seen = std::sync::Arc::clone(&seen);
+            async move { seen.lock().expect("lock").iter().any(|s| s == id) }
+        }
+    };
+    eventually("first event handled", contains("before")).await;
+    broker.kill();
+    let broker = BrokerProcess::start_with(dir.path(), &["--listen", &addr]);
+    broker
+        .client()
+        .await
+        .publish(
+            "default",
+            event("after", "entry.posted", "k", serde_json::json!({})),
+        )
+        .await
+        .expect("publish after restart");
+    eventually(
+        "event published after the restart handled",
+        contains("after"),
+    )
+    .await;
+    assert!(!subscriber.is_finished(), "the subscriber kept running");
+    subscriber.abort();
+}

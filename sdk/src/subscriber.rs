@@ -17,6 +17,10 @@ use tonic::transport::Channel;
 /// How long a graceful stop waits for the broker to close the stream after
 /// the last acks were sent.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// First delay before reconnecting a lost stream; doubles up to the max.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between reconnection attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// One delivered event.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +84,7 @@ pub struct SubscriptionBuilder {
     channel: Channel,
     subscription: String,
     max_in_flight: u32,
+    reconnect: bool,
 }
 
 impl SubscriptionBuilder {
@@ -88,7 +93,17 @@ impl SubscriptionBuilder {
             channel,
             subscription: subscription.to_string(),
             max_in_flight: 0,
+            reconnect: true,
         }
+    }
+
+    /// Whether to reconnect (with capped exponential backoff) when the
+    /// stream breaks or the broker is unavailable; on by default. Errors
+    /// that retrying cannot fix, such as an unknown subscription, always
+    /// end the run.
+    pub fn reconnect(mut self, reconnect: bool) -> Self {
+        self.reconnect = reconnect;
+        self
     }
 
     /// Most deliveries handled at once (0: the subscription's default).
@@ -110,8 +125,41 @@ impl SubscriptionBuilder {
     /// Runs the handler on every delivery until `shutdown` resolves, then
     /// stops taking deliveries, lets running handlers finish, sends their
     /// acks and closes the stream. Deliveries not yet started are
-    /// redelivered by the broker.
+    /// redelivered by the broker. A lost stream is reopened (see
+    /// [`SubscriptionBuilder::reconnect`]); deliveries whose acks could not
+    /// be sent come again.
     pub async fn run_until<F, Fut, E, S>(self, handler: F, shutdown: S) -> Result<(), SdkError>
+    where
+        F: Fn(Received) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        S: Future<Output = ()>,
+    {
+        let handler = Arc::new(handler);
+        tokio::pin!(shutdown);
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            match self.session(&handler, &mut shutdown, &mut backoff).await {
+                Err(error) if self.reconnect && is_transient(&error) => {
+                    tracing::warn!(subscription = %self.subscription, %error, retry_in = ?backoff, "subscription stream lost; reconnecting");
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// One stream, from `open` until shutdown (Ok) or failure (Err).
+    async fn session<F, Fut, E, S>(
+        &self,
+        handler: &Arc<F>,
+        shutdown: &mut std::pin::Pin<&mut S>,
+        backoff: &mut Duration,
+    ) -> Result<(), SdkError>
     where
         F: Fn(Received) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -126,18 +174,17 @@ impl SubscriptionBuilder {
             })),
         };
         let _ = requests.send(open).await;
-        let mut inbound = SubscriberClient::new(self.channel)
+        let mut inbound = SubscriberClient::new(self.channel.clone())
             .max_decoding_message_size(64 * 1024 * 1024)
             .subscribe(ReceiverStream::new(outbound))
             .await?
             .into_inner();
-        let handler = Arc::new(handler);
+        *backoff = RECONNECT_MIN;
         let mut running = Running::default();
-        tokio::pin!(shutdown);
-        loop {
+        let failure = loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = shutdown.as_mut() => break None,
                 Some(done) = running.tasks.join_next_with_id() => {
                     let mut settle = Settle::default();
                     running.record(done, &mut settle);
@@ -146,23 +193,29 @@ impl SubscriptionBuilder {
                     }
                     send(&requests, settle).await;
                 }
-                message = inbound.message() => match message? {
-                    Some(delivery) => {
+                message = inbound.message() => match message {
+                    Ok(Some(delivery)) => {
                         let received = Received::from_proto(delivery);
                         let id = received.delivery_id.clone();
-                        let handler = Arc::clone(&handler);
+                        let handler = Arc::clone(handler);
                         let task = running.tasks.spawn(async move {
                             handler(received).await.map_err(|e| e.to_string())
                         });
                         running.ids.insert(task.id(), id);
                     }
-                    None => return Err(SdkError::StreamEnded("the broker closed the stream".into())),
+                    Ok(None) => break Some(SdkError::StreamEnded("the broker closed the stream".into())),
+                    Err(status) => break Some(SdkError::Status(status)),
                 },
             }
-        }
+        };
+        // Running handlers finish either way; their acks are sent if the
+        // stream still works (otherwise the events come again).
         let mut settle = Settle::default();
         while let Some(done) = running.tasks.join_next_with_id().await {
             running.record(done, &mut settle);
+        }
+        if let Some(error) = failure {
+            return Err(error);
         }
         send(&requests, settle).await;
         drop(requests);
@@ -172,6 +225,23 @@ impl SubscriptionBuilder {
         })
         .await;
         Ok(())
+    }
+}
+
+/// Whether reconnecting may help.
+fn is_transient(error: &SdkError) -> bool {
+    match error {
+        SdkError::Status(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::Aborted
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Internal
+        ),
+        SdkError::StreamEnded(_) | SdkError::Connect { .. } => true,
+        SdkError::Rejected { .. } | SdkError::Data(_) => false,
     }
 }
 

@@ -56,6 +56,11 @@ impl BrokerProcess {
     /// Starts `switchyard serve --config DIR/config.yaml` and waits for it
     /// to listen.
     pub fn start(dir: &Path) -> BrokerProcess {
+        Self::start_with(dir, &[])
+    }
+
+    /// Like [`BrokerProcess::start`], with extra `serve` flags.
+    pub fn start_with(dir: &Path, flags: &[&str]) -> BrokerProcess {
         let log_path = dir.join(format!(
             "broker-{}.log",
             Instant::now().elapsed().as_nanos() ^ rand_suffix()
@@ -64,6 +69,7 @@ impl BrokerProcess {
         let child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(dir.join("config.yaml"))
+            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
