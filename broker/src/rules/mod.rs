@@ -17,15 +17,19 @@
 //!       - topic: billing
 //! ```
 
+mod matcher;
+mod operators;
 mod pattern;
 mod view;
 
-pub use pattern::{MAX_DEPTH, MAX_VALUES, Pattern, PatternError};
+pub use pattern::{
+    Explanation, MAX_DEPTH, MAX_OR_ALTERNATIVES, MAX_PATTERN_BYTES, MAX_VALUES, Pattern, PatternError,
+};
 pub use view::event_view;
 
 use crate::model::{NameError, TopicName, validate_name};
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// The bus that always exists.
@@ -125,11 +129,14 @@ pub struct Rule {
 /// there (sorted, without duplicates).
 pub type Routes = BTreeMap<TopicName, Vec<String>>;
 
-/// All rules, ready to match.
-#[derive(Debug, Clone, Default)]
+/// All rules, ready to match: each bus's enabled rules compiled into one
+/// [`matcher::Matcher`].
+#[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     buses: BTreeSet<String>,
+    /// bus → (its matcher, position in `rules` of each compiled pattern).
+    matchers: HashMap<String, (matcher::Matcher, Vec<usize>)>,
 }
 
 impl RuleSet {
@@ -165,7 +172,21 @@ impl RuleSet {
         let mut buses: BTreeSet<String> = rules.iter().map(|r| r.bus.clone()).collect();
         buses.insert(DEFAULT_BUS.to_string());
         buses.extend(extra_buses.iter().cloned());
-        Ok(RuleSet { rules, buses })
+        let mut by_bus: HashMap<String, (Vec<Pattern>, Vec<usize>)> = HashMap::new();
+        for (position, rule) in rules.iter().enumerate().filter(|(_, r)| r.enabled) {
+            let entry = by_bus.entry(rule.bus.clone()).or_default();
+            entry.0.push(rule.pattern.clone());
+            entry.1.push(position);
+        }
+        let matchers = by_bus
+            .into_iter()
+            .map(|(bus, (patterns, positions))| (bus, (matcher::Matcher::new(patterns), positions)))
+            .collect();
+        Ok(RuleSet {
+            rules,
+            buses,
+            matchers,
+        })
     }
 
     /// True when events may be published on `bus`.
@@ -184,6 +205,22 @@ impl RuleSet {
             .iter()
             .flat_map(|r| r.targets.iter().cloned())
             .collect()
+    }
+
+    /// The enabled rules of `bus` that match the event view, in file order.
+    pub fn matching<'a>(&'a self, bus: &str, view: &serde_json::Value) -> impl Iterator<Item = &'a Rule> + 'a {
+        let matched = self
+            .matchers
+            .get(bus)
+            .map(|(matcher, positions)| {
+                matcher
+                    .matches(view)
+                    .into_iter()
+                    .map(|id| positions[id as usize])
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        matched.into_iter().map(move |position| &self.rules[position])
     }
 
     /// The enabled rules of `bus` that match the event view, grouped by
