@@ -157,3 +157,101 @@ fn rules_check_validates_files_with_exit_code_two() {
         "{stderr}"
     );
 }
+
+const ROUTING_RULES: &str = r#"
+rules:
+  - name: us-regions
+    pattern:
+      detail:
+        region: [{prefix: "us-"}]
+    targets: [{topic: t}]
+  - name: big-orders
+    pattern:
+      type: [order.placed]
+      data:
+        total: [{numeric: [">", 100]}]
+    targets: [{topic: t}]
+  - name: not-test
+    pattern:
+      source: [{anything-but: {prefix: "test/"}}]
+    targets: [{topic: t}]
+"#;
+
+#[test]
+fn rules_test_prints_one_json_line_per_event_with_sorted_rule_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, ROUTING_RULES).expect("write");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"specversion":"1.0","id":"c1","source":"/shop","type":"order.placed","data":{"total":150}}"#, "\n",
+            r#"{"specversion":"1.0","id":"c2","source":"test/x","type":"order.placed","data":{"total":50}}"#, "\n",
+            r#"{"id":"e1","source":"aws.ec2","detail-type":"x","detail":{"region":"us-east-1"}}"#, "\n",
+            "\n",
+            r#"{"id":"e2","source":"test/y","detail":{"region":"eu-west-1"}}"#, "\n",
+        ),
+    )
+    .expect("write");
+    let output = stdout(&cli(
+        "",
+        &[
+            "rules",
+            "test",
+            "--rules",
+            rules.to_str().expect("utf8"),
+            "--events",
+            events.to_str().expect("utf8"),
+        ],
+    ));
+    assert_eq!(
+        output,
+        concat!(
+            r#"{"id":"c1","rules":["big-orders","not-test"]}"#,
+            "\n",
+            r#"{"id":"c2","rules":[]}"#,
+            "\n",
+            r#"{"id":"e1","rules":["not-test","us-regions"]}"#,
+            "\n",
+            r#"{"id":"e2","rules":[]}"#,
+            "\n",
+        )
+    );
+}
+
+#[test]
+fn rules_explain_names_the_failing_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, ROUTING_RULES).expect("write");
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, r#"{"specversion":"1.0","id":"c1","source":"/shop","type":"order.placed","data":{"total":50}}"#).expect("write");
+    let output = stdout(&cli(
+        "",
+        &[
+            "rules",
+            "explain",
+            "--rules",
+            rules.to_str().expect("utf8"),
+            "--event",
+            event.to_str().expect("utf8"),
+        ],
+    ));
+    assert!(
+        output.contains("rule 'big-orders' (bus default): does not match"),
+        "{output}"
+    );
+    assert!(
+        output.contains("FAIL data.total: value 50 does not match"),
+        "{output}"
+    );
+    assert!(
+        output.contains("ok   type: value \"order.placed\" matches"),
+        "{output}"
+    );
+    assert!(
+        output.contains("rule 'not-test' (bus default): MATCHES"),
+        "{output}"
+    );
+}

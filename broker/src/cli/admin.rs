@@ -1,9 +1,11 @@
 //! `switchyard topics|subscriptions|rules`.
 
 use super::{Connection, EXIT_INVALID, Failure};
-use std::path::PathBuf;
+use anyhow::Context;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-use switchyard_broker::rules::RuleSet;
+use switchyard_broker::rules::{RuleSet, event_view};
 use switchyard_sdk::Client;
 use switchyard_sdk::proto;
 use switchyard_sdk::proto::admin_client::AdminClient;
@@ -97,6 +99,30 @@ pub(crate) enum RulesCommand {
         /// Rule files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Match events against rule files without a broker. Prints one JSON
+    /// line per input event: {"id": "<event id>", "rules": [matched rule
+    /// names, sorted]}. Events may be CloudEvents JSON (with specversion) or
+    /// any other JSON object, e.g. EventBridge-shaped, matched as given.
+    Test {
+        /// Rule files (YAML); repeat for several.
+        #[arg(long = "rules", required = true)]
+        rules: Vec<PathBuf>,
+        /// Events, one JSON object per line ("-" for stdin).
+        #[arg(long)]
+        events: PathBuf,
+        /// Only rules of this bus [default: every bus].
+        #[arg(long)]
+        bus: Option<String>,
+    },
+    /// Say for each rule whether one event matches, field by field.
+    Explain {
+        /// Rule files (YAML); repeat for several.
+        #[arg(long = "rules", required = true)]
+        rules: Vec<PathBuf>,
+        /// A file with one event (JSON); "-" for stdin.
+        #[arg(long)]
+        event: PathBuf,
     },
     /// List the rules a running broker uses.
     List {
@@ -236,18 +262,88 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
     Ok(())
 }
 
+/// Loads rule files; invalid rules exit with code 2.
+fn load_rules(files: &[PathBuf]) -> Result<RuleSet, Failure> {
+    RuleSet::load(files, &[]).map_err(|e| Failure {
+        error: e.into(),
+        code: EXIT_INVALID,
+    })
+}
+
+/// Reads a file, or stdin for "-".
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+/// What patterns see of an input event: a CloudEvent (it has
+/// `specversion`) as the broker would see it once published; any other
+/// JSON object as given.
+fn input_view(value: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    if value.get("specversion").is_some() {
+        Ok(event_view(&switchyard_sdk::json::from_json(&value)?))
+    } else {
+        Ok(value)
+    }
+}
+
 pub(super) async fn rules(command: RulesCommand) -> Result<(), Failure> {
     match command {
         RulesCommand::Check { files } => {
-            let set = RuleSet::load(&files, &[]).map_err(|e| Failure {
-                error: e.into(),
-                code: EXIT_INVALID,
-            })?;
+            let set = load_rules(&files)?;
             println!(
                 "ok: {} rule(s) in {} file(s)",
                 set.rules().len(),
                 files.len()
             );
+        }
+        RulesCommand::Test { rules, events, bus } => {
+            let set = load_rules(&rules)?;
+            let text = read_input(&events)?;
+            let mut out = std::io::stdout().lock();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let event: serde_json::Value = serde_json::from_str(line)
+                    .with_context(|| format!("{} line {}: not JSON", events.display(), n + 1))?;
+                let id = event.get("id").cloned().unwrap_or(serde_json::Value::Null);
+                let view = input_view(event)
+                    .with_context(|| format!("{} line {}", events.display(), n + 1))?;
+                let mut names: Vec<&str> = match &bus {
+                    Some(bus) => set.matching(bus, &view).map(|r| r.name.as_str()).collect(),
+                    None => set
+                        .matching_any_bus(&view)
+                        .map(|r| r.name.as_str())
+                        .collect(),
+                };
+                names.sort_unstable();
+                writeln!(out, "{}", serde_json::json!({"id": id, "rules": names}))?;
+            }
+        }
+        RulesCommand::Explain { rules, event } => {
+            let set = load_rules(&rules)?;
+            let value: serde_json::Value = serde_json::from_str(&read_input(&event)?)
+                .with_context(|| format!("{}: not a JSON event", event.display()))?;
+            let view = input_view(value)?;
+            for rule in set.rules() {
+                let matched = rule.pattern.matches(&view);
+                let state = match (rule.enabled, matched) {
+                    (false, _) => "disabled",
+                    (true, true) => "MATCHES",
+                    (true, false) => "does not match",
+                };
+                println!("rule '{}' (bus {}): {state}", rule.name, rule.bus);
+                for line in rule.pattern.explain(&view) {
+                    let mark = if line.matched { "ok  " } else { "FAIL" };
+                    println!("  {mark} {}: {}", line.path, line.detail);
+                }
+            }
         }
         RulesCommand::List { connection, bus } => {
             let mut admin = admin(&connection).await?;

@@ -91,7 +91,9 @@ impl Matcher {
             let id = id as u32;
             match pattern.anchor() {
                 Some((path, literals)) => {
-                    let position = indexes.iter().position(|i| i.path.iter().eq(path.iter().copied()));
+                    let position = indexes
+                        .iter()
+                        .position(|i| i.path.iter().eq(path.iter().copied()));
                     let index = match position {
                         Some(position) => &mut indexes[position],
                         None => {
@@ -121,7 +123,9 @@ impl Matcher {
     pub(crate) fn matches(&self, event: &Value) -> Vec<u32> {
         let mut candidates: Vec<u32> = self.unanchored.clone();
         for index in &self.indexes {
-            leaves_at(event, &index.path, &mut |leaf| candidates.extend_from_slice(index.lookup(leaf)));
+            leaves_at(event, &index.path, &mut |leaf| {
+                candidates.extend_from_slice(index.lookup(leaf))
+            });
         }
         candidates.sort_unstable();
         candidates.dedup();
@@ -137,7 +141,12 @@ mod tests {
     use serde_json::json;
 
     fn compile(patterns: &[Value]) -> Matcher {
-        Matcher::new(patterns.iter().map(|p| Pattern::compile(p).expect("valid")).collect())
+        Matcher::new(
+            patterns
+                .iter()
+                .map(|p| Pattern::compile(p).expect("valid"))
+                .collect(),
+        )
     }
 
     #[test]
@@ -151,9 +160,18 @@ mod tests {
         ]);
         assert_eq!(matcher.unanchored, vec![2]);
         assert_eq!(matcher.matches(&json!({"type": "a"})), vec![0]);
-        assert_eq!(matcher.matches(&json!({"type": "b", "data": {"n": 2}})), vec![1, 2]);
-        assert_eq!(matcher.matches(&json!({"type": "b", "data": {"n": 0}})), Vec::<u32>::new());
-        assert_eq!(matcher.matches(&json!({"data": [{"tags": ["x", "vip"]}]})), vec![3]);
+        assert_eq!(
+            matcher.matches(&json!({"type": "b", "data": {"n": 2}})),
+            vec![1, 2]
+        );
+        assert_eq!(
+            matcher.matches(&json!({"type": "b", "data": {"n": 0}})),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            matcher.matches(&json!({"data": [{"tags": ["x", "vip"]}]})),
+            vec![3]
+        );
         assert_eq!(matcher.matches(&json!({"type": 5.0})), vec![4]);
     }
 
@@ -194,13 +212,17 @@ mod tests {
             prop::collection::btree_map(key(), inner, 1..3).prop_map(|m| json!(m))
         });
         let object = prop::collection::btree_map(key(), field, 1..3).boxed();
-        (object.clone(), prop::option::weighted(0.2, prop::collection::vec(object, 2..3))).prop_map(|(fields, or)| {
-            let mut pattern = json!(fields);
-            if let (Some(alternatives), Value::Object(map)) = (or, &mut pattern) {
-                map.insert("$or".into(), json!(alternatives));
-            }
-            pattern
-        })
+        (
+            object.clone(),
+            prop::option::weighted(0.2, prop::collection::vec(object, 2..3)),
+        )
+            .prop_map(|(fields, or)| {
+                let mut pattern = json!(fields);
+                if let (Some(alternatives), Value::Object(map)) = (or, &mut pattern) {
+                    map.insert("$or".into(), json!(alternatives));
+                }
+                pattern
+            })
     }
 
     fn event() -> impl Strategy<Value = Value> {

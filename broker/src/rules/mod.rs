@@ -23,7 +23,8 @@ mod pattern;
 mod view;
 
 pub use pattern::{
-    Explanation, MAX_DEPTH, MAX_OR_ALTERNATIVES, MAX_PATTERN_BYTES, MAX_VALUES, Pattern, PatternError,
+    Explanation, MAX_DEPTH, MAX_OR_ALTERNATIVES, MAX_PATTERN_BYTES, MAX_VALUES, Pattern,
+    PatternError,
 };
 pub use view::event_view;
 
@@ -56,10 +57,12 @@ pub enum RulesError {
         message: String,
     },
     /// A rule is well-formed YAML but not a valid rule.
-    #[error("{path}: rule '{rule}': {field}: {message}")]
+    #[error("{}:{line}: rule '{rule}': field '{field}': {message}", path.display())]
     Invalid {
         /// The file.
         path: PathBuf,
+        /// The line where the rule starts (its `name:`).
+        line: usize,
         /// The rule's name.
         rule: String,
         /// The offending field, e.g. `pattern.data.total`.
@@ -123,6 +126,8 @@ pub struct Rule {
     pub targets: Vec<TopicName>,
     /// The file the rule came from.
     pub file: PathBuf,
+    /// The line of the file where the rule starts.
+    pub line: usize,
 }
 
 /// Where one event goes: target topic → names of the rules that sent it
@@ -160,6 +165,7 @@ impl RuleSet {
             if let Some(first) = seen.insert(&rule.name, &rule.file) {
                 return Err(RulesError::Invalid {
                     path: rule.file.clone(),
+                    line: rule.line,
                     rule: rule.name.clone(),
                     field: "name".into(),
                     message: format!(
@@ -208,19 +214,40 @@ impl RuleSet {
     }
 
     /// The enabled rules of `bus` that match the event view, in file order.
-    pub fn matching<'a>(&'a self, bus: &str, view: &serde_json::Value) -> impl Iterator<Item = &'a Rule> + 'a {
-        let matched = self
-            .matchers
-            .get(bus)
-            .map(|(matcher, positions)| {
+    pub fn matching<'a>(
+        &'a self,
+        bus: &str,
+        view: &serde_json::Value,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.matched(self.matchers.get(bus).into_iter(), view)
+    }
+
+    /// The enabled rules of any bus that match the event view, in file
+    /// order (what `switchyard rules test` reports without `--bus`).
+    pub fn matching_any_bus<'a>(
+        &'a self,
+        view: &serde_json::Value,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.matched(self.matchers.values(), view)
+    }
+
+    fn matched<'a, 'm>(
+        &'a self,
+        matchers: impl Iterator<Item = &'m (matcher::Matcher, Vec<usize>)>,
+        view: &serde_json::Value,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        let mut positions: Vec<usize> = matchers
+            .flat_map(|(matcher, positions)| {
                 matcher
                     .matches(view)
                     .into_iter()
                     .map(|id| positions[id as usize])
-                    .collect::<Vec<_>>()
             })
-            .unwrap_or_default();
-        matched.into_iter().map(move |position| &self.rules[position])
+            .collect();
+        positions.sort_unstable();
+        positions
+            .into_iter()
+            .map(move |position| &self.rules[position])
     }
 
     /// The enabled rules of `bus` that match the event view, grouped by
@@ -255,15 +282,39 @@ pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, RulesError> {
             message: e.to_string(),
         })?
     };
+    let mut from = 0;
     file.rules
         .into_iter()
-        .map(|spec| compile_rule(spec, path))
+        .map(|spec| {
+            let line = rule_line(text, &spec.name, &mut from);
+            compile_rule(spec, path, line)
+        })
         .collect()
 }
 
-fn compile_rule(spec: RuleSpec, path: &Path) -> Result<Rule, RulesError> {
+/// The 1-based line of the `name: NAME` that starts a rule, searching from
+/// line index `from` on (rules come in file order); the file's first line
+/// when the name cannot be found (e.g. flow-style YAML).
+fn rule_line(text: &str, name: &str, from: &mut usize) -> usize {
+    let found = text.lines().enumerate().skip(*from).find(|(_, line)| {
+        let line = line.trim_start().trim_start_matches('-').trim_start();
+        line.strip_prefix("name:")
+            .map(|rest| rest.trim().trim_matches(|c| c == '"' || c == '\''))
+            .is_some_and(|rest| rest == name)
+    });
+    match found {
+        Some((index, _)) => {
+            *from = index + 1;
+            index + 1
+        }
+        None => 1,
+    }
+}
+
+fn compile_rule(spec: RuleSpec, path: &Path, line: usize) -> Result<Rule, RulesError> {
     let invalid = |field: &str, message: String| RulesError::Invalid {
         path: path.to_path_buf(),
+        line,
         rule: spec.name.clone(),
         field: field.to_string(),
         message,
@@ -296,6 +347,7 @@ fn compile_rule(spec: RuleSpec, path: &Path) -> Result<Rule, RulesError> {
         pattern,
         targets,
         file: path.to_path_buf(),
+        line,
     })
 }
 
@@ -398,7 +450,7 @@ rules:
         .expect_err("leaf must be a list");
         let text = err.to_string();
         assert!(
-            text.contains("r.yaml: rule 'bad': pattern.data.total:"),
+            text.contains("r.yaml:2: rule 'bad': field 'pattern.data.total':"),
             "{text}"
         );
     }

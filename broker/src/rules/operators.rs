@@ -57,12 +57,20 @@ pub(crate) struct NumericRange {
 
 impl NumericRange {
     fn contains(&self, x: f64) -> bool {
-        let above = self
-            .lower
-            .is_none_or(|b| if b.inclusive { x >= b.value } else { x > b.value });
-        let below = self
-            .upper
-            .is_none_or(|b| if b.inclusive { x <= b.value } else { x < b.value });
+        let above = self.lower.is_none_or(|b| {
+            if b.inclusive {
+                x >= b.value
+            } else {
+                x > b.value
+            }
+        });
+        let below = self.upper.is_none_or(|b| {
+            if b.inclusive {
+                x <= b.value
+            } else {
+                x < b.value
+            }
+        });
         above && below
     }
 }
@@ -108,7 +116,10 @@ impl Wildcard {
     }
 
     fn matches(&self, value: &str) -> bool {
-        let (first, rest) = self.parts.split_first().map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
+        let (first, rest) = self
+            .parts
+            .split_first()
+            .map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
         let Some(mut remaining) = value.strip_prefix(first) else {
             return false;
         };
@@ -140,7 +151,8 @@ pub(crate) struct Cidr {
 
 impl Cidr {
     pub(crate) fn parse(text: &str) -> Result<Cidr, String> {
-        let error = || format!("cidr {text:?} is not a network like \"10.0.0.0/24\" or \"2001:db8::/32\"");
+        let error =
+            || format!("cidr {text:?} is not a network like \"10.0.0.0/24\" or \"2001:db8::/32\"");
         let (address, prefix) = text.split_once('/').ok_or_else(error)?;
         let network: IpAddr = address.parse().map_err(|_| error())?;
         let prefix: u8 = prefix.parse().map_err(|_| error())?;
@@ -157,11 +169,15 @@ impl Cidr {
         };
         match (self.network, address) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -230,10 +246,16 @@ impl Operator {
                 let mut lowered = text.chars().rev().flat_map(|c| c.to_lowercase().rev());
                 suffix.chars().rev().all(|c| lowered.next() == Some(c))
             }
-            Operator::EqualsIgnoreCase(expected) => text.chars().flat_map(char::to_lowercase).eq(expected.chars()),
+            Operator::EqualsIgnoreCase(expected) => text
+                .chars()
+                .flat_map(char::to_lowercase)
+                .eq(expected.chars()),
             Operator::Wildcard(wildcard) => wildcard.matches(text),
             Operator::Cidr(cidr) => cidr.contains(text),
-            Operator::Exact(_) | Operator::Exists(_) | Operator::AnythingBut(_) | Operator::Numeric(_) => false,
+            Operator::Exact(_)
+            | Operator::Exists(_)
+            | Operator::AnythingBut(_)
+            | Operator::Numeric(_) => false,
         }
     }
 
@@ -294,8 +316,14 @@ mod tests {
     #[test]
     fn numeric_ranges_compare_numbers_only() {
         let range = NumericRange {
-            lower: Some(Bound { value: 0.0, inclusive: false }),
-            upper: Some(Bound { value: 5.0, inclusive: true }),
+            lower: Some(Bound {
+                value: 0.0,
+                inclusive: false,
+            }),
+            upper: Some(Bound {
+                value: 5.0,
+                inclusive: true,
+            }),
         };
         let op = Operator::Numeric(range);
         assert!(op.matches(&json!(5)));

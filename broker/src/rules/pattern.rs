@@ -40,7 +40,10 @@ struct Field {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Matcher {
-    Leaf { operators: Vec<Operator>, source: Vec<Value> },
+    Leaf {
+        operators: Vec<Operator>,
+        source: Vec<Value>,
+    },
     Nested(Pattern),
 }
 
@@ -83,7 +86,8 @@ pub struct Explanation {
     pub detail: String,
 }
 
-const OPERATORS: &str = "prefix, suffix, equals-ignore-case, wildcard, anything-but, numeric, exists, cidr";
+const OPERATORS: &str =
+    "prefix, suffix, equals-ignore-case, wildcard, anything-but, numeric, exists, cidr";
 
 impl Pattern {
     /// Validates and compiles a pattern. An empty or invalid pattern is an
@@ -105,10 +109,11 @@ impl Pattern {
     }
 
     fn matches_object(&self, object: Option<&Map<String, Value>>) -> bool {
-        self.fields
-            .iter()
-            .all(|field| field.matcher.matches(object.and_then(|o| o.get(&field.key))))
-            && (self.any_of.is_empty() || self.any_of.iter().any(|alt| alt.matches_object(object)))
+        self.fields.iter().all(|field| {
+            field
+                .matcher
+                .matches(object.and_then(|o| o.get(&field.key)))
+        }) && (self.any_of.is_empty() || self.any_of.iter().any(|alt| alt.matches_object(object)))
     }
 
     /// Says for every field whether the event matched it, and why.
@@ -118,13 +123,20 @@ impl Pattern {
         lines
     }
 
-    fn explain_object(&self, object: Option<&Map<String, Value>>, prefix: &str, lines: &mut Vec<Explanation>) {
+    fn explain_object(
+        &self,
+        object: Option<&Map<String, Value>>,
+        prefix: &str,
+        lines: &mut Vec<Explanation>,
+    ) {
         for field in &self.fields {
             let path = format!("{prefix}{}", field.key);
             let value = object.and_then(|o| o.get(&field.key));
             match &field.matcher {
                 Matcher::Nested(pattern) => match value {
-                    Some(Value::Object(inner)) => pattern.explain_object(Some(inner), &format!("{path}."), lines),
+                    Some(Value::Object(inner)) => {
+                        pattern.explain_object(Some(inner), &format!("{path}."), lines)
+                    }
                     Some(Value::Array(_)) => {
                         let matched = field.matcher.matches(value);
                         lines.push(Explanation {
@@ -149,11 +161,19 @@ impl Pattern {
                     let expected = Value::Array(source.clone());
                     let detail = match (leaves.is_empty(), matched) {
                         (true, true) => format!("field has no value, as {expected} allows"),
-                        (true, false) => format!("field is missing (or has no scalar value); expected {expected}"),
+                        (true, false) => format!(
+                            "field is missing (or has no scalar value); expected {expected}"
+                        ),
                         (false, true) => format!("value {} matches {expected}", leaves.join(", ")),
-                        (false, false) => format!("value {} does not match {expected}", leaves.join(", ")),
+                        (false, false) => {
+                            format!("value {} does not match {expected}", leaves.join(", "))
+                        }
                     };
-                    lines.push(Explanation { path, matched, detail });
+                    lines.push(Explanation {
+                        path,
+                        matched,
+                        detail,
+                    });
                 }
             }
         }
@@ -185,7 +205,11 @@ impl Pattern {
         best
     }
 
-    fn collect_anchor<'a>(&'a self, path: &mut Vec<&'a str>, best: &mut Option<(Vec<&'a str>, Vec<&'a Literal>)>) {
+    fn collect_anchor<'a>(
+        &'a self,
+        path: &mut Vec<&'a str>,
+        best: &mut Option<(Vec<&'a str>, Vec<&'a Literal>)>,
+    ) {
         for field in &self.fields {
             path.push(&field.key);
             match &field.matcher {
@@ -259,10 +283,16 @@ fn compile_object(value: &Value, path: &mut Vec<String>) -> Result<Pattern, Patt
         ));
     };
     if object.is_empty() {
-        return Err(PatternError::at(path, "an empty pattern is not allowed: name at least one field"));
+        return Err(PatternError::at(
+            path,
+            "an empty pattern is not allowed: name at least one field",
+        ));
     }
     if path.len() >= MAX_DEPTH {
-        return Err(PatternError::at(path, format!("patterns may nest at most {MAX_DEPTH} levels")));
+        return Err(PatternError::at(
+            path,
+            format!("patterns may nest at most {MAX_DEPTH} levels"),
+        ));
     }
     let mut pattern = Pattern {
         fields: Vec::with_capacity(object.len()),
@@ -298,7 +328,10 @@ fn compile_object(value: &Value, path: &mut Vec<String>) -> Result<Pattern, Patt
 
 fn compile_or(value: &Value, path: &mut Vec<String>) -> Result<Vec<Pattern>, PatternError> {
     let Value::Array(alternatives) = value else {
-        return Err(PatternError::at(path, "$or takes a list of patterns, e.g. [{a: [1]}, {b: [2]}]"));
+        return Err(PatternError::at(
+            path,
+            "$or takes a list of patterns, e.g. [{a: [1]}, {b: [2]}]",
+        ));
     };
     if alternatives.len() < 2 || alternatives.len() > MAX_OR_ALTERNATIVES {
         return Err(PatternError::at(
@@ -320,10 +353,16 @@ fn compile_or(value: &Value, path: &mut Vec<String>) -> Result<Vec<Pattern>, Pat
 
 fn compile_values(values: &[Value], path: &[String]) -> Result<Vec<Operator>, PatternError> {
     if values.is_empty() {
-        return Err(PatternError::at(path, "an empty list matches nothing; list at least one value"));
+        return Err(PatternError::at(
+            path,
+            "an empty list matches nothing; list at least one value",
+        ));
     }
     if values.len() > MAX_VALUES {
-        return Err(PatternError::at(path, format!("at most {MAX_VALUES} values per field")));
+        return Err(PatternError::at(
+            path,
+            format!("at most {MAX_VALUES} values per field"),
+        ));
     }
     values
         .iter()
@@ -337,17 +376,27 @@ fn compile_values(values: &[Value], path: &[String]) -> Result<Vec<Operator>, Pa
         .collect()
 }
 
-fn string_arg<'a>(value: &'a Value, operator: &str, path: &[String]) -> Result<&'a str, PatternError> {
-    value
-        .as_str()
-        .ok_or_else(|| PatternError::at(path, format!("\"{operator}\" takes a string, not {value}")))
+fn string_arg<'a>(
+    value: &'a Value,
+    operator: &str,
+    path: &[String],
+) -> Result<&'a str, PatternError> {
+    value.as_str().ok_or_else(|| {
+        PatternError::at(path, format!("\"{operator}\" takes a string, not {value}"))
+    })
 }
 
 /// The string of `{"equals-ignore-case": "..."}`, lower-cased.
-fn ignore_case_arg(value: &Value, operator: &str, path: &[String]) -> Result<Option<String>, PatternError> {
+fn ignore_case_arg(
+    value: &Value,
+    operator: &str,
+    path: &[String],
+) -> Result<Option<String>, PatternError> {
     match value {
         Value::Object(inner) if inner.len() == 1 => match inner.get("equals-ignore-case") {
-            Some(text) => Ok(Some(string_arg(text, "equals-ignore-case", path)?.to_lowercase())),
+            Some(text) => Ok(Some(
+                string_arg(text, "equals-ignore-case", path)?.to_lowercase(),
+            )),
             None => Err(PatternError::at(
                 path,
                 format!("\"{operator}\" takes a string or {{\"equals-ignore-case\": string}}"),
@@ -357,7 +406,10 @@ fn ignore_case_arg(value: &Value, operator: &str, path: &[String]) -> Result<Opt
     }
 }
 
-fn compile_operator(object: &Map<String, Value>, path: &[String]) -> Result<Operator, PatternError> {
+fn compile_operator(
+    object: &Map<String, Value>,
+    path: &[String],
+) -> Result<Operator, PatternError> {
     let mut entries = object.iter();
     let (Some((name, argument)), None) = (entries.next(), entries.next()) else {
         return Err(PatternError::at(
@@ -374,14 +426,25 @@ fn compile_operator(object: &Map<String, Value>, path: &[String]) -> Result<Oper
             Some(lower) => Operator::SuffixIgnoreCase(lower),
             None => Operator::Suffix(string_arg(argument, name, path)?.to_string()),
         },
-        "equals-ignore-case" => Operator::EqualsIgnoreCase(string_arg(argument, name, path)?.to_lowercase()),
+        "equals-ignore-case" => {
+            Operator::EqualsIgnoreCase(string_arg(argument, name, path)?.to_lowercase())
+        }
         "wildcard" => Operator::Wildcard(
-            Wildcard::parse(string_arg(argument, name, path)?).map_err(|e| PatternError::at(path, e))?,
+            Wildcard::parse(string_arg(argument, name, path)?)
+                .map_err(|e| PatternError::at(path, e))?,
         ),
-        "cidr" => Operator::Cidr(Cidr::parse(string_arg(argument, name, path)?).map_err(|e| PatternError::at(path, e))?),
+        "cidr" => Operator::Cidr(
+            Cidr::parse(string_arg(argument, name, path)?)
+                .map_err(|e| PatternError::at(path, e))?,
+        ),
         "exists" => match argument {
             Value::Bool(exists) => Operator::Exists(*exists),
-            other => return Err(PatternError::at(path, format!("\"exists\" takes true or false, not {other}"))),
+            other => {
+                return Err(PatternError::at(
+                    path,
+                    format!("\"exists\" takes true or false, not {other}"),
+                ));
+            }
         },
         "numeric" => Operator::Numeric(compile_numeric(argument, path)?),
         "anything-but" => Operator::AnythingBut(compile_anything_but(argument, path)?),
@@ -402,17 +465,28 @@ fn compile_numeric(argument: &Value, path: &[String]) -> Result<NumericRange, Pa
     if items.is_empty() || items.len() % 2 != 0 || items.len() > 4 {
         return Err(PatternError::at(path, usage));
     }
-    let mut range = NumericRange { lower: None, upper: None };
+    let mut range = NumericRange {
+        lower: None,
+        upper: None,
+    };
     let mut equals = false;
     for pair in items.chunks(2) {
-        let (Some(op), Some(value)) = (pair[0].as_str(), pair[1].as_f64().filter(|v| v.is_finite())) else {
+        let (Some(op), Some(value)) =
+            (pair[0].as_str(), pair[1].as_f64().filter(|v| v.is_finite()))
+        else {
             return Err(PatternError::at(path, usage));
         };
         let slot = match op {
             "=" => {
                 equals = true;
-                range.lower = Some(Bound { value, inclusive: true });
-                range.upper = Some(Bound { value, inclusive: true });
+                range.lower = Some(Bound {
+                    value,
+                    inclusive: true,
+                });
+                range.upper = Some(Bound {
+                    value,
+                    inclusive: true,
+                });
                 continue;
             }
             ">" | ">=" => &mut range.lower,
@@ -420,7 +494,10 @@ fn compile_numeric(argument: &Value, path: &[String]) -> Result<NumericRange, Pa
             _ => return Err(PatternError::at(path, usage)),
         };
         if slot.is_some() {
-            return Err(PatternError::at(path, format!("{usage}; a bound is given twice")));
+            return Err(PatternError::at(
+                path,
+                format!("{usage}; a bound is given twice"),
+            ));
         }
         *slot = Some(Bound {
             value,
@@ -428,13 +505,19 @@ fn compile_numeric(argument: &Value, path: &[String]) -> Result<NumericRange, Pa
         });
     }
     if equals && items.len() > 2 {
-        return Err(PatternError::at(path, "\"=\" cannot be combined with another comparison"));
+        return Err(PatternError::at(
+            path,
+            "\"=\" cannot be combined with another comparison",
+        ));
     }
     if let (Some(low), Some(high)) = (range.lower, range.upper)
         && !equals
         && low.value >= high.value
     {
-        return Err(PatternError::at(path, "the lower bound of a numeric range must be below the upper bound"));
+        return Err(PatternError::at(
+            path,
+            "the lower bound of a numeric range must be below the upper bound",
+        ));
     }
     Ok(range)
 }
@@ -455,16 +538,27 @@ fn compile_anything_but(argument: &Value, path: &[String]) -> Result<Vec<Operato
             let all_strings = items.iter().all(Value::is_string);
             let all_numbers = items.iter().all(Value::is_number);
             if !all_strings && !all_numbers {
-                return Err(PatternError::at(path, "\"anything-but\" lists only strings or only numbers"));
+                return Err(PatternError::at(
+                    path,
+                    "\"anything-but\" lists only strings or only numbers",
+                ));
             }
             items.iter().map(exact).collect()
         }
         Value::Object(inner) if inner.len() == 1 => {
-            let (name, value) = inner.iter().next().ok_or_else(|| PatternError::at(path, "empty anything-but"))?;
-            if !matches!(name.as_str(), "prefix" | "suffix" | "equals-ignore-case" | "wildcard") {
+            let (name, value) = inner
+                .iter()
+                .next()
+                .ok_or_else(|| PatternError::at(path, "empty anything-but"))?;
+            if !matches!(
+                name.as_str(),
+                "prefix" | "suffix" | "equals-ignore-case" | "wildcard"
+            ) {
                 return Err(PatternError::at(
                     path,
-                    format!("\"anything-but\" combines with prefix, suffix, equals-ignore-case or wildcard, not \"{name}\""),
+                    format!(
+                        "\"anything-but\" combines with prefix, suffix, equals-ignore-case or wildcard, not \"{name}\""
+                    ),
                 ));
             }
             let texts: Vec<&str> = match value {
@@ -476,7 +570,9 @@ fn compile_anything_but(argument: &Value, path: &[String]) -> Result<Vec<Operato
                 other => {
                     return Err(PatternError::at(
                         path,
-                        format!("\"anything-but\": {{\"{name}\": ...}} takes a string or a list of strings, not {other}"),
+                        format!(
+                            "\"anything-but\": {{\"{name}\": ...}} takes a string or a list of strings, not {other}"
+                        ),
                     ));
                 }
             };
@@ -494,7 +590,9 @@ fn compile_anything_but(argument: &Value, path: &[String]) -> Result<Vec<Operato
         }
         other => Err(PatternError::at(
             path,
-            format!("\"anything-but\" takes a string, a number, a list, or {{prefix|suffix|equals-ignore-case|wildcard: ...}}, not {other}"),
+            format!(
+                "\"anything-but\" takes a string, a number, a list, or {{prefix|suffix|equals-ignore-case|wildcard: ...}}, not {other}"
+            ),
         )),
     }
 }

@@ -5,11 +5,15 @@ use super::*;
 use serde_json::json;
 
 fn matches(pattern: Value, event: Value) -> bool {
-    Pattern::compile(&pattern).expect("valid pattern").matches(&event)
+    Pattern::compile(&pattern)
+        .expect("valid pattern")
+        .matches(&event)
 }
 
 fn error(pattern: Value) -> String {
-    Pattern::compile(&pattern).expect_err("invalid pattern").to_string()
+    Pattern::compile(&pattern)
+        .expect_err("invalid pattern")
+        .to_string()
 }
 
 #[test]
@@ -22,7 +26,10 @@ fn exact_values_of_every_type() {
     assert!(matches(json!({"UserID": [null]}), json!({"UserID": null})));
     assert!(!matches(json!({"UserID": [null]}), json!({})));
     assert!(matches(json!({"LastName": [""]}), json!({"LastName": ""})));
-    assert!(!matches(json!({"LastName": [""]}), json!({"LastName": "Doe"})));
+    assert!(!matches(
+        json!({"LastName": [""]}),
+        json!({"LastName": "Doe"})
+    ));
 }
 
 #[test]
@@ -30,34 +37,80 @@ fn every_field_must_match_and_nesting_works() {
     let pattern = json!({"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"], "detail": {"state": ["terminated"]}});
     let event = json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {"state": "terminated", "x": 1}});
     assert!(matches(pattern.clone(), event));
-    assert!(!matches(pattern.clone(), json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {"state": "running"}})));
-    assert!(!matches(pattern, json!({"source": "aws.ec2", "detail": {"state": "terminated"}})));
+    assert!(!matches(
+        pattern.clone(),
+        json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {"state": "running"}})
+    ));
+    assert!(!matches(
+        pattern,
+        json!({"source": "aws.ec2", "detail": {"state": "terminated"}})
+    ));
 }
 
 #[test]
 fn arrays_in_the_event_match_if_any_element_matches() {
-    assert!(matches(json!({"resources": ["arn:1"]}), json!({"resources": ["arn:0", "arn:1"]})));
-    assert!(!matches(json!({"resources": ["arn:1"]}), json!({"resources": []})));
-    assert!(matches(json!({"items": {"sku": ["a"]}}), json!({"items": [{"sku": "b"}, {"sku": "a"}]})));
+    assert!(matches(
+        json!({"resources": ["arn:1"]}),
+        json!({"resources": ["arn:0", "arn:1"]})
+    ));
+    assert!(!matches(
+        json!({"resources": ["arn:1"]}),
+        json!({"resources": []})
+    ));
+    assert!(matches(
+        json!({"items": {"sku": ["a"]}}),
+        json!({"items": [{"sku": "b"}, {"sku": "a"}]})
+    ));
     // A nested pattern must match one element as a whole.
     let pattern = json!({"items": {"sku": ["a"], "qty": [1]}});
-    assert!(!matches(pattern.clone(), json!({"items": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 1}]})));
-    assert!(matches(pattern, json!({"items": [{"sku": "b", "qty": 1}, {"sku": "a", "qty": 1}]})));
+    assert!(!matches(
+        pattern.clone(),
+        json!({"items": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 1}]})
+    ));
+    assert!(matches(
+        pattern,
+        json!({"items": [{"sku": "b", "qty": 1}, {"sku": "a", "qty": 1}]})
+    ));
 }
 
 #[test]
 fn prefix_and_suffix() {
-    assert!(matches(json!({"time": [{"prefix": "2017-10-02"}]}), json!({"time": "2017-10-02T18:43:48Z"})));
-    assert!(!matches(json!({"time": [{"prefix": "2017-10-02"}]}), json!({"time": "2017-10-03T18:43:48Z"})));
-    assert!(!matches(json!({"n": [{"prefix": "1"}]}), json!({"n": 12})), "numbers are not strings");
-    let ignore_case = json!({"detail": {"service": [{"prefix": {"equals-ignore-case": "EventB"}}]}});
+    assert!(matches(
+        json!({"time": [{"prefix": "2017-10-02"}]}),
+        json!({"time": "2017-10-02T18:43:48Z"})
+    ));
+    assert!(!matches(
+        json!({"time": [{"prefix": "2017-10-02"}]}),
+        json!({"time": "2017-10-03T18:43:48Z"})
+    ));
+    assert!(
+        !matches(json!({"n": [{"prefix": "1"}]}), json!({"n": 12})),
+        "numbers are not strings"
+    );
+    let ignore_case =
+        json!({"detail": {"service": [{"prefix": {"equals-ignore-case": "EventB"}}]}});
     for service in ["EventBridge", "EVENTB", "eventbus"] {
-        assert!(matches(ignore_case.clone(), json!({"detail": {"service": service}})), "{service}");
+        assert!(
+            matches(ignore_case.clone(), json!({"detail": {"service": service}})),
+            "{service}"
+        );
     }
-    assert!(!matches(ignore_case, json!({"detail": {"service": "Event"}})));
-    assert!(matches(json!({"FileName": [{"suffix": ".png"}]}), json!({"FileName": "cat.png"})));
-    assert!(!matches(json!({"FileName": [{"suffix": ".png"}]}), json!({"FileName": "cat.PNG"})));
-    assert!(matches(json!({"FileName": [{"suffix": {"equals-ignore-case": ".png"}}]}), json!({"FileName": "cat.PNG"})));
+    assert!(!matches(
+        ignore_case,
+        json!({"detail": {"service": "Event"}})
+    ));
+    assert!(matches(
+        json!({"FileName": [{"suffix": ".png"}]}),
+        json!({"FileName": "cat.png"})
+    ));
+    assert!(!matches(
+        json!({"FileName": [{"suffix": ".png"}]}),
+        json!({"FileName": "cat.PNG"})
+    ));
+    assert!(matches(
+        json!({"FileName": [{"suffix": {"equals-ignore-case": ".png"}}]}),
+        json!({"FileName": "cat.PNG"})
+    ));
 }
 
 #[test]
@@ -71,37 +124,103 @@ fn equals_ignore_case() {
 #[test]
 fn wildcard() {
     let pattern = json!({"EventBusArn": [{"wildcard": "arn:aws:events:us-east-1:*:event-bus/*"}]});
-    assert!(matches(pattern.clone(), json!({"EventBusArn": "arn:aws:events:us-east-1:123456789012:event-bus/orders"})));
-    assert!(!matches(pattern, json!({"EventBusArn": "arn:aws:events:eu-west-1:123456789012:event-bus/orders"})));
-    assert!(matches(json!({"k": [{"wildcard": r"a\*b"}]}), json!({"k": "a*b"})));
-    assert!(!matches(json!({"k": [{"wildcard": r"a\*b"}]}), json!({"k": "axb"})));
+    assert!(matches(
+        pattern.clone(),
+        json!({"EventBusArn": "arn:aws:events:us-east-1:123456789012:event-bus/orders"})
+    ));
+    assert!(!matches(
+        pattern,
+        json!({"EventBusArn": "arn:aws:events:eu-west-1:123456789012:event-bus/orders"})
+    ));
+    assert!(matches(
+        json!({"k": [{"wildcard": r"a\*b"}]}),
+        json!({"k": "a*b"})
+    ));
+    assert!(!matches(
+        json!({"k": [{"wildcard": r"a\*b"}]}),
+        json!({"k": "axb"})
+    ));
     assert!(error(json!({"k": [{"wildcard": "a**"}]})).contains("consecutive"));
 }
 
 #[test]
 fn anything_but() {
-    let state = |p: Value, s: Value| matches(json!({"detail": {"state": [p]}}), json!({"detail": {"state": s}}));
-    assert!(state(json!({"anything-but": "initializing"}), json!("running")));
-    assert!(!state(json!({"anything-but": "initializing"}), json!("initializing")));
+    let state = |p: Value, s: Value| {
+        matches(
+            json!({"detail": {"state": [p]}}),
+            json!({"detail": {"state": s}}),
+        )
+    };
+    assert!(state(
+        json!({"anything-but": "initializing"}),
+        json!("running")
+    ));
+    assert!(!state(
+        json!({"anything-but": "initializing"}),
+        json!("initializing")
+    ));
     assert!(state(json!({"anything-but": 123}), json!(124)));
     assert!(!state(json!({"anything-but": 123}), json!(123)));
-    assert!(state(json!({"anything-but": ["stopped", "overloaded"]}), json!("running")));
-    assert!(!state(json!({"anything-but": ["stopped", "overloaded"]}), json!("stopped")));
-    assert!(state(json!({"anything-but": {"prefix": "init"}}), json!("running")));
-    assert!(!state(json!({"anything-but": {"prefix": "init"}}), json!("initializing")));
-    assert!(state(json!({"anything-but": {"suffix": ".txt"}}), json!("a.png")));
-    assert!(!state(json!({"anything-but": {"suffix": ".txt"}}), json!("a.txt")));
-    assert!(!state(json!({"anything-but": {"equals-ignore-case": ["initializing", "stopped"]}}), json!("STOPPED")));
-    assert!(state(json!({"anything-but": {"equals-ignore-case": ["initializing", "stopped"]}}), json!("running")));
-    assert!(!state(json!({"anything-but": {"wildcard": "*/lib/*"}}), json!("/usr/lib/x")));
-    assert!(state(json!({"anything-but": {"wildcard": "*/lib/*"}}), json!("/usr/bin/x")));
+    assert!(state(
+        json!({"anything-but": ["stopped", "overloaded"]}),
+        json!("running")
+    ));
+    assert!(!state(
+        json!({"anything-but": ["stopped", "overloaded"]}),
+        json!("stopped")
+    ));
+    assert!(state(
+        json!({"anything-but": {"prefix": "init"}}),
+        json!("running")
+    ));
+    assert!(!state(
+        json!({"anything-but": {"prefix": "init"}}),
+        json!("initializing")
+    ));
+    assert!(state(
+        json!({"anything-but": {"suffix": ".txt"}}),
+        json!("a.png")
+    ));
+    assert!(!state(
+        json!({"anything-but": {"suffix": ".txt"}}),
+        json!("a.txt")
+    ));
+    assert!(!state(
+        json!({"anything-but": {"equals-ignore-case": ["initializing", "stopped"]}}),
+        json!("STOPPED")
+    ));
+    assert!(state(
+        json!({"anything-but": {"equals-ignore-case": ["initializing", "stopped"]}}),
+        json!("running")
+    ));
+    assert!(!state(
+        json!({"anything-but": {"wildcard": "*/lib/*"}}),
+        json!("/usr/lib/x")
+    ));
+    assert!(state(
+        json!({"anything-but": {"wildcard": "*/lib/*"}}),
+        json!("/usr/bin/x")
+    ));
     // A missing field is not "anything but": it has no value at all.
-    assert!(!matches(json!({"state": [{"anything-but": "x"}]}), json!({})));
+    assert!(!matches(
+        json!({"state": [{"anything-but": "x"}]}),
+        json!({})
+    ));
     // Arrays: some element is not excluded.
-    assert!(matches(json!({"s": [{"anything-but": "x"}]}), json!({"s": ["x", "y"]})));
-    assert!(!matches(json!({"s": [{"anything-but": "x"}]}), json!({"s": ["x"]})));
-    assert!(error(json!({"s": [{"anything-but": ["a", 1]}]})).contains("only strings or only numbers"));
-    assert!(error(json!({"s": [{"anything-but": {"numeric": [">", 1]}}]})).contains("combines with"));
+    assert!(matches(
+        json!({"s": [{"anything-but": "x"}]}),
+        json!({"s": ["x", "y"]})
+    ));
+    assert!(!matches(
+        json!({"s": [{"anything-but": "x"}]}),
+        json!({"s": ["x"]})
+    ));
+    assert!(
+        error(json!({"s": [{"anything-but": ["a", 1]}]})).contains("only strings or only numbers")
+    );
+    assert!(
+        error(json!({"s": [{"anything-but": {"numeric": [">", 1]}}]})).contains("combines with")
+    );
 }
 
 #[test]
@@ -111,13 +230,34 @@ fn numeric() {
         "d-count": [{"numeric": ["<", 10]}],
         "x-limit": [{"numeric": ["=", 3.018e2]}]
     }});
-    assert!(matches(pattern.clone(), json!({"detail": {"c-count": 5, "d-count": 7, "x-limit": 301.8}})));
-    assert!(!matches(pattern.clone(), json!({"detail": {"c-count": 0, "d-count": 7, "x-limit": 301.8}})));
-    assert!(!matches(pattern.clone(), json!({"detail": {"c-count": 5, "d-count": 10, "x-limit": 301.8}})));
-    assert!(!matches(pattern, json!({"detail": {"c-count": 5, "d-count": 7, "x-limit": 301.9}})));
-    assert!(matches(json!({"t": [{"numeric": [">=", -10.5, "<", -1]}]}), json!({"t": -10.5})));
-    assert!(!matches(json!({"t": [{"numeric": [">=", -10.5, "<", -1]}]}), json!({"t": -1})));
-    assert!(!matches(json!({"t": [{"numeric": [">", 1]}]}), json!({"t": "5"})), "strings are not compared");
+    assert!(matches(
+        pattern.clone(),
+        json!({"detail": {"c-count": 5, "d-count": 7, "x-limit": 301.8}})
+    ));
+    assert!(!matches(
+        pattern.clone(),
+        json!({"detail": {"c-count": 0, "d-count": 7, "x-limit": 301.8}})
+    ));
+    assert!(!matches(
+        pattern.clone(),
+        json!({"detail": {"c-count": 5, "d-count": 10, "x-limit": 301.8}})
+    ));
+    assert!(!matches(
+        pattern,
+        json!({"detail": {"c-count": 5, "d-count": 7, "x-limit": 301.9}})
+    ));
+    assert!(matches(
+        json!({"t": [{"numeric": [">=", -10.5, "<", -1]}]}),
+        json!({"t": -10.5})
+    ));
+    assert!(!matches(
+        json!({"t": [{"numeric": [">=", -10.5, "<", -1]}]}),
+        json!({"t": -1})
+    ));
+    assert!(
+        !matches(json!({"t": [{"numeric": [">", 1]}]}), json!({"t": "5"})),
+        "strings are not compared"
+    );
     assert!(error(json!({"t": [{"numeric": [">", 5, "<", 1]}]})).contains("lower bound"));
     assert!(error(json!({"t": [{"numeric": [">", 1, ">", 2]}]})).contains("twice"));
     assert!(error(json!({"t": [{"numeric": ["~", 1]}]})).contains("numeric"));
@@ -126,23 +266,45 @@ fn numeric() {
 #[test]
 fn cidr() {
     let pattern = json!({"detail": {"source-ip": [{"cidr": "10.0.0.0/24"}]}});
-    assert!(matches(pattern.clone(), json!({"detail": {"source-ip": "10.0.0.255"}})));
-    assert!(!matches(pattern, json!({"detail": {"source-ip": "10.0.1.1"}})));
-    assert!(matches(json!({"ip": [{"cidr": "2001:db8::/32"}]}), json!({"ip": "2001:db8::1"})));
+    assert!(matches(
+        pattern.clone(),
+        json!({"detail": {"source-ip": "10.0.0.255"}})
+    ));
+    assert!(!matches(
+        pattern,
+        json!({"detail": {"source-ip": "10.0.1.1"}})
+    ));
+    assert!(matches(
+        json!({"ip": [{"cidr": "2001:db8::/32"}]}),
+        json!({"ip": "2001:db8::1"})
+    ));
     assert!(error(json!({"ip": [{"cidr": "10.0.0.0/40"}]})).contains("prefix longer"));
 }
 
 #[test]
 fn exists_works_on_leaves_objects_and_missing_keys() {
-    let exists = |e: bool, event: Value| matches(json!({"detail": {"state": [{"exists": e}]}}), event);
+    let exists =
+        |e: bool, event: Value| matches(json!({"detail": {"state": [{"exists": e}]}}), event);
     assert!(exists(true, json!({"detail": {"state": "x"}})));
-    assert!(exists(true, json!({"detail": {"state": null}})), "null is a value");
+    assert!(
+        exists(true, json!({"detail": {"state": null}})),
+        "null is a value"
+    );
     assert!(!exists(true, json!({"detail": {}})));
-    assert!(!exists(true, json!({"detail": {"state": {"nested": 1}}})), "objects are not leaves");
+    assert!(
+        !exists(true, json!({"detail": {"state": {"nested": 1}}})),
+        "objects are not leaves"
+    );
     assert!(exists(false, json!({"detail": {}})));
-    assert!(exists(false, json!({})), "a missing parent means a missing leaf");
+    assert!(
+        exists(false, json!({})),
+        "a missing parent means a missing leaf"
+    );
     assert!(exists(false, json!({"detail": {"state": {"nested": 1}}})));
-    assert!(exists(false, json!({"detail": {"state": []}})), "an empty array has no leaf");
+    assert!(
+        exists(false, json!({"detail": {"state": []}})),
+        "an empty array has no leaf"
+    );
     assert!(!exists(false, json!({"detail": {"state": "x"}})));
 }
 
@@ -153,9 +315,18 @@ fn or_combines_alternatives() {
         {"d-count": [{"numeric": ["<", 10]}]},
         {"x-limit": [{"numeric": ["=", 3.018e2]}]}
     ]});
-    assert!(matches(pattern.clone(), json!({"source": "shop", "d-count": 3})));
-    assert!(matches(pattern.clone(), json!({"source": "shop", "x-limit": 301.8})));
-    assert!(!matches(pattern.clone(), json!({"source": "shop", "c-count": 9})));
+    assert!(matches(
+        pattern.clone(),
+        json!({"source": "shop", "d-count": 3})
+    ));
+    assert!(matches(
+        pattern.clone(),
+        json!({"source": "shop", "x-limit": 301.8})
+    ));
+    assert!(!matches(
+        pattern.clone(),
+        json!({"source": "shop", "c-count": 9})
+    ));
     assert!(!matches(pattern, json!({"source": "other", "d-count": 3})));
     assert!(error(json!({"$or": [{"a": [1]}]})).contains("between 2"));
 }
@@ -179,10 +350,14 @@ fn invalid_patterns_are_errors_with_paths() {
 
 #[test]
 fn explain_says_which_field_failed_and_why() {
-    let pattern = Pattern::compile(&json!({"type": ["order.placed"], "data": {"total": [{"numeric": [">", 100]}]}}))
-        .expect("valid");
+    let pattern = Pattern::compile(
+        &json!({"type": ["order.placed"], "data": {"total": [{"numeric": [">", 100]}]}}),
+    )
+    .expect("valid");
     let lines = pattern.explain(&json!({"type": "order.placed", "data": {"total": 50}}));
-    let line = |lines: &[Explanation], path: &str| lines.iter().find(|l| l.path == path).cloned().expect(path);
+    let line = |lines: &[Explanation], path: &str| {
+        lines.iter().find(|l| l.path == path).cloned().expect(path)
+    };
     assert_eq!(lines.len(), 2);
     assert!(line(&lines, "type").matched);
     let total = line(&lines, "data.total");
