@@ -91,11 +91,32 @@ impl DedupWindow {
     }
 }
 
+/// The state of the rule set in force, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuleStatus {
+    /// 1 for the rules loaded at start, +1 per successful reload.
+    pub version: u64,
+    /// When the rules in force were loaded (ms since the Unix epoch).
+    pub loaded_at_ms: i64,
+    /// Why the last reload failed, if it did (the rules in force are then
+    /// older than the files).
+    pub last_error: Option<String>,
+    /// When it failed (ms since the Unix epoch).
+    pub last_error_at_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The publish pipeline.
 #[derive(Debug)]
 pub struct Ingest {
     log: Arc<dyn EventLog>,
     rules: RwLock<Arc<RuleSet>>,
+    status: Mutex<RuleStatus>,
     limits: EventLimits,
     max_batch_events: usize,
     dedup: Mutex<DedupWindow>,
@@ -113,6 +134,11 @@ impl Ingest {
         Ingest {
             log,
             rules: RwLock::new(Arc::new(rules)),
+            status: Mutex::new(RuleStatus {
+                version: 1,
+                loaded_at_ms: now_ms(),
+                ..RuleStatus::default()
+            }),
             limits: EventLimits {
                 max_data_bytes: limits.max_data_bytes,
                 max_extensions: limits.max_extensions,
@@ -133,9 +159,7 @@ impl Ingest {
         let partitions: u64 = topics.iter().map(|t| u64::from(t.partitions)).sum();
         let per_partition = (DEDUP_CAPACITY as u64 / partitions.max(1)).max(1);
         let now = Instant::now();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms();
         let window_ms = DEDUP_WINDOW.as_millis() as i64;
         let mut restored: BTreeMap<DedupKey, (i64, Stored)> = BTreeMap::new();
         for topic in topics {
@@ -186,6 +210,34 @@ impl Ingest {
             }
         }
         Ok(count)
+    }
+
+    /// Swaps in a new rule set; publishes already running keep the set
+    /// they started with. Returns the new version.
+    pub fn replace_rules(&self, rules: RuleSet) -> u64 {
+        if let Ok(mut current) = self.rules.write() {
+            *current = Arc::new(rules);
+        }
+        let Ok(mut status) = self.status.lock() else {
+            return 0;
+        };
+        status.version += 1;
+        status.loaded_at_ms = now_ms();
+        status.last_error = None;
+        status.version
+    }
+
+    /// Records a failed reload (the rules in force stay).
+    pub fn record_reload_error(&self, error: String) {
+        if let Ok(mut status) = self.status.lock() {
+            status.last_error = Some(error);
+            status.last_error_at_ms = now_ms();
+        }
+    }
+
+    /// The state of the rule set in force.
+    pub fn rule_status(&self) -> RuleStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The rules in force.

@@ -24,6 +24,7 @@
 //! - [`ingest`]: validate → dedup → route → durable append.
 //! - [`delivery`]: subscriptions, credits, ack floor, redelivery, offsets.
 //! - [`api`]: gRPC services; the only module that knows tonic.
+//! - [`reload`]: hot reload of rule files (SIGHUP, file changes).
 //! - [`server`]: start-up, serving and ordered shutdown.
 
 pub mod api;
@@ -32,6 +33,7 @@ pub mod delivery;
 pub mod ingest;
 pub mod log;
 pub mod model;
+pub mod reload;
 pub mod rules;
 pub mod server;
 pub mod telemetry;

@@ -7,6 +7,7 @@ use crate::delivery::{DeliveryError, Subscriptions};
 use crate::ingest::Ingest;
 use crate::log::{EmbeddedLog, EventLog, LogError};
 use crate::model::{NameError, TopicName};
+use crate::reload::{RuleReloader, ensure_topics};
 use crate::rules::{RuleSet, RulesError};
 use std::future::Future;
 use std::sync::Arc;
@@ -69,22 +70,11 @@ impl Broker {
             .map(|t| Ok((TopicName::new(t.name.clone())?, t.partitions)))
             .collect::<Result<Vec<_>, NameError>>()?;
         let targeted = rules.target_topics().into_iter().map(|t| (t, None));
-        for (topic, partitions) in declared.into_iter().chain(targeted) {
-            match log.topic(&topic) {
-                Ok(existing) => {
-                    if partitions.is_some_and(|p| p != existing.partitions) {
-                        tracing::warn!(%topic, existing = existing.partitions, "topic exists with another partition count; keeping it");
-                    }
-                }
-                Err(LogError::TopicNotFound(_)) => {
-                    log.create_topic(
-                        &topic,
-                        partitions.unwrap_or(config.storage.default_partitions),
-                    )?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        ensure_topics(
+            log.as_ref(),
+            declared.into_iter().chain(targeted),
+            config.storage.default_partitions,
+        )?;
         let subscriptions = Arc::new(Subscriptions::open(
             &config.data_dir,
             Arc::clone(&log),
@@ -123,6 +113,14 @@ impl Broker {
         let addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
+        let reloader = RuleReloader::new(
+            self.config.rules.clone(),
+            self.config.buses.clone(),
+            Arc::clone(&self.ingest),
+            Arc::clone(&self.log),
+            self.config.storage.default_partitions,
+        );
+        tokio::spawn(reloader.run(self.config.rules_poll_interval, token.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<PublisherServer<PublisherService>>()

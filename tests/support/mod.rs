@@ -131,6 +131,16 @@ impl BrokerProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal, e.g. "HUP".
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         let _ = Command::new("kill")

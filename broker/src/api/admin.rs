@@ -207,6 +207,7 @@ impl Admin for AdminService {
         request: Request<proto::ListRulesRequest>,
     ) -> Result<Response<proto::ListRulesResponse>, Status> {
         let bus = request.into_inner().bus;
+        let status = self.ingest.rule_status();
         let rules = self
             .ingest
             .rules()
@@ -222,6 +223,14 @@ impl Admin for AdminService {
                 enabled: r.enabled,
             })
             .collect();
-        Ok(Response::new(proto::ListRulesResponse { rules }))
+        Ok(Response::new(proto::ListRulesResponse {
+            rules,
+            status: Some(proto::RuleSetStatus {
+                version: status.version,
+                loaded_at_unix_ms: status.loaded_at_ms,
+                last_error: status.last_error.unwrap_or_default(),
+                last_error_at_unix_ms: status.last_error_at_ms,
+            }),
+        }))
     }
 }

@@ -347,12 +347,19 @@ pub(super) async fn rules(command: RulesCommand) -> Result<(), Failure> {
         }
         RulesCommand::List { connection, bus } => {
             let mut admin = admin(&connection).await?;
-            let rules = admin
+            let response = admin
                 .list_rules(proto::ListRulesRequest { bus })
                 .await?
-                .into_inner()
-                .rules;
-            for rule in rules {
+                .into_inner();
+            let status = response.status.unwrap_or_default();
+            println!("rule set version {}", status.version);
+            if !status.last_error.is_empty() {
+                println!(
+                    "last reload FAILED (previous rules still in force): {}",
+                    status.last_error
+                );
+            }
+            for rule in response.rules {
                 println!(
                     "{} (bus {}, {}) -> {}: {}",
                     rule.name,

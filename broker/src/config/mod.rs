@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Rule files are checked for changes this often.
+pub const DEFAULT_RULES_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Largest event `data` accepted: 1 MiB, as the foundation issue asks
 /// (Pub/Sub and EventBridge cap whole messages at 10 MiB / 256 KiB).
 pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
@@ -54,6 +56,11 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Rule files (YAML), relative to this config file's directory.
     pub rules: Vec<PathBuf>,
+    /// How often rule files are checked for changes (reloaded when their
+    /// modification time or size changes); `0s` turns the check off. SIGHUP
+    /// always reloads.
+    #[serde(with = "humantime_serde")]
+    pub rules_poll_interval: Duration,
     /// Limits on published events.
     pub limits: LimitsConfig,
     /// The embedded log.
@@ -76,6 +83,7 @@ impl Default for BrokerConfig {
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             rules: Vec::new(),
+            rules_poll_interval: DEFAULT_RULES_POLL_INTERVAL,
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             delivery: DeliveryConfig::default(),
