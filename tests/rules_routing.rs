@@ -211,3 +211,185 @@ rules:
         ["us-orders"]
     );
 }
+
+const SHOP_PROTO: &str = r#"
+syntax = "proto3";
+package shop.v1;
+message OrderPlaced {
+  string order_id = 1;
+  int64 total_cents = 2;
+}
+"#;
+
+const REFUND_PROTO: &str = r#"
+syntax = "proto3";
+package shop.v1;
+message RefundIssued {
+  string order_id = 1;
+  int64 amount_cents = 2;
+}
+"#;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct OrderPlaced {
+    #[prost(string, tag = "1")]
+    order_id: String,
+    #[prost(int64, tag = "2")]
+    total_cents: i64,
+}
+
+impl prost::Name for OrderPlaced {
+    const NAME: &'static str = "OrderPlaced";
+    const PACKAGE: &'static str = "shop.v1";
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RefundIssued {
+    #[prost(string, tag = "1")]
+    order_id: String,
+    #[prost(int64, tag = "2")]
+    amount_cents: i64,
+}
+
+impl prost::Name for RefundIssued {
+    const NAME: &'static str = "RefundIssued";
+    const PACKAGE: &'static str = "shop.v1";
+}
+
+const PROTO_CONFIG: &str = "
+buses: [payments]
+schemas:
+  files: [protos/shop.proto]
+  include: [protos]
+  validate_buses: [payments]
+topics:
+  - name: big-orders
+    partitions: 1
+";
+
+const PROTO_RULES: &str = r#"
+rules:
+  - name: big-proto-orders
+    pattern:
+      type: [shop.v1.OrderPlaced]
+      data:
+        total_cents: [{numeric: [">=", 100000]}]
+    targets: [{topic: big-orders}]
+  - name: big-refunds
+    pattern:
+      type: [shop.v1.RefundIssued]
+      data:
+        amount_cents: [{numeric: [">", 500]}]
+    targets: [{topic: big-orders}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_fields_route_validate_and_register_at_run_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("protos")).expect("mkdir");
+    std::fs::write(dir.path().join("protos/shop.proto"), SHOP_PROTO).expect("write proto");
+    write_config(dir.path(), PROTO_CONFIG, PROTO_RULES);
+    let broker = BrokerProcess::start(dir.path());
+    let client = broker.client().await;
+
+    // Typed publishes: patterns see the decoded fields.
+    let big = OrderPlaced {
+        order_id: "o-1".into(),
+        total_cents: 250_000,
+    };
+    let small = OrderPlaced {
+        order_id: "o-2".into(),
+        total_cents: 999,
+    };
+    let routed = client
+        .publish_message("default", "/shop", &big)
+        .await
+        .expect("publish");
+    assert_eq!(routed.rules, ["big-proto-orders"]);
+    let not_routed = client
+        .publish_message("default", "/shop", &small)
+        .await
+        .expect("publish");
+    assert!(not_routed.rules.is_empty());
+
+    // A validating bus refuses payloads that do not decode, naming the
+    // message and the field.
+    let garbage = switchyard_sdk::Event::new("/shop", "shop.v1.OrderPlaced")
+        .id("bad")
+        .binary("application/protobuf", vec![0x12, 0x01, b'x']);
+    match client.publish("payments", garbage.clone()).await {
+        Err(switchyard_sdk::SdkError::Rejected {
+            code,
+            field,
+            message,
+            ..
+        }) => {
+            assert_eq!(code, tonic::Code::InvalidArgument);
+            assert_eq!(field, "data");
+            assert!(
+                message.contains("shop.v1.OrderPlaced") && message.contains("total_cents"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(
+        client.publish("default", garbage).await.is_ok(),
+        "buses without validation accept it"
+    );
+    let unknown = switchyard_sdk::Event::new("/shop", "shop.v1.Unknown")
+        .binary("application/protobuf", vec![]);
+    assert!(
+        client.publish("payments", unknown).await.is_err(),
+        "a validating bus needs a registered schema"
+    );
+
+    // Registering a schema at run time makes its fields visible.
+    let refund = RefundIssued {
+        order_id: "o-1".into(),
+        amount_cents: 7000,
+    };
+    let before = client
+        .publish_message("default", "/shop", &refund)
+        .await
+        .expect("publish");
+    assert!(
+        before.rules.is_empty(),
+        "fields of an unknown message are invisible"
+    );
+    let mut admin = broker.admin().await;
+    let registered = admin
+        .register_schema(proto::RegisterSchemaRequest {
+            file_name: "refunds.proto".into(),
+            source: REFUND_PROTO.into(),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert_eq!(registered.messages, ["shop.v1.RefundIssued"]);
+    let refund = RefundIssued {
+        order_id: "o-3".into(),
+        amount_cents: 7000,
+    };
+    let after = client
+        .publish_message("default", "/shop", &refund)
+        .await
+        .expect("publish");
+    assert_eq!(after.rules, ["big-refunds"]);
+    let listed = admin
+        .list_schemas(proto::ListSchemasRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .messages;
+    assert_eq!(listed, ["shop.v1.OrderPlaced", "shop.v1.RefundIssued"]);
+    let err = admin
+        .register_schema(proto::RegisterSchemaRequest {
+            file_name: "broken.proto".into(),
+            source: "syntax = \"proto3\"; message {".into(),
+        })
+        .await
+        .expect_err("does not compile");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("broken.proto"), "{}", err.message());
+}

@@ -23,15 +23,25 @@ fn rules(count: usize) -> RuleSet {
             format!("{{data: {{total: [{{numeric: [\">\", {}]}}]}}}}", 900 + i)
         } else {
             match i % 4 {
-                0 => format!("{{type: [com.example.t{i}], data: {{total: [{{numeric: [\">\", {}, \"<=\", 1000]}}]}}}}", i % 100),
-                1 => format!("{{type: [com.example.t{i}], data: {{region: [{{prefix: \"us-\"}}]}}}}"),
-                2 => format!("{{source: [/svc/{i}], data: {{status: [{{anything-but: [cancelled, refunded]}}]}}}}"),
+                0 => format!(
+                    "{{type: [com.example.t{i}], data: {{total: [{{numeric: [\">\", {}, \"<=\", 1000]}}]}}}}",
+                    i % 100
+                ),
+                1 => {
+                    format!("{{type: [com.example.t{i}], data: {{region: [{{prefix: \"us-\"}}]}}}}")
+                }
+                2 => format!(
+                    "{{source: [/svc/{i}], data: {{status: [{{anything-but: [cancelled, refunded]}}]}}}}"
+                ),
                 _ => format!(
                     "{{type: [com.example.t{i}], $or: [{{data: {{customer: {{tier: [{{equals-ignore-case: gold}}]}}}}}}, {{data: {{total: [{{numeric: [\">=\", 500]}}]}}}}]}}"
                 ),
             }
         };
-        yaml.push_str(&format!("  - name: r{i}\n    pattern: {pattern}\n    targets: [{{topic: t{}}}]\n", i % 50));
+        yaml.push_str(&format!(
+            "  - name: r{i}\n    pattern: {pattern}\n    targets: [{{topic: t{}}}]\n",
+            i % 50
+        ));
     }
     let parsed = parse_rules(&yaml, Path::new("bench.yaml")).expect("valid rules");
     RuleSet::from_rules(parsed, &[]).expect("unique names")
@@ -68,7 +78,11 @@ fn bench(c: &mut Criterion) {
         let set = rules(count);
         let events = events(count);
         let views: Vec<serde_json::Value> = events.iter().map(event_view).collect();
-        let bytes: usize = events.iter().map(|e| prost::Message::encoded_len(e)).sum::<usize>() / events.len();
+        let bytes: usize = events
+            .iter()
+            .map(|e| prost::Message::encoded_len(e))
+            .sum::<usize>()
+            / events.len();
         let mut group = c.benchmark_group(format!("rules={count}"));
         group.throughput(Throughput::Elements(1));
         let mut next = 0;

@@ -6,8 +6,10 @@ use crate::log::{EventLog, LogError};
 use crate::model::{
     CloudEvent, EventError, EventLimits, StoredEvent, TopicName, partition_for, validate_event,
 };
-use crate::rules::{RuleSet, event_view};
+use crate::rules::{RuleSet, event_view_with};
+use crate::schema::SchemaRegistry;
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -111,12 +113,23 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Whether the payload is protobuf: an `Any`, or a protobuf content type.
+fn is_protobuf(event: &CloudEvent) -> bool {
+    matches!(event.data, Some(crate::model::EventData::ProtoData(_)))
+        || event
+            .data_content_type
+            .as_deref()
+            .is_some_and(|ct| ct.contains("protobuf"))
+}
+
 /// The publish pipeline.
 #[derive(Debug)]
 pub struct Ingest {
     log: Arc<dyn EventLog>,
     rules: RwLock<Arc<RuleSet>>,
     status: Mutex<RuleStatus>,
+    schemas: Arc<SchemaRegistry>,
+    validate_buses: BTreeSet<String>,
     limits: EventLimits,
     max_batch_events: usize,
     dedup: Mutex<DedupWindow>,
@@ -129,10 +142,19 @@ struct Planned {
 }
 
 impl Ingest {
-    /// Builds the pipeline over a log and a rule set.
-    pub fn new(log: Arc<dyn EventLog>, rules: RuleSet, limits: &LimitsConfig) -> Ingest {
+    /// Builds the pipeline over a log, a rule set and schemas;
+    /// `validate_buses` refuse protobuf payloads that do not decode.
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        rules: RuleSet,
+        schemas: Arc<SchemaRegistry>,
+        validate_buses: &[String],
+        limits: &LimitsConfig,
+    ) -> Ingest {
         Ingest {
             log,
+            schemas,
+            validate_buses: validate_buses.iter().cloned().collect(),
             rules: RwLock::new(Arc::new(rules)),
             status: Mutex::new(RuleStatus {
                 version: 1,
@@ -322,8 +344,44 @@ impl Ingest {
             .collect())
     }
 
+    /// The schema registry (for Admin).
+    pub fn schemas(&self) -> &Arc<SchemaRegistry> {
+        &self.schemas
+    }
+
+    /// Decodes a protobuf payload by its registered schema; on a validating
+    /// bus, a payload that does not decode (or names no schema) is refused.
+    fn decoded_data(
+        &self,
+        bus: &str,
+        event: &CloudEvent,
+    ) -> Result<Option<serde_json::Value>, Rejection> {
+        let validating = self.validate_buses.contains(bus);
+        let invalid = |message: String| {
+            Rejection::Invalid(EventError {
+                field: "data".into(),
+                message,
+            })
+        };
+        match self.schemas.decode(event) {
+            Ok(Some(data)) => Ok(Some(data)),
+            Ok(None) if validating && is_protobuf(event) => Err(invalid(format!(
+                "bus '{bus}' validates protobuf payloads, and no registered message is named by dataschema {:?} or type {:?}; register its .proto (switchyard schemas register FILE)",
+                event.data_schema.as_deref().unwrap_or(""),
+                event.r#type
+            ))),
+            Ok(None) => Ok(None),
+            Err(failure) if validating => Err(invalid(failure.to_string())),
+            Err(failure) => {
+                tracing::debug!(%failure, "payload not decoded; patterns will not see its fields");
+                Ok(None)
+            }
+        }
+    }
+
     fn plan(&self, rules: &RuleSet, bus: &str, event: &CloudEvent) -> Result<Planned, Rejection> {
-        let routes = rules.route(bus, &event_view(event));
+        let data = self.decoded_data(bus, event)?;
+        let routes = rules.route(bus, &event_view_with(event, data));
         let mut matched: Vec<String> = routes.values().flatten().cloned().collect();
         matched.sort_unstable();
         matched.dedup();

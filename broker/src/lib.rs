@@ -21,6 +21,7 @@
 //!   (length + CRC framing, sparse index, group commit, torn-tail recovery,
 //!   retention).
 //! - [`rules`]: YAML rules compiled into patterns; routes events to topics.
+//! - [`schema`]: protobuf schemas registered at run time, for matching and validation.
 //! - [`ingest`]: validate → dedup → route → durable append.
 //! - [`delivery`]: subscriptions, credits, ack floor, redelivery, offsets.
 //! - [`api`]: gRPC services; the only module that knows tonic.
@@ -35,5 +36,6 @@ pub mod log;
 pub mod model;
 pub mod reload;
 pub mod rules;
+pub mod schema;
 pub mod server;
 pub mod telemetry;

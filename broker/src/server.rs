@@ -9,6 +9,7 @@ use crate::log::{EmbeddedLog, EventLog, LogError};
 use crate::model::{NameError, TopicName};
 use crate::reload::{RuleReloader, ensure_topics};
 use crate::rules::{RuleSet, RulesError};
+use crate::schema::{SchemaError, SchemaRegistry};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,9 @@ pub enum StartError {
     /// A configured name is invalid.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// A configured `.proto` file does not compile.
+    #[error("schemas: {0}")]
+    Schema(#[from] SchemaError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -91,7 +95,18 @@ impl Broker {
                 }
             }
         }
-        let ingest = Arc::new(Ingest::new(Arc::clone(&log), rules, &config.limits));
+        let schemas = Arc::new(SchemaRegistry::load(
+            &config.schemas.files,
+            &config.schemas.include,
+            Some(&config.data_dir.join("schemas")),
+        )?);
+        let ingest = Arc::new(Ingest::new(
+            Arc::clone(&log),
+            rules,
+            schemas,
+            &config.schemas.validate_buses,
+            &config.limits,
+        ));
         let restored = ingest.recover_dedup()?;
         tracing::info!(restored, "dedup window restored from the log");
         Ok(Broker {

@@ -233,4 +233,27 @@ impl Admin for AdminService {
             }),
         }))
     }
+
+    async fn register_schema(
+        &self,
+        request: Request<proto::RegisterSchemaRequest>,
+    ) -> Result<Response<proto::RegisterSchemaResponse>, Status> {
+        let request = request.into_inner();
+        let schemas = std::sync::Arc::clone(self.ingest.schemas());
+        let messages = tokio::task::spawn_blocking(move || {
+            schemas.register(&request.file_name, &request.source)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(proto::RegisterSchemaResponse { messages }))
+    }
+
+    async fn list_schemas(
+        &self,
+        _request: Request<proto::ListSchemasRequest>,
+    ) -> Result<Response<proto::ListSchemasResponse>, Status> {
+        Ok(Response::new(proto::ListSchemasResponse {
+            messages: self.ingest.schemas().messages(),
+        }))
+    }
 }

@@ -5,6 +5,7 @@ use crate::delivery::DeliveryError;
 use crate::ingest::{IngestError, Rejection};
 use crate::log::LogError;
 use crate::model::NameError;
+use crate::schema::SchemaError;
 use tonic::{Code, Status};
 
 impl From<LogError> for Status {
@@ -48,6 +49,16 @@ impl From<IngestError> for Status {
         let code = match &error {
             IngestError::BusNotFound(_) => Code::NotFound,
             IngestError::BatchTooLarge { .. } => Code::InvalidArgument,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+impl From<SchemaError> for Status {
+    fn from(error: SchemaError) -> Status {
+        let code = match &error {
+            SchemaError::Compile(_) | SchemaError::InvalidName(_) => Code::InvalidArgument,
+            SchemaError::Io { .. } => Code::Unavailable,
         };
         Status::new(code, error.to_string())
     }

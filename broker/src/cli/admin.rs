@@ -90,6 +90,60 @@ pub(crate) enum Start {
     Latest,
 }
 
+/// `switchyard schemas ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SchemasCommand {
+    /// Register a .proto file with a running broker: patterns can then
+    /// match fields of payloads whose dataschema or type names its
+    /// messages. Kept across restarts.
+    Register {
+        #[command(flatten)]
+        connection: Connection,
+        /// The .proto file; other files import it by its file name.
+        file: PathBuf,
+    },
+    /// List the registered protobuf messages.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+pub(super) async fn schemas(command: SchemasCommand) -> Result<(), Failure> {
+    match command {
+        SchemasCommand::Register { connection, file } => {
+            let source = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let file_name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut admin = admin(&connection).await?;
+            let registered = admin
+                .register_schema(proto::RegisterSchemaRequest { file_name, source })
+                .await?
+                .into_inner();
+            println!(
+                "registered {}: {}",
+                file.display(),
+                registered.messages.join(", ")
+            );
+        }
+        SchemasCommand::List { connection } => {
+            let mut admin = admin(&connection).await?;
+            for message in admin
+                .list_schemas(proto::ListSchemasRequest {})
+                .await?
+                .into_inner()
+                .messages
+            {
+                println!("{message}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `switchyard rules ...`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum RulesCommand {

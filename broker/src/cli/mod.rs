@@ -86,6 +86,9 @@ enum Command {
     /// Validate rule files, or list the rules a broker runs.
     #[command(subcommand)]
     Rules(admin::RulesCommand),
+    /// Register or list protobuf schemas for payload matching.
+    #[command(subcommand)]
+    Schemas(admin::SchemasCommand),
     /// Check the embedded log's files offline.
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -100,6 +103,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Topics(command) => admin::topics(command).await,
         Command::Subscriptions(command) => admin::subscriptions(command).await,
         Command::Rules(command) => admin::rules(command).await,
+        Command::Schemas(command) => admin::schemas(command).await,
         Command::Log(command) => log::run(command),
     }
 }

@@ -47,7 +47,9 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
     server::run(listener, config, shutdown_signal())
         .await
         .map_err(|e| match e {
-            server::StartError::Rules(_) | server::StartError::Name(_) => invalid(e.into()),
+            server::StartError::Rules(_)
+            | server::StartError::Name(_)
+            | server::StartError::Schema(_) => invalid(e.into()),
             other => Failure::from(other),
         })
 }

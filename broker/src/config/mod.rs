@@ -61,6 +61,8 @@ pub struct BrokerConfig {
     /// always reloads.
     #[serde(with = "humantime_serde")]
     pub rules_poll_interval: Duration,
+    /// Protobuf schemas for matching and validating payloads.
+    pub schemas: SchemasConfig,
     /// Limits on published events.
     pub limits: LimitsConfig,
     /// The embedded log.
@@ -84,6 +86,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             rules: Vec::new(),
             rules_poll_interval: DEFAULT_RULES_POLL_INTERVAL,
+            schemas: SchemasConfig::default(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             delivery: DeliveryConfig::default(),
@@ -92,6 +95,22 @@ impl Default for BrokerConfig {
             subscriptions: Vec::new(),
         }
     }
+}
+
+/// Protobuf schemas: events whose `dataschema` or `type` names a message
+/// of these files have their payload decoded, so patterns can match its
+/// fields (by their `.proto` names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemasConfig {
+    /// `.proto` files, relative to this config file's directory.
+    pub files: Vec<PathBuf>,
+    /// Directories imports are resolved in, relative to this config file's
+    /// directory.
+    pub include: Vec<PathBuf>,
+    /// Buses that refuse protobuf payloads that do not decode as the
+    /// message they name, or that name no registered message.
+    pub validate_buses: Vec<String>,
 }
 
 /// Limits on published events; each one is enforced with INVALID_ARGUMENT.
@@ -335,9 +354,15 @@ impl BrokerConfig {
         })?;
         let mut config = Self::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for rule_file in &mut config.rules {
-            if rule_file.is_relative() {
-                *rule_file = base.join(&*rule_file);
+        let files = config.rules.iter_mut();
+        let schemas = config
+            .schemas
+            .files
+            .iter_mut()
+            .chain(config.schemas.include.iter_mut());
+        for file in files.chain(schemas) {
+            if file.is_relative() {
+                *file = base.join(&*file);
             }
         }
         config.validate(path)?;

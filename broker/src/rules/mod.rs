@@ -26,7 +26,7 @@ pub use pattern::{
     Explanation, MAX_DEPTH, MAX_OR_ALTERNATIVES, MAX_PATTERN_BYTES, MAX_VALUES, Pattern,
     PatternError,
 };
-pub use view::event_view;
+pub use view::{event_view, event_view_with};
 
 use crate::model::{NameError, TopicName, validate_name};
 use serde::Deserialize;

@@ -10,6 +10,12 @@ use serde_json::{Map, Value};
 /// appears when the content type is JSON (or unset) and the payload parses
 /// as JSON; text payloads of other types appear as a string.
 pub fn event_view(event: &CloudEvent) -> Value {
+    event_view_with(event, None)
+}
+
+/// Like [`event_view`], with `decoded` (e.g. a protobuf payload decoded by
+/// its registered schema) as `data` when given.
+pub fn event_view_with(event: &CloudEvent, decoded: Option<Value>) -> Value {
     let mut view = Map::new();
     for (name, value) in &event.extensions {
         view.insert(name.clone(), Value::String(value.clone()));
@@ -33,7 +39,7 @@ pub fn event_view(event: &CloudEvent) -> Value {
     if let Some(schema) = &event.data_schema {
         put("dataschema", schema);
     }
-    if let Some(data) = data_view(event) {
+    if let Some(data) = decoded.or_else(|| data_view(event)) {
         view.insert("data".to_string(), data);
     }
     Value::Object(view)
