@@ -453,7 +453,7 @@ message Address { string country = 1; }
         {
             let registry = SchemaRegistry::load(
                 &[protos.join("shop.proto")],
-                &[protos.clone()],
+                std::slice::from_ref(&protos),
                 Some(&store),
             )
             .expect("loads");
