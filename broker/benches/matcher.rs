@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
         let views: Vec<serde_json::Value> = events.iter().map(event_view).collect();
         let bytes: usize = events
             .iter()
-            .map(|e| prost::Message::encoded_len(e))
+            .map(prost::Message::encoded_len)
             .sum::<usize>()
             / events.len();
         let mut group = c.benchmark_group(format!("rules={count}"));
