@@ -94,6 +94,9 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
             max_in_flight: 10_000,
             ack_deadline: Duration::from_secs(60),
             start: Default::default(),
+            max_attempts: None,
+            backoff: Default::default(),
+            dead_letter_topic: None,
         }],
         ..BrokerConfig::default()
     };

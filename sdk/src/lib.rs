@@ -31,6 +31,6 @@ mod subscriber;
 pub use client::{Client, Published};
 pub use error::SdkError;
 pub use event::Event;
-pub use subscriber::{Received, SubscriptionBuilder};
+pub use subscriber::{Received, RetryAfter, SubscriptionBuilder};
 pub use switchyard_proto::v1 as proto;
 pub use switchyard_proto::v1::CloudEvent;

@@ -199,7 +199,7 @@ impl SubscriptionBuilder {
                         let id = received.delivery_id.clone();
                         let handler = Arc::clone(handler);
                         let task = running.tasks.spawn(async move {
-                            handler(received).await.map_err(|e| e.to_string())
+                            handler(received).await.map_err(|e| nack_of(&e))
                         });
                         running.ids.insert(task.id(), id);
                     }
@@ -228,6 +228,46 @@ impl SubscriptionBuilder {
     }
 }
 
+/// A handler error that asks for the next attempt after `delay` instead of
+/// the subscription's backoff (like an HTTP Retry-After):
+/// `Err(RetryAfter::new(Duration::from_secs(30), "rate limited"))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryAfter {
+    /// When to try again.
+    pub delay: Duration,
+    /// Why processing failed.
+    pub reason: String,
+}
+
+impl RetryAfter {
+    /// A nack with a delay and a reason.
+    pub fn new(delay: Duration, reason: impl Into<String>) -> Self {
+        Self {
+            delay,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RetryAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (retry after {:?})", self.reason, self.delay)
+    }
+}
+
+/// The nack reason and delay (ms, 0 for the backoff) of a handler error.
+fn nack_of<E: std::fmt::Display + 'static>(error: &E) -> (String, u32) {
+    match (error as &dyn std::any::Any).downcast_ref::<RetryAfter>() {
+        Some(retry) => (
+            retry.reason.clone(),
+            u32::try_from(retry.delay.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+        ),
+        None => (error.to_string(), 0),
+    }
+}
+
 /// Whether reconnecting may help.
 fn is_transient(error: &SdkError) -> bool {
     match error {
@@ -248,26 +288,27 @@ fn is_transient(error: &SdkError) -> bool {
 /// Handler tasks in flight and the delivery each one handles.
 #[derive(Default)]
 struct Running {
-    tasks: JoinSet<Result<(), String>>,
+    tasks: JoinSet<Result<(), (String, u32)>>,
     ids: HashMap<tokio::task::Id, String>,
 }
 
 impl Running {
     fn record(
         &mut self,
-        done: Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
+        done: Result<(tokio::task::Id, Result<(), (String, u32)>), tokio::task::JoinError>,
         settle: &mut Settle,
     ) {
         let (task, outcome) = match done {
             Ok((task, outcome)) => (task, outcome),
-            Err(e) => (e.id(), Err(format!("handler panicked: {e}"))),
+            Err(e) => (e.id(), Err((format!("handler panicked: {e}"), 0))),
         };
         let Some(delivery_id) = self.ids.remove(&task) else {
             return;
         };
         match outcome {
             Ok(()) => settle.ack_ids.push(delivery_id),
-            Err(reason) => settle.nacks.push(Nack {
+            Err((reason, delay_ms)) => settle.nacks.push(Nack {
+                delay_ms,
                 delivery_id,
                 reason,
             }),

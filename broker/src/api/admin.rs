@@ -1,6 +1,6 @@
 //! `Admin`: topics, subscriptions, rules.
 
-use crate::config::{DEFAULT_ACK_DEADLINE, StartPosition, SubscriptionConfig};
+use crate::config::{BackoffConfig, DEFAULT_ACK_DEADLINE, StartPosition, SubscriptionConfig};
 use crate::delivery::Subscriptions;
 use crate::ingest::Ingest;
 use crate::log::{EventLog, TopicInfo};
@@ -54,6 +54,14 @@ fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
             StartPosition::Earliest => proto::StartPosition::Earliest,
             StartPosition::Latest => proto::StartPosition::Latest,
         } as i32,
+        max_attempts: spec.max_attempts.unwrap_or(0),
+        backoff: Some(proto::Backoff {
+            initial_ms: spec.backoff.initial.as_millis() as u32,
+            multiplier: spec.backoff.multiplier,
+            max_ms: spec.backoff.max.as_millis() as u32,
+            jitter: spec.backoff.jitter,
+        }),
+        dead_letter_topic: spec.dead_letter_topic.clone().unwrap_or_default(),
     }
 }
 
@@ -73,6 +81,16 @@ fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
             Ok(proto::StartPosition::Latest) => StartPosition::Latest,
             _ => StartPosition::Earliest,
         },
+        max_attempts: (sub.max_attempts > 0).then_some(sub.max_attempts),
+        backoff: sub
+            .backoff
+            .map_or_else(BackoffConfig::default, |b| BackoffConfig {
+                initial: Duration::from_millis(u64::from(b.initial_ms)),
+                multiplier: b.multiplier,
+                max: Duration::from_millis(u64::from(b.max_ms)),
+                jitter: b.jitter,
+            }),
+        dead_letter_topic: (!sub.dead_letter_topic.is_empty()).then_some(sub.dead_letter_topic),
         name: sub.name,
         topic: sub.topic,
     }
@@ -192,6 +210,7 @@ impl Admin for AdminService {
                 end_offset: p.end,
                 lag: p.lag,
                 in_flight: p.in_flight,
+                oldest_unacked_age_ms: p.oldest_unacked_age.as_millis() as i64,
             })
             .collect();
         Ok(Response::new(proto::SubscriptionDescription {

@@ -4,8 +4,9 @@
 //! response stream. Either side ending stops both and releases the
 //! consumer, whose unsettled deliveries are then redelivered.
 
-use crate::delivery::{Delivery, Subscriptions};
+use crate::delivery::{Delivery, NackRequest, Subscriptions};
 use std::sync::Arc;
+use std::time::Duration;
 use switchyard_proto::v1 as proto;
 use switchyard_proto::v1::subscribe_request::Request as Message;
 use switchyard_proto::v1::subscriber_server::Subscriber;
@@ -43,6 +44,7 @@ fn to_proto(delivery: Delivery) -> proto::Delivery {
         offset: delivery.offset,
         attempt: delivery.attempt,
         rules: delivery.record.rules,
+        dead_letter: delivery.record.dead_letter,
     }
 }
 
@@ -87,10 +89,15 @@ impl Subscriber for SubscriberService {
                 };
                 match request {
                     Some(Message::Settle(settle)) => {
-                        let nacks: Vec<(String, String)> = settle
+                        let nacks: Vec<NackRequest> = settle
                             .nacks
                             .into_iter()
-                            .map(|n| (n.delivery_id, n.reason))
+                            .map(|n| NackRequest {
+                                delivery_id: n.delivery_id,
+                                reason: n.reason,
+                                delay: (n.delay_ms > 0)
+                                    .then(|| Duration::from_millis(u64::from(n.delay_ms))),
+                            })
                             .collect();
                         if let Err(e) = reader.settle(&settle.ack_ids, &nacks) {
                             let _ = reader_sender.send(Err(e.into())).await;

@@ -5,6 +5,7 @@ use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use switchyard_broker::config::BackoffConfig;
 use switchyard_broker::rules::{RuleSet, event_view};
 use switchyard_sdk::Client;
 use switchyard_sdk::proto;
@@ -64,6 +65,20 @@ pub(crate) enum SubscriptionsCommand {
         /// Start from the oldest event (earliest) or only new ones (latest).
         #[arg(long, value_enum, default_value = "earliest")]
         start: Start,
+        /// Failed attempts before an event goes to --dead-letter-topic
+        /// [default: retry forever].
+        #[arg(long, requires = "dead_letter_topic")]
+        max_attempts: Option<u32>,
+        /// Topic for events that failed --max-attempts times (created if
+        /// missing).
+        #[arg(long)]
+        dead_letter_topic: Option<String>,
+        /// First retry delay, e.g. 500ms [default: 1s]; doubles per retry.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        backoff_initial: Option<Duration>,
+        /// Longest retry delay [default: 60s].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        backoff_max: Option<Duration>,
     },
     /// Show committed offset, end offset, lag and in-flight per partition.
     Describe {
@@ -260,8 +275,19 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             max_in_flight,
             ack_deadline,
             start,
+            max_attempts,
+            dead_letter_topic,
+            backoff_initial,
+            backoff_max,
         } => {
             let mut admin = admin(&connection).await?;
+            let defaults = BackoffConfig::default();
+            let backoff = proto::Backoff {
+                initial_ms: backoff_initial.unwrap_or(defaults.initial).as_millis() as u32,
+                multiplier: defaults.multiplier,
+                max_ms: backoff_max.unwrap_or(defaults.max).as_millis() as u32,
+                jitter: defaults.jitter,
+            };
             let subscription = proto::Subscription {
                 name,
                 topic,
@@ -271,6 +297,9 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                     Start::Earliest => proto::StartPosition::Earliest,
                     Start::Latest => proto::StartPosition::Latest,
                 } as i32,
+                max_attempts: max_attempts.unwrap_or(0),
+                backoff: Some(backoff),
+                dead_letter_topic: dead_letter_topic.unwrap_or_default(),
             };
             let created = admin
                 .create_subscription(proto::CreateSubscriptionRequest {
@@ -294,14 +323,21 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                 "subscription {} on topic {}: {} consumer(s), total lag {}",
                 sub.name, sub.topic, description.consumers, description.total_lag
             );
+            if sub.max_attempts > 0 {
+                println!(
+                    "after {} failed attempts events go to {}",
+                    sub.max_attempts, sub.dead_letter_topic
+                );
+            }
             println!(
-                "{:<10} {:>12} {:>12} {:>10} {:>10}",
-                "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT"
+                "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
+                "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT", "OLDEST_UNACKED"
             );
             for p in description.partitions {
+                let age = format!("{:.1}s", p.oldest_unacked_age_ms as f64 / 1000.0);
                 println!(
-                    "{:<10} {:>12} {:>12} {:>10} {:>10}",
-                    p.partition, p.committed_offset, p.end_offset, p.lag, p.in_flight
+                    "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
+                    p.partition, p.committed_offset, p.end_offset, p.lag, p.in_flight, age
                 );
             }
         }

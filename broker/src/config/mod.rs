@@ -34,9 +34,11 @@ pub const DEFAULT_PARTITIONS: u32 = 4;
 /// Committed offsets are flushed to disk at most this often; a crash
 /// redelivers at most this much acked work (at-least-once), never loses.
 pub const DEFAULT_OFFSET_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
-/// Delay before a nacked event is delivered again (the delivery-semantics
-/// work replaces this with per-subscription capped exponential backoff).
-pub const DEFAULT_NACK_DELAY: Duration = Duration::from_secs(1);
+/// First retry delay (Pub/Sub's minimum backoff is 10 s; choreography
+/// handlers often fail on a briefly unavailable dependency, so start lower).
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Longest retry delay (Pub/Sub's maximum backoff is 600 s).
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A subscription reads at most this far past its oldest unacked event per
 /// partition, which bounds its memory however slow the subscriber is.
 pub const DEFAULT_MAX_UNACKED_PER_PARTITION: u64 = 100_000;
@@ -246,9 +248,6 @@ pub struct DeliveryConfig {
     /// How often acked progress is flushed to disk.
     #[serde(with = "humantime_serde")]
     pub offset_commit_interval: Duration,
-    /// Delay before a nacked event is delivered again.
-    #[serde(with = "humantime_serde")]
-    pub nack_delay: Duration,
     /// How far past its oldest unacked event a subscription reads ahead,
     /// per partition.
     pub max_unacked_per_partition: u64,
@@ -258,7 +257,6 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             offset_commit_interval: DEFAULT_OFFSET_COMMIT_INTERVAL,
-            nack_delay: DEFAULT_NACK_DELAY,
             max_unacked_per_partition: DEFAULT_MAX_UNACKED_PER_PARTITION,
         }
     }
@@ -303,6 +301,66 @@ pub struct SubscriptionConfig {
     /// Where a new subscription starts.
     #[serde(default)]
     pub start: StartPosition,
+    /// After this many failed attempts (nack, deadline expiry or consumer
+    /// disconnect) an event goes to `dead_letter_topic`; unset: retry
+    /// forever. Needs `dead_letter_topic`.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Delay before each retry.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// Topic that receives events that failed `max_attempts` times, with
+    /// failure metadata (created with the source topic's partition count
+    /// when missing).
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// Capped exponential backoff with jitter: retry n (n ≥ 1) waits
+/// `min(max, initial × multiplier^(n-1))`, scaled by a random factor in
+/// `[1 - jitter, 1 + jitter]` and capped at `max` again.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConfig {
+    /// Delay before the first retry.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Growth factor per retry (≥ 1).
+    pub multiplier: f64,
+    /// Longest delay.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Relative random spread, 0 to 1.
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: DEFAULT_BACKOFF_INITIAL,
+            multiplier: 2.0,
+            max: DEFAULT_BACKOFF_MAX,
+            jitter: 0.2,
+        }
+    }
+}
+
+impl BackoffConfig {
+    /// The delay before retry number `retry` (1 for the first retry);
+    /// `salt` picks the jitter (any value that differs between events).
+    pub fn delay(&self, retry: u32, salt: u64) -> Duration {
+        let exponent = retry.saturating_sub(1).min(64) as i32;
+        let base = self.initial.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
+        let capped = base.min(self.max.as_secs_f64());
+        // SplitMix64 of the salt, mapped to [-1, 1].
+        let mut z = salt.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        let jittered = capped * (1.0 + self.jitter.clamp(0.0, 1.0) * unit);
+        Duration::from_secs_f64(jittered.clamp(0.0, self.max.as_secs_f64()))
+    }
 }
 
 fn default_max_in_flight() -> u32 {
@@ -456,6 +514,38 @@ mod tests {
         assert_eq!(sub.ack_deadline, Duration::from_secs(5));
         assert_eq!(sub.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(sub.start, StartPosition::Earliest);
+    }
+
+    #[test]
+    fn backoff_grows_and_caps_within_its_jitter() {
+        let backoff = BackoffConfig {
+            initial: Duration::from_millis(100),
+            multiplier: 2.0,
+            max: Duration::from_millis(1000),
+            jitter: 0.1,
+        };
+        for salt in 0..50 {
+            let delays: Vec<f64> = (1..=6)
+                .map(|retry| backoff.delay(retry, salt).as_secs_f64())
+                .collect();
+            for (retry, (delay, expected)) in delays
+                .iter()
+                .zip([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+                .enumerate()
+            {
+                assert!(*delay >= expected * 0.9 - 1e-9, "retry {retry}: {delay}");
+                assert!(
+                    *delay <= (expected * 1.1f64).min(1.0) + 1e-9,
+                    "retry {retry}: {delay}"
+                );
+            }
+        }
+        let no_jitter = BackoffConfig {
+            jitter: 0.0,
+            ..backoff
+        };
+        assert_eq!(no_jitter.delay(1, 7), Duration::from_millis(100));
+        assert_eq!(no_jitter.delay(40, 7), Duration::from_millis(1000));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //!
 //! Offsets below `committed` are all acked. Offsets in
 //! `[committed, next_fetch)` are each exactly one of: acked (waiting for
-//! the floor to reach them), in flight to a consumer, or waiting for a
-//! retry.
+//! the floor to reach them), in flight to a consumer, waiting for a retry,
+//! or being written to the dead-letter topic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A delivery handed to a consumer and not yet settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,13 +16,28 @@ pub(super) struct InFlight {
     pub(super) consumer: u64,
     pub(super) attempt: u32,
     pub(super) deadline: Instant,
+    /// When the first attempt was made (ms since the Unix epoch).
+    pub(super) first_ms: i64,
 }
 
 /// An event waiting to be delivered again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Retry {
     attempt: u32,
     ready_at: Instant,
+    first_ms: i64,
+    reason: Arc<str>,
+}
+
+/// A retry that is due: what the next attempt needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Due {
+    pub(super) offset: u64,
+    /// The attempt number this delivery would be.
+    pub(super) attempt: u32,
+    pub(super) first_ms: i64,
+    /// Why the previous attempt failed.
+    pub(super) reason: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +53,8 @@ pub(super) struct Cursor {
     deadlines: BTreeSet<(Instant, u64)>,
     /// `retry` ordered by due time.
     due: BTreeSet<(Instant, u64)>,
+    /// Offsets being written to the dead-letter topic.
+    dying: BTreeSet<u64>,
 }
 
 impl Cursor {
@@ -58,6 +76,7 @@ impl Cursor {
             for offset in gone {
                 self.remove_retry(offset);
             }
+            self.dying = self.dying.split_off(&start);
             let gone: Vec<u64> = self.in_flight.range(..start).map(|(&o, _)| o).collect();
             for offset in gone {
                 holders.extend(self.remove_flight(offset).map(|f| f.consumer));
@@ -75,20 +94,39 @@ impl Cursor {
     }
 
     /// Removes and returns up to `max` retries that are due, earliest due
-    /// first (then lowest offset), as `(offset, attempt)`.
-    pub(super) fn take_due_retries(&mut self, now: Instant, max: usize) -> Vec<(u64, u32)> {
+    /// first (then lowest offset). Each must then be dispatched or handed
+    /// to [`Cursor::dying`].
+    pub(super) fn take_due_retries(&mut self, now: Instant, max: usize) -> Vec<Due> {
         let mut taken = Vec::new();
         while taken.len() < max {
             match self.due.first() {
                 Some(&(ready_at, offset)) if ready_at <= now => {
                     if let Some(retry) = self.remove_retry(offset) {
-                        taken.push((offset, retry.attempt));
+                        taken.push(Due {
+                            offset,
+                            attempt: retry.attempt,
+                            first_ms: retry.first_ms,
+                            reason: retry.reason,
+                        });
                     }
                 }
                 _ => break,
             }
         }
         taken
+    }
+
+    /// Marks a due retry as being written to the dead-letter topic.
+    pub(super) fn dying(&mut self, offset: u64) {
+        self.dying.insert(offset);
+    }
+
+    /// The dead-letter write of `offset` failed: try it again at
+    /// `ready_at` (it stays the same attempt).
+    pub(super) fn dead_letter_failed(&mut self, due: Due, ready_at: Instant) {
+        if self.dying.remove(&due.offset) {
+            self.schedule_retry(due.offset, due.attempt, ready_at, due.first_ms, due.reason);
+        }
     }
 
     /// Records that `offset` was handed to `consumer`.
@@ -109,6 +147,7 @@ impl Cursor {
         }
         let holder = self.remove_flight(offset).map(|f| f.consumer);
         self.remove_retry(offset);
+        self.dying.remove(&offset);
         self.acked.insert(offset);
         self.advance();
         Some(holder)
@@ -117,27 +156,41 @@ impl Cursor {
     /// Nacks attempt `attempt` of `offset`: it is delivered again at
     /// `ready_at`. Returns the holder whose credit frees up; a nack of an
     /// older attempt than the one in flight is ignored.
-    pub(super) fn nack(&mut self, offset: u64, attempt: u32, ready_at: Instant) -> Option<u64> {
+    pub(super) fn nack(
+        &mut self,
+        offset: u64,
+        attempt: u32,
+        ready_at: Instant,
+        reason: Arc<str>,
+    ) -> Option<u64> {
         let flight = self
             .in_flight
             .get(&offset)
             .filter(|f| f.attempt == attempt)
             .copied()?;
         self.remove_flight(offset);
-        self.schedule_retry(offset, attempt + 1, ready_at);
+        self.schedule_retry(offset, attempt + 1, ready_at, flight.first_ms, reason);
         Some(flight.consumer)
     }
 
-    /// Moves deliveries past their deadline to the retry queue (due now);
-    /// returns their holders.
-    pub(super) fn expire(&mut self, now: Instant) -> Vec<u64> {
+    /// Moves deliveries past their deadline to the retry queue, due after
+    /// `backoff(next attempt)`; returns their holders.
+    pub(super) fn expire(&mut self, now: Instant, backoff: impl Fn(u32) -> Duration) -> Vec<u64> {
         let mut holders = Vec::new();
+        let reason: Arc<str> = Arc::from("ack deadline expired");
         while let Some(&(deadline, offset)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
             if let Some(flight) = self.remove_flight(offset) {
-                self.schedule_retry(offset, flight.attempt + 1, now);
+                let attempt = flight.attempt + 1;
+                self.schedule_retry(
+                    offset,
+                    attempt,
+                    now + backoff(attempt),
+                    flight.first_ms,
+                    Arc::clone(&reason),
+                );
                 holders.push(flight.consumer);
             }
         }
@@ -146,15 +199,22 @@ impl Cursor {
 
     /// Returns everything `consumer` holds to the retry queue, due now.
     pub(super) fn release(&mut self, consumer: u64, now: Instant) {
-        let held: Vec<(u64, u32)> = self
+        let held: Vec<(u64, InFlight)> = self
             .in_flight
             .iter()
             .filter(|(_, f)| f.consumer == consumer)
-            .map(|(&o, f)| (o, f.attempt))
+            .map(|(&o, f)| (o, *f))
             .collect();
-        for (offset, attempt) in held {
+        let reason: Arc<str> = Arc::from("consumer disconnected");
+        for (offset, flight) in held {
             self.remove_flight(offset);
-            self.schedule_retry(offset, attempt + 1, now);
+            self.schedule_retry(
+                offset,
+                flight.attempt + 1,
+                now,
+                flight.first_ms,
+                Arc::clone(&reason),
+            );
         }
     }
 
@@ -169,9 +229,30 @@ impl Cursor {
         self.in_flight.len()
     }
 
-    fn schedule_retry(&mut self, offset: u64, attempt: u32, ready_at: Instant) {
+    /// When the oldest event still unacked was first attempted (ms since
+    /// the Unix epoch), if any has been.
+    pub(super) fn oldest_unacked_ms(&self) -> Option<i64> {
+        let flights = self.in_flight.values().map(|f| f.first_ms);
+        let retries = self.retry.values().map(|r| r.first_ms);
+        flights.chain(retries).min()
+    }
+
+    fn schedule_retry(
+        &mut self,
+        offset: u64,
+        attempt: u32,
+        ready_at: Instant,
+        first_ms: i64,
+        reason: Arc<str>,
+    ) {
         self.due.insert((ready_at, offset));
-        if let Some(old) = self.retry.insert(offset, Retry { attempt, ready_at }) {
+        let retry = Retry {
+            attempt,
+            ready_at,
+            first_ms,
+            reason,
+        };
+        if let Some(old) = self.retry.insert(offset, retry) {
             self.due.remove(&(old.ready_at, offset));
         }
     }
@@ -199,14 +280,26 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn flight(consumer: u64, attempt: u32, deadline: Instant) -> InFlight {
         InFlight {
             consumer,
             attempt,
             deadline,
+            first_ms: 0,
         }
+    }
+
+    fn reason() -> Arc<str> {
+        Arc::from("test")
+    }
+
+    fn due(cursor: &mut Cursor, now: Instant) -> Vec<(u64, u32)> {
+        cursor
+            .take_due_retries(now, 10)
+            .into_iter()
+            .map(|d| (d.offset, d.attempt))
+            .collect()
     }
 
     #[test]
@@ -232,12 +325,16 @@ mod tests {
         let mut cursor = Cursor::new(0);
         cursor.dispatched(0, flight(1, 1, now + Duration::from_secs(30)));
         cursor.dispatched(1, flight(1, 1, now));
-        assert_eq!(cursor.nack(0, 2, later), None, "stale attempt ignored");
-        assert_eq!(cursor.nack(0, 1, later), Some(1));
-        assert_eq!(cursor.expire(now), vec![1]);
-        assert_eq!(cursor.take_due_retries(now, 10), vec![(1, 2)]);
+        assert_eq!(
+            cursor.nack(0, 2, later, reason()),
+            None,
+            "stale attempt ignored"
+        );
+        assert_eq!(cursor.nack(0, 1, later, reason()), Some(1));
+        assert_eq!(cursor.expire(now, |_| Duration::ZERO), vec![1]);
+        assert_eq!(due(&mut cursor, now), vec![(1, 2)]);
         assert_eq!(cursor.next_wake(), Some(later));
-        assert_eq!(cursor.take_due_retries(later, 10), vec![(0, 2)]);
+        assert_eq!(due(&mut cursor, later), vec![(0, 2)]);
     }
 
     #[test]
@@ -248,7 +345,7 @@ mod tests {
         cursor.dispatched(1, flight(2, 1, now));
         cursor.release(1, now);
         assert_eq!(cursor.in_flight_len(), 1);
-        assert_eq!(cursor.take_due_retries(now, 10), vec![(0, 2)]);
+        assert_eq!(due(&mut cursor, now), vec![(0, 2)]);
     }
 
     #[test]
@@ -273,6 +370,7 @@ mod tests {
         Expire(u64),
         Release(u64),
         Skip(u64),
+        DeadLetter(bool),
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -285,6 +383,7 @@ mod tests {
             (0u64..40).prop_map(Op::Expire),
             (1u64..3).prop_map(Op::Release),
             (0u64..30).prop_map(Op::Skip),
+            any::<bool>().prop_map(Op::DeadLetter),
         ]
     }
 
@@ -306,16 +405,26 @@ mod tests {
                         cursor.dispatched(offset, flight(consumer, 1, at(clock + 10)));
                     }
                     Op::Redeliver(max) => {
-                        for (offset, attempt) in cursor.take_due_retries(at(clock), max) {
-                            cursor.dispatched(offset, flight(1, attempt, at(clock + 10)));
+                        for due in cursor.take_due_retries(at(clock), max) {
+                            cursor.dispatched(due.offset, flight(1, due.attempt, at(clock + 10)));
+                        }
+                    }
+                    Op::DeadLetter(succeeds) => {
+                        if let Some(due) = cursor.take_due_retries(at(clock), 1).pop() {
+                            cursor.dying(due.offset);
+                            if succeeds {
+                                cursor.ack(due.offset);
+                            } else {
+                                cursor.dead_letter_failed(due, at(clock + 1));
+                            }
                         }
                     }
                     Op::Ack(offset) => { cursor.ack(offset); }
                     Op::Nack(offset) => {
                         let attempt = cursor.in_flight.get(&offset).map_or(1, |f| f.attempt);
-                        cursor.nack(offset, attempt, at(clock + 1));
+                        cursor.nack(offset, attempt, at(clock + 1), reason());
                     }
-                    Op::Expire(secs) => { clock += secs; cursor.expire(at(clock)); }
+                    Op::Expire(secs) => { clock += secs; cursor.expire(at(clock), |a| Duration::from_secs(u64::from(a))); }
                     Op::Release(consumer) => cursor.release(consumer, at(clock)),
                     Op::Skip(start) => { cursor.skip_to(start); }
                 }
@@ -324,7 +433,8 @@ mod tests {
                 for offset in cursor.committed..cursor.next_fetch {
                     let states = usize::from(cursor.acked.contains(&offset))
                         + usize::from(cursor.in_flight.contains_key(&offset))
-                        + usize::from(cursor.retry.contains_key(&offset));
+                        + usize::from(cursor.retry.contains_key(&offset))
+                        + usize::from(cursor.dying.contains(&offset));
                     proptest::prop_assert_eq!(states, 1, "offset {} in {} states", offset, states);
                 }
                 proptest::prop_assert!(cursor.acked.iter().all(|&o| o > cursor.committed));

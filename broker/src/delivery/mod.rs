@@ -8,7 +8,7 @@ mod store;
 mod subscription;
 
 pub use subscription::{
-    Consumer, Delivery, PartitionProgress, Subscription, SubscriptionDescription,
+    Consumer, Delivery, NackRequest, PartitionProgress, Subscription, SubscriptionDescription,
 };
 
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
@@ -145,7 +145,20 @@ impl Subscriptions {
                 message: "must be at least 1s".into(),
             });
         }
+        validate_policy(&spec)?;
         let info = self.log.topic(&topic)?;
+        if let Some(dead_letter_topic) = &spec.dead_letter_topic {
+            let dead_letter_topic = TopicName::new(dead_letter_topic.clone())?;
+            if dead_letter_topic == topic {
+                return Err(DeliveryError::InvalidSpec {
+                    field: "dead_letter_topic",
+                    message: "must differ from the subscription's topic".into(),
+                });
+            }
+            if let Err(LogError::TopicNotFound(_)) = self.log.topic(&dead_letter_topic) {
+                self.log.create_topic(&dead_letter_topic, info.partitions)?;
+            }
+        }
         let mut subscriptions = self.subscriptions.write().map_err(|_| poisoned())?;
         if let Some(existing) = subscriptions.get(&name) {
             return if existing.spec() == &spec {
@@ -241,6 +254,39 @@ impl Subscriptions {
         let this = Arc::clone(&self);
         let _ = tokio::task::spawn_blocking(move || this.flush()).await;
     }
+}
+
+/// Checks the retry policy of a subscription definition.
+fn validate_policy(spec: &SubscriptionConfig) -> Result<(), DeliveryError> {
+    let invalid = |field, message: &str| {
+        Err(DeliveryError::InvalidSpec {
+            field,
+            message: message.into(),
+        })
+    };
+    if spec.max_attempts == Some(0) {
+        return invalid(
+            "max_attempts",
+            "must be at least 1 (leave it unset to retry forever)",
+        );
+    }
+    if spec.max_attempts.is_some() && spec.dead_letter_topic.is_none() {
+        return invalid(
+            "max_attempts",
+            "needs a dead_letter_topic: events that run out of attempts go there instead of being dropped",
+        );
+    }
+    let backoff = &spec.backoff;
+    if backoff.initial.is_zero() || backoff.initial > backoff.max {
+        return invalid("backoff", "initial must be above 0 and at most max");
+    }
+    if !(backoff.multiplier >= 1.0 && backoff.multiplier.is_finite()) {
+        return invalid("backoff.multiplier", "must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&backoff.jitter) {
+        return invalid("backoff.jitter", "must be between 0 and 1");
+    }
+    Ok(())
 }
 
 fn poisoned() -> DeliveryError {

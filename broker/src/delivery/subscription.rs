@@ -2,11 +2,11 @@
 //! credits, polling for deliveries and settling them.
 
 use super::DeliveryError;
-use super::cursor::{Cursor, InFlight};
+use super::cursor::{Cursor, Due, InFlight};
 use super::store;
 use crate::config::{DeliveryConfig, SubscriptionConfig};
 use crate::log::{EventLog, TopicInfo};
-use crate::model::{StoredEvent, TopicName};
+use crate::model::{DeadLetter, StoredEvent, TopicName, partition_for};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,6 +46,33 @@ pub struct PartitionProgress {
     pub lag: u64,
     /// Deliveries outstanding.
     pub in_flight: u64,
+    /// Age of the oldest event delivered but not yet acked (lag in time).
+    pub oldest_unacked_age: Duration,
+}
+
+/// A nack: which delivery failed, why, and optionally when to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NackRequest {
+    /// The delivery id.
+    pub delivery_id: String,
+    /// Why processing failed.
+    pub reason: String,
+    /// Wait this long instead of the backoff (a Retry-After).
+    pub delay: Option<Duration>,
+}
+
+/// What one poll produced.
+#[derive(Debug, Default)]
+struct Polled {
+    deliveries: Vec<Delivery>,
+    dead_letters: Vec<(u32, Due)>,
+    wake: Option<Instant>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A subscription's definition and progress.
@@ -83,7 +110,7 @@ pub struct Subscription {
     spec: SubscriptionConfig,
     topic: TopicName,
     log: Arc<dyn EventLog>,
-    nack_delay: Duration,
+    dead_letter_topic: Option<TopicName>,
     max_unacked: u64,
     dir: PathBuf,
     state: Mutex<State>,
@@ -104,9 +131,14 @@ impl Subscription {
     ) -> Result<Subscription, DeliveryError> {
         committed.resize(topic.partitions as usize, 0);
         let appended = log.appended(&topic.name)?;
+        let dead_letter_topic = spec
+            .dead_letter_topic
+            .clone()
+            .map(TopicName::new)
+            .transpose()?;
         Ok(Subscription {
             topic: topic.name,
-            nack_delay: config.nack_delay,
+            dead_letter_topic,
             max_unacked: config.max_unacked_per_partition,
             dir,
             state: Mutex::new(State {
@@ -188,6 +220,11 @@ impl Subscription {
                     end,
                     lag: end.saturating_sub(committed),
                     in_flight: cursor.in_flight_len() as u64,
+                    oldest_unacked_age: cursor
+                        .oldest_unacked_ms()
+                        .map_or(Duration::ZERO, |first| {
+                            Duration::from_millis((now_ms() - first).max(0) as u64)
+                        }),
                 })
             })
             .collect::<Result<Vec<_>, DeliveryError>>()?;
@@ -239,20 +276,23 @@ impl Subscription {
 
     /// Hands out what is ready for `consumer` within its credits: due
     /// retries first, then new events, partitions taken round-robin.
-    fn poll(&self, consumer: u64) -> Result<(Vec<Delivery>, Option<Instant>), DeliveryError> {
+    /// Retries past `max_attempts` come back as dead-letter jobs instead.
+    fn poll(&self, consumer: u64) -> Result<Polled, DeliveryError> {
         let now = Instant::now();
+        let now_ms = now_ms();
         let mut state = self.state()?;
         let state = &mut *state;
         for cursor in &mut state.cursors {
-            for holder in cursor.expire(now) {
+            let backoff = |attempt: u32| self.backoff(attempt, now_ms as u64);
+            for holder in cursor.expire(now, backoff) {
                 release_credit(&mut state.consumers, holder);
             }
         }
+        let mut polled = Polled::default();
         let Some(slot) = state.consumers.get(&consumer) else {
-            return Ok((Vec::new(), None));
+            return Ok(polled);
         };
         let mut budget = slot.max_in_flight.saturating_sub(slot.in_flight);
-        let mut deliveries = Vec::new();
         let partitions = state.cursors.len();
         let deadline = now + self.spec.ack_deadline;
         for i in 0..partitions {
@@ -265,32 +305,36 @@ impl Subscription {
             for holder in cursor.skip_to(offsets.start) {
                 release_credit(&mut state.consumers, holder);
             }
-            for (offset, attempt) in cursor.take_due_retries(now, budget) {
+            for due in cursor.take_due_retries(now, budget) {
+                if self.spec.max_attempts.is_some_and(|max| due.attempt > max) {
+                    cursor.dying(due.offset);
+                    polled.dead_letters.push((partition as u32, due));
+                    continue;
+                }
                 match self
                     .log
-                    .read(&self.topic, partition as u32, offset, 1)?
+                    .read(&self.topic, partition as u32, due.offset, 1)?
                     .pop()
                 {
-                    Some(record) if record.offset == offset => {
-                        deliveries.push(self.delivery(
+                    Some(record) if record.offset == due.offset => {
+                        polled.deliveries.push(self.delivery(
                             partition as u32,
-                            offset,
-                            attempt,
+                            due.offset,
+                            due.attempt,
                             &record.payload,
                         )?);
-                        cursor.dispatched(
-                            offset,
-                            InFlight {
-                                consumer,
-                                attempt,
-                                deadline,
-                            },
-                        );
+                        let flight = InFlight {
+                            consumer,
+                            attempt: due.attempt,
+                            deadline,
+                            first_ms: due.first_ms,
+                        };
+                        cursor.dispatched(due.offset, flight);
                         budget -= 1;
                     }
                     // Deleted by retention meanwhile: nothing left to deliver.
                     _ => {
-                        cursor.ack(offset);
+                        cursor.ack(due.offset);
                     }
                 }
             }
@@ -300,30 +344,108 @@ impl Subscription {
                     self.log
                         .read(&self.topic, partition as u32, cursor.next_fetch, want)?
                 {
-                    deliveries.push(self.delivery(
+                    polled.deliveries.push(self.delivery(
                         partition as u32,
                         record.offset,
                         1,
                         &record.payload,
                     )?);
-                    cursor.dispatched(
-                        record.offset,
-                        InFlight {
-                            consumer,
-                            attempt: 1,
-                            deadline,
-                        },
-                    );
+                    let flight = InFlight {
+                        consumer,
+                        attempt: 1,
+                        deadline,
+                        first_ms: now_ms,
+                    };
+                    cursor.dispatched(record.offset, flight);
                     budget -= 1;
                 }
             }
         }
         state.next_partition = (state.next_partition + 1) % partitions.max(1);
         if let Some(slot) = state.consumers.get_mut(&consumer) {
-            slot.in_flight += deliveries.len();
+            slot.in_flight += polled.deliveries.len();
         }
-        let wake = state.cursors.iter().filter_map(Cursor::next_wake).min();
-        Ok((deliveries, wake))
+        polled.wake = state.cursors.iter().filter_map(Cursor::next_wake).min();
+        Ok(polled)
+    }
+
+    /// The delay before attempt `attempt` (2 for the first retry).
+    fn backoff(&self, attempt: u32, salt: u64) -> Duration {
+        self.spec
+            .backoff
+            .delay(attempt.saturating_sub(1), salt ^ u64::from(attempt))
+    }
+
+    /// Writes a failed event to the dead-letter topic with its failure
+    /// metadata, then counts it as done on this subscription. If the write
+    /// fails, it is tried again after the longest backoff.
+    async fn dead_letter(&self, partition: u32, due: Due) -> Result<(), DeliveryError> {
+        let offset = due.offset;
+        let outcome = self.write_dead_letter(partition, &due).await;
+        let mut state = self.state()?;
+        let state = &mut *state;
+        let cursor = &mut state.cursors[partition as usize];
+        match outcome {
+            Ok(()) => {
+                cursor.ack(offset);
+                state.dirty = true;
+            }
+            Err(error) => {
+                tracing::error!(subscription = %self.spec.name, partition, offset, %error, "dead-letter write failed; will retry");
+                cursor.dead_letter_failed(due, Instant::now() + self.spec.backoff.max);
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_dead_letter(&self, partition: u32, due: &Due) -> Result<(), DeliveryError> {
+        let Some(topic) = &self.dead_letter_topic else {
+            return Ok(());
+        };
+        let Some(record) = self.log.read(&self.topic, partition, due.offset, 1)?.pop() else {
+            return Ok(());
+        };
+        if record.offset != due.offset {
+            return Ok(()); // deleted by retention meanwhile
+        }
+        let mut stored =
+            StoredEvent::from_bytes(&record.payload).map_err(|e| DeliveryError::Undecodable {
+                topic: self.topic.to_string(),
+                partition,
+                offset: due.offset,
+                reason: e.to_string(),
+            })?;
+        stored.dead_letter = Some(DeadLetter {
+            source_topic: self.topic.to_string(),
+            source_partition: partition,
+            source_offset: due.offset,
+            subscription: self.spec.name.clone(),
+            attempts: due.attempt - 1,
+            last_reason: due.reason.to_string(),
+            first_attempt_unix_ms: due.first_ms,
+            last_attempt_unix_ms: now_ms(),
+        });
+        let partitions = self.log.topic(topic)?.partitions;
+        let target = stored
+            .event
+            .as_ref()
+            .map_or(0, |e| partition_for(e, partitions));
+        let written = self
+            .log
+            .append(topic, target, vec![stored.to_bytes()])
+            .await?;
+        tracing::warn!(
+            subscription = %self.spec.name,
+            source_topic = %self.topic,
+            partition,
+            offset = due.offset,
+            attempts = due.attempt - 1,
+            reason = %due.reason,
+            dead_letter_topic = %topic,
+            dead_letter_offset = written,
+            "event dead-lettered"
+        );
+        Ok(())
     }
 
     fn delivery(
@@ -349,10 +471,10 @@ impl Subscription {
         })
     }
 
-    fn settle(&self, acks: &[String], nacks: &[(String, String)]) -> Result<(), DeliveryError> {
+    fn settle(&self, acks: &[String], nacks: &[NackRequest]) -> Result<(), DeliveryError> {
         let mut guard = self.state()?;
         let state = &mut *guard;
-        let ready_at = Instant::now() + self.nack_delay;
+        let now = Instant::now();
         for id in acks {
             let Some((partition, offset, _)) = parse_delivery_id(id) else {
                 tracing::debug!(subscription = %self.spec.name, id, "ignoring ack of an unknown delivery id");
@@ -368,15 +490,19 @@ impl Subscription {
                 }
             }
         }
-        for (id, reason) in nacks {
-            let Some((partition, offset, attempt)) = parse_delivery_id(id) else {
+        for nack in nacks {
+            let Some((partition, offset, attempt)) = parse_delivery_id(&nack.delivery_id) else {
                 continue;
             };
             let Some(cursor) = state.cursors.get_mut(partition as usize) else {
                 continue;
             };
-            if let Some(holder) = cursor.nack(offset, attempt, ready_at) {
-                tracing::info!(subscription = %self.spec.name, partition, offset, attempt, reason, "delivery nacked");
+            let delay = nack
+                .delay
+                .unwrap_or_else(|| self.backoff(attempt + 1, offset ^ now_ms() as u64));
+            let reason: Arc<str> = Arc::from(nack.reason.as_str());
+            if let Some(holder) = cursor.nack(offset, attempt, now + delay, reason) {
+                tracing::info!(subscription = %self.spec.name, partition, offset, attempt, reason = %nack.reason, ?delay, "delivery nacked");
                 release_credit(&mut state.consumers, holder);
             }
         }
@@ -435,10 +561,14 @@ impl Consumer {
             tokio::pin!(settled, appended);
             settled.as_mut().enable();
             appended.as_mut().enable();
-            let (deliveries, wake) = subscription.poll(self.id)?;
-            if !deliveries.is_empty() {
-                return Ok(deliveries);
+            let polled = subscription.poll(self.id)?;
+            for (partition, due) in polled.dead_letters {
+                subscription.dead_letter(partition, due).await?;
             }
+            if !polled.deliveries.is_empty() {
+                return Ok(polled.deliveries);
+            }
+            let wake = polled.wake;
             let sleep_for = wake
                 .map_or(IDLE_RECHECK, |at| {
                     at.saturating_duration_since(Instant::now())
@@ -455,7 +585,7 @@ impl Consumer {
     /// Acks and nacks (with reasons) by delivery id. Unknown or stale ids
     /// are ignored: a late ack of an event already redelivered still
     /// counts, a late nack does not.
-    pub fn settle(&self, acks: &[String], nacks: &[(String, String)]) -> Result<(), DeliveryError> {
+    pub fn settle(&self, acks: &[String], nacks: &[NackRequest]) -> Result<(), DeliveryError> {
         self.subscription.settle(acks, nacks)
     }
 

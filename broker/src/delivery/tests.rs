@@ -2,7 +2,7 @@
 //! floor, redelivery on disconnect and durable offsets across reopen.
 
 use super::*;
-use crate::config::StorageConfig;
+use crate::config::{BackoffConfig, StorageConfig};
 use crate::log::EmbeddedLog;
 use crate::model::StoredEvent;
 use bytes::Bytes;
@@ -14,6 +14,9 @@ fn spec(name: &str, max_in_flight: u32) -> SubscriptionConfig {
         max_in_flight,
         ack_deadline: Duration::from_secs(30),
         start: StartPosition::Earliest,
+        max_attempts: None,
+        backoff: BackoffConfig::default(),
+        dead_letter_topic: None,
     }
 }
 
@@ -111,18 +114,20 @@ async fn nack_redelivers_after_the_delay() {
     let (log, _) = open(dir.path());
     log.create_topic(&TopicName::new("orders").expect("valid"), 1)
         .expect("topic");
-    let config = DeliveryConfig {
-        nack_delay: Duration::from_millis(50),
-        ..DeliveryConfig::default()
-    };
-    let subs = Subscriptions::open(dir.path(), Arc::clone(&log), config).expect("subs");
-    let sub = subs.create(spec("billing", 10)).expect("create");
+    let subs =
+        Subscriptions::open(dir.path(), Arc::clone(&log), DeliveryConfig::default()).expect("subs");
+    let mut fast = spec("billing", 10);
+    fast.backoff.initial = Duration::from_millis(50);
+    let sub = subs.create(fast).expect("create");
     publish(&log, 1).await;
     let consumer = sub.connect(0).expect("connect");
     let first = consumer.next_batch().await.expect("batch");
-    consumer
-        .settle(&[], &[(first[0].id.clone(), "boom".into())])
-        .expect("nack");
+    let nack = NackRequest {
+        delivery_id: first[0].id.clone(),
+        reason: "boom".into(),
+        delay: None,
+    };
+    consumer.settle(&[], &[nack]).expect("nack");
     let again = consumer.next_batch().await.expect("batch");
     assert_eq!(ids(&again), vec!["0.0.2"]);
 }

@@ -10,6 +10,7 @@ pub use validate::{EventError, EventLimits, validate_event};
 
 use bytes::Bytes;
 pub use switchyard_proto::v1::CloudEvent;
+pub use switchyard_proto::v1::DeadLetter;
 pub use switchyard_proto::v1::cloud_event::Data as EventData;
 
 /// The CloudEvents `specversion` this broker accepts.
@@ -32,6 +33,9 @@ pub struct StoredEvent {
     /// Names of the rules that routed it to this topic (sorted).
     #[prost(string, repeated, tag = "3")]
     pub rules: Vec<String>,
+    /// Set in dead-letter topics: where and why the event failed.
+    #[prost(message, optional, tag = "4")]
+    pub dead_letter: Option<DeadLetter>,
 }
 
 impl StoredEvent {
@@ -112,6 +116,7 @@ mod tests {
             event: Some(event("1", Some("k"))),
             bus: "default".into(),
             rules: vec!["a".into(), "b".into()],
+            dead_letter: None,
         };
         let decoded = StoredEvent::from_bytes(&stored.to_bytes()).expect("decodes");
         assert_eq!(decoded, stored);
