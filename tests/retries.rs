@@ -1,0 +1,194 @@
+//! Failure paths end to end: backoff that grows and caps, deadline expiry,
+//! nack with a Retry-After, and dead-lettering with failure metadata.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+use switchyard_sdk::{RetryAfter, proto};
+
+const CONFIG: &str = "
+topics:
+  - name: orders
+    partitions: 1
+subscriptions:
+  - name: flaky
+    topic: orders
+    ack_deadline: 1s
+    max_attempts: 3
+    backoff: {initial: 200ms, multiplier: 2.0, max: 1s, jitter: 0.0}
+    dead_letter_topic: orders.dlq
+  - name: patient
+    topic: orders
+    ack_deadline: 1s
+    backoff: {initial: 100ms, multiplier: 2.0, max: 1s, jitter: 0.0}
+";
+
+const RULES: &str = "
+rules:
+  - name: orders
+    pattern: {type: [order.placed]}
+    targets: [{topic: orders}]
+";
+
+/// (attempt, when) per handled delivery.
+type Attempts = Arc<Mutex<Vec<(u32, Instant)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_back_off_then_dead_letter_with_metadata() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let attempts: Attempts = Arc::default();
+    let recorded = Arc::clone(&attempts);
+    let subscriber = tokio::spawn(client.subscribe("flaky").run(move |delivery| {
+        let recorded = Arc::clone(&recorded);
+        async move {
+            recorded
+                .lock()
+                .expect("lock")
+                .push((delivery.attempt, Instant::now()));
+            Err::<(), String>("payment service down".into())
+        }
+    }));
+    let published = client
+        .publish(
+            "default",
+            event(
+                "doomed",
+                "order.placed",
+                "k",
+                serde_json::json!({"total": 5}),
+            ),
+        )
+        .await
+        .expect("publish");
+
+    // The dead-letter topic receives it after three attempts.
+    let mut admin = broker.admin().await;
+    admin
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "dlq-reader".into(),
+                topic: "orders.dlq".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("subscribe to the dead-letter topic");
+    let mut dlq = RawStream::open(&broker.url, "dlq-reader", 10)
+        .await
+        .expect("open");
+    let dead = dlq.next().await.expect("a dead letter");
+    subscriber.abort();
+    assert_eq!(
+        dead.event.as_ref().expect("event").id,
+        "doomed",
+        "the original event, unchanged"
+    );
+    assert_eq!(dead.rules, ["orders"]);
+    let metadata = dead.dead_letter.expect("failure metadata");
+    assert_eq!(metadata.source_topic, "orders");
+    assert_eq!(metadata.source_partition, published.offsets[0].partition);
+    assert_eq!(metadata.source_offset, published.offsets[0].offset);
+    assert_eq!(metadata.subscription, "flaky");
+    assert_eq!(metadata.attempts, 3);
+    assert_eq!(metadata.last_reason, "payment service down");
+    assert!(metadata.first_attempt_unix_ms <= metadata.last_attempt_unix_ms);
+
+    let attempts = attempts.lock().expect("lock").clone();
+    let numbers: Vec<u32> = attempts.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [1, 2, 3], "three attempts, then no more");
+    let first_gap = attempts[1].1 - attempts[0].1;
+    let second_gap = attempts[2].1 - attempts[1].1;
+    assert!(
+        first_gap >= Duration::from_millis(190),
+        "first retry waits the initial backoff: {first_gap:?}"
+    );
+    assert!(
+        second_gap >= Duration::from_millis(390),
+        "the second waits twice as long: {second_gap:?}"
+    );
+
+    // Done on the source: the subscription moved past it.
+    eventually("the dead-lettered event counts as done", || {
+        let mut admin = admin.clone();
+        async move { fully_committed(&mut admin, "flaky").await }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_with_retry_after_replaces_the_backoff() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let attempts: Attempts = Arc::default();
+    let recorded = Arc::clone(&attempts);
+    let subscriber = tokio::spawn(client.subscribe("patient").run(move |delivery| {
+        let recorded = Arc::clone(&recorded);
+        async move {
+            recorded
+                .lock()
+                .expect("lock")
+                .push((delivery.attempt, Instant::now()));
+            if delivery.attempt == 1 {
+                Err(RetryAfter::new(Duration::from_millis(700), "rate limited"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    client
+        .publish(
+            "default",
+            event("later", "order.placed", "k", serde_json::json!({})),
+        )
+        .await
+        .expect("publish");
+    eventually("the retry was handled", || {
+        let attempts = Arc::clone(&attempts);
+        async move { attempts.lock().expect("lock").len() >= 2 }
+    })
+    .await;
+    subscriber.abort();
+    let attempts = attempts.lock().expect("lock").clone();
+    let gap = attempts[1].1 - attempts[0].1;
+    assert!(
+        gap >= Duration::from_millis(690),
+        "waited the Retry-After, not the 100 ms backoff: {gap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_ack_deadline_redelivers_with_the_next_attempt() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    client
+        .publish(
+            "default",
+            event("slow", "order.placed", "k", serde_json::json!({})),
+        )
+        .await
+        .expect("publish");
+    let mut stream = RawStream::open(&broker.url, "patient", 10)
+        .await
+        .expect("open");
+    let first = stream.next().await.expect("delivery");
+    let delivered_at = Instant::now();
+    assert_eq!(first.attempt, 1);
+    // Never settled: after the 1 s deadline (plus the backoff) it comes again.
+    let again = stream.next().await.expect("redelivery");
+    assert_eq!(again.offset, first.offset);
+    assert_eq!(again.attempt, 2);
+    assert!(
+        delivered_at.elapsed() >= Duration::from_millis(900),
+        "not before the deadline"
+    );
+    let mut admin = broker.admin().await;
+    let description = describe(&mut admin, "patient").await;
+    assert_eq!(description.partitions[0].in_flight, 1);
+    assert!(
+        description.partitions[0].oldest_unacked_age_ms >= 900,
+        "lag in time is reported"
+    );
+}
