@@ -285,17 +285,20 @@ fn is_transient(error: &SdkError) -> bool {
     }
 }
 
+/// A handler's result: `Err((nack reason, delay in ms or 0))`.
+type Outcome = Result<(), (String, u32)>;
+
 /// Handler tasks in flight and the delivery each one handles.
 #[derive(Default)]
 struct Running {
-    tasks: JoinSet<Result<(), (String, u32)>>,
+    tasks: JoinSet<Outcome>,
     ids: HashMap<tokio::task::Id, String>,
 }
 
 impl Running {
     fn record(
         &mut self,
-        done: Result<(tokio::task::Id, Result<(), (String, u32)>), tokio::task::JoinError>,
+        done: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
         settle: &mut Settle,
     ) {
         let (task, outcome) = match done {
