@@ -1,7 +1,7 @@
 //! `Admin`: topics, subscriptions, rules.
 
 use crate::config::{BackoffConfig, DEFAULT_ACK_DEADLINE, StartPosition, SubscriptionConfig};
-use crate::delivery::Subscriptions;
+use crate::delivery::{SeekTarget, SubscriptionDescription, Subscriptions};
 use crate::ingest::Ingest;
 use crate::log::{EventLog, TopicInfo};
 use crate::model::TopicName;
@@ -93,6 +93,27 @@ fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
         dead_letter_topic: (!sub.dead_letter_topic.is_empty()).then_some(sub.dead_letter_topic),
         name: sub.name,
         topic: sub.topic,
+    }
+}
+
+fn description_to_proto(description: SubscriptionDescription) -> proto::SubscriptionDescription {
+    let partitions: Vec<proto::PartitionProgress> = description
+        .partitions
+        .iter()
+        .map(|p| proto::PartitionProgress {
+            partition: p.partition,
+            committed_offset: p.committed,
+            end_offset: p.end,
+            lag: p.lag,
+            in_flight: p.in_flight,
+            oldest_unacked_age_ms: p.oldest_unacked_age.as_millis() as i64,
+        })
+        .collect();
+    proto::SubscriptionDescription {
+        subscription: Some(subscription_to_proto(&description.spec)),
+        total_lag: partitions.iter().map(|p| p.lag).sum(),
+        partitions,
+        consumers: description.consumers,
     }
 }
 
@@ -201,24 +222,36 @@ impl Admin for AdminService {
             .subscriptions
             .get(&request.into_inner().name)?
             .describe()?;
-        let partitions: Vec<proto::PartitionProgress> = description
-            .partitions
-            .iter()
-            .map(|p| proto::PartitionProgress {
-                partition: p.partition,
-                committed_offset: p.committed,
-                end_offset: p.end,
-                lag: p.lag,
-                in_flight: p.in_flight,
-                oldest_unacked_age_ms: p.oldest_unacked_age.as_millis() as i64,
-            })
-            .collect();
-        Ok(Response::new(proto::SubscriptionDescription {
-            subscription: Some(subscription_to_proto(&description.spec)),
-            total_lag: partitions.iter().map(|p| p.lag).sum(),
-            partitions,
-            consumers: description.consumers,
-        }))
+        Ok(Response::new(description_to_proto(description)))
+    }
+
+    async fn seek_subscription(
+        &self,
+        request: Request<proto::SeekSubscriptionRequest>,
+    ) -> Result<Response<proto::SubscriptionDescription>, Status> {
+        use proto::seek_subscription_request::Target;
+        let request = request.into_inner();
+        let target = match request.target {
+            Some(Target::Earliest(_)) => SeekTarget::Earliest,
+            Some(Target::Latest(_)) => SeekTarget::Latest,
+            Some(Target::TimeUnixMs(ms)) => SeekTarget::Time(ms),
+            Some(Target::Offsets(offsets)) => {
+                SeekTarget::Offsets(offsets.offsets.into_iter().collect())
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "say where to seek: earliest, latest, time_unix_ms or offsets",
+                ));
+            }
+        };
+        let subscription = self.subscriptions.get(&request.name)?;
+        let seeker = std::sync::Arc::clone(&subscription);
+        tokio::task::spawn_blocking(move || seeker.seek(&target))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(description_to_proto(
+            subscription.describe()?,
+        )))
     }
 
     async fn list_rules(

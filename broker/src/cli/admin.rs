@@ -87,6 +87,32 @@ pub(crate) enum SubscriptionsCommand {
         /// Subscription name.
         name: String,
     },
+    /// Move a subscription: replay from an earlier point or skip ahead.
+    /// Deliveries in flight are forgotten; the new position is durable.
+    ///
+    /// Examples:
+    ///   switchyard subscriptions seek billing --to-earliest
+    ///   switchyard subscriptions seek billing --to-time 2026-11-25T10:00:00Z
+    ///   switchyard subscriptions seek billing --to-offset 0:120 --to-offset 3:7
+    #[command(verbatim_doc_comment)]
+    Seek {
+        #[command(flatten)]
+        connection: Connection,
+        /// Subscription name.
+        name: String,
+        /// The oldest retained event of every partition.
+        #[arg(long, group = "target")]
+        to_earliest: bool,
+        /// The end of every partition (skip everything not yet acked).
+        #[arg(long, group = "target")]
+        to_latest: bool,
+        /// PARTITION:OFFSET; repeat for several partitions (others stay).
+        #[arg(long, group = "target", value_parser = parse_partition_offset)]
+        to_offset: Vec<(u32, u64)>,
+        /// The first event appended at or after this RFC 3339 time.
+        #[arg(long, group = "target", value_parser = parse_time_ms)]
+        to_time: Option<i64>,
+    },
     /// Delete a subscription and its offsets.
     Delete {
         #[command(flatten)]
@@ -94,6 +120,26 @@ pub(crate) enum SubscriptionsCommand {
         /// Subscription name.
         name: String,
     },
+}
+
+fn parse_partition_offset(text: &str) -> Result<(u32, u64), String> {
+    let (partition, offset) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected PARTITION:OFFSET, like 0:120, got {text:?}"))?;
+    let partition = partition
+        .parse()
+        .map_err(|_| format!("bad partition in {text:?}"))?;
+    let offset = offset
+        .parse()
+        .map_err(|_| format!("bad offset in {text:?}"))?;
+    Ok((partition, offset))
+}
+
+fn parse_time_ms(text: &str) -> Result<i64, String> {
+    let time: prost_types::Timestamp = text.parse().map_err(|_| {
+        format!("expected an RFC 3339 time like 2026-11-25T10:00:00Z, got {text:?}")
+    })?;
+    Ok(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
 }
 
 /// Start position of a new subscription.
@@ -318,28 +364,42 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                 .describe_subscription(proto::DescribeSubscriptionRequest { name })
                 .await?
                 .into_inner();
-            let sub = description.subscription.unwrap_or_default();
-            println!(
-                "subscription {} on topic {}: {} consumer(s), total lag {}",
-                sub.name, sub.topic, description.consumers, description.total_lag
-            );
-            if sub.max_attempts > 0 {
-                println!(
-                    "after {} failed attempts events go to {}",
-                    sub.max_attempts, sub.dead_letter_topic
-                );
-            }
-            println!(
-                "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
-                "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT", "OLDEST_UNACKED"
-            );
-            for p in description.partitions {
-                let age = format!("{:.1}s", p.oldest_unacked_age_ms as f64 / 1000.0);
-                println!(
-                    "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
-                    p.partition, p.committed_offset, p.end_offset, p.lag, p.in_flight, age
-                );
-            }
+            print_description(description);
+        }
+        SubscriptionsCommand::Seek {
+            connection,
+            name,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_time,
+        } => {
+            use proto::seek_subscription_request::Target;
+            let target = if to_earliest {
+                Target::Earliest(true)
+            } else if to_latest {
+                Target::Latest(true)
+            } else if let Some(ms) = to_time {
+                Target::TimeUnixMs(ms)
+            } else if !to_offset.is_empty() {
+                Target::Offsets(proto::SeekOffsets {
+                    offsets: to_offset.into_iter().collect(),
+                })
+            } else {
+                return Err(anyhow::anyhow!(
+                    "say where to seek: --to-earliest, --to-latest, --to-time or --to-offset"
+                )
+                .into());
+            };
+            let mut admin = admin(&connection).await?;
+            let description = admin
+                .seek_subscription(proto::SeekSubscriptionRequest {
+                    name,
+                    target: Some(target),
+                })
+                .await?
+                .into_inner();
+            print_description(description);
         }
         SubscriptionsCommand::Delete { connection, name } => {
             let mut admin = admin(&connection).await?;
@@ -379,6 +439,32 @@ fn input_view(value: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         Ok(event_view(&switchyard_sdk::json::from_json(&value)?))
     } else {
         Ok(value)
+    }
+}
+
+/// Prints a subscription's definition and per-partition progress.
+fn print_description(description: proto::SubscriptionDescription) {
+    let sub = description.subscription.unwrap_or_default();
+    println!(
+        "subscription {} on topic {}: {} consumer(s), total lag {}",
+        sub.name, sub.topic, description.consumers, description.total_lag
+    );
+    if sub.max_attempts > 0 {
+        println!(
+            "after {} failed attempts events go to {}",
+            sub.max_attempts, sub.dead_letter_topic
+        );
+    }
+    println!(
+        "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
+        "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT", "OLDEST_UNACKED"
+    );
+    for p in description.partitions {
+        let age = format!("{:.1}s", p.oldest_unacked_age_ms as f64 / 1000.0);
+        println!(
+            "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
+            p.partition, p.committed_offset, p.end_offset, p.lag, p.in_flight, age
+        );
     }
 }
 

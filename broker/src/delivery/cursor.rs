@@ -66,6 +66,15 @@ impl Cursor {
         }
     }
 
+    /// Starts over at `offset` (seek): everything below it counts as
+    /// acked, nothing above it as delivered. Returns the holders of the
+    /// deliveries that were in flight.
+    pub(super) fn reset(&mut self, offset: u64) -> Vec<u64> {
+        let holders = self.in_flight.values().map(|f| f.consumer).collect();
+        *self = Cursor::new(offset);
+        holders
+    }
+
     /// Moves past offsets that retention deleted.
     pub(super) fn skip_to(&mut self, start: u64) -> Vec<u64> {
         let mut holders = Vec::new();

@@ -8,7 +8,8 @@ mod store;
 mod subscription;
 
 pub use subscription::{
-    Consumer, Delivery, NackRequest, PartitionProgress, Subscription, SubscriptionDescription,
+    Consumer, Delivery, NackRequest, PartitionProgress, SeekTarget, Subscription,
+    SubscriptionDescription,
 };
 
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};

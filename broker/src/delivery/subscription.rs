@@ -61,6 +61,20 @@ pub struct NackRequest {
     pub delay: Option<Duration>,
 }
 
+/// Where a seek moves a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeekTarget {
+    /// The oldest retained event of every partition.
+    Earliest,
+    /// The end of every partition: skip everything not yet acked.
+    Latest,
+    /// The first event appended at or after this time (ms since the Unix
+    /// epoch), per partition.
+    Time(i64),
+    /// Explicit offsets for some partitions (the others stay).
+    Offsets(std::collections::BTreeMap<u32, u64>),
+}
+
 /// What one poll produced.
 #[derive(Debug, Default)]
 struct Polled {
@@ -102,6 +116,9 @@ struct State {
     durable: Vec<u64>,
     dirty: bool,
     deleted: bool,
+    /// Bumped by every seek; part of delivery ids, so settles of
+    /// deliveries made before a seek are ignored.
+    epoch: u32,
 }
 
 /// A named consumer group on one topic.
@@ -149,6 +166,7 @@ impl Subscription {
                 durable: committed,
                 dirty: false,
                 deleted: false,
+                epoch: 0,
             }),
             settled: Notify::new(),
             appended,
@@ -233,6 +251,55 @@ impl Subscription {
             partitions,
             consumers: state.consumers.len() as u32,
         })
+    }
+
+    /// Moves the subscription (seek / replay): each partition in scope
+    /// starts over at its target offset (clamped to the retained range);
+    /// deliveries in flight are forgotten and their settles ignored. The
+    /// new position is durable when this returns.
+    pub fn seek(&self, target: &SeekTarget) -> Result<(), DeliveryError> {
+        let partitions = self.state()?.cursors.len() as u32;
+        if let SeekTarget::Offsets(offsets) = target
+            && let Some(bad) = offsets.keys().find(|&&p| p >= partitions)
+        {
+            return Err(DeliveryError::InvalidSpec {
+                field: "offsets",
+                message: format!(
+                    "topic '{}' has {partitions} partitions; partition {bad} does not exist",
+                    self.topic
+                ),
+            });
+        }
+        let mut targets = Vec::new();
+        for partition in 0..partitions {
+            let range = self.log.offsets(&self.topic, partition)?;
+            let offset = match target {
+                SeekTarget::Earliest => Some(range.start),
+                SeekTarget::Latest => Some(range.end),
+                SeekTarget::Time(ms) => {
+                    Some(self.log.offset_for_time(&self.topic, partition, *ms)?)
+                }
+                SeekTarget::Offsets(offsets) => offsets.get(&partition).copied(),
+            };
+            if let Some(offset) = offset {
+                targets.push((partition as usize, offset.clamp(range.start, range.end)));
+            }
+        }
+        {
+            let mut guard = self.state()?;
+            let state = &mut *guard;
+            for (partition, offset) in targets {
+                for holder in state.cursors[partition].reset(offset) {
+                    release_credit(&mut state.consumers, holder);
+                }
+            }
+            state.epoch = state.epoch.wrapping_add(1);
+            state.dirty = true;
+        }
+        tracing::info!(subscription = %self.spec.name, ?target, "subscription seeked");
+        self.flush()?;
+        self.settled.notify_waiters();
+        Ok(())
     }
 
     /// Writes committed offsets to disk if they changed.
@@ -321,6 +388,7 @@ impl Subscription {
                             partition as u32,
                             due.offset,
                             due.attempt,
+                            state.epoch,
                             &record.payload,
                         )?);
                         let flight = InFlight {
@@ -348,6 +416,7 @@ impl Subscription {
                         partition as u32,
                         record.offset,
                         1,
+                        state.epoch,
                         &record.payload,
                     )?);
                     let flight = InFlight {
@@ -453,6 +522,7 @@ impl Subscription {
         partition: u32,
         offset: u64,
         attempt: u32,
+        epoch: u32,
         payload: &[u8],
     ) -> Result<Delivery, DeliveryError> {
         let record = StoredEvent::from_bytes(payload).map_err(|e| DeliveryError::Undecodable {
@@ -462,7 +532,7 @@ impl Subscription {
             reason: e.to_string(),
         })?;
         Ok(Delivery {
-            id: format!("{partition}.{offset}.{attempt}"),
+            id: format!("{partition}.{offset}.{attempt}.{epoch}"),
             topic: self.topic.clone(),
             partition,
             offset,
@@ -476,7 +546,10 @@ impl Subscription {
         let state = &mut *guard;
         let now = Instant::now();
         for id in acks {
-            let Some((partition, offset, _)) = parse_delivery_id(id) else {
+            let Some(DeliveryId {
+                partition, offset, ..
+            }) = parse_delivery_id(id).filter(|d| d.epoch == state.epoch)
+            else {
                 tracing::debug!(subscription = %self.spec.name, id, "ignoring ack of an unknown delivery id");
                 continue;
             };
@@ -491,7 +564,13 @@ impl Subscription {
             }
         }
         for nack in nacks {
-            let Some((partition, offset, attempt)) = parse_delivery_id(&nack.delivery_id) else {
+            let Some(DeliveryId {
+                partition,
+                offset,
+                attempt,
+                ..
+            }) = parse_delivery_id(&nack.delivery_id).filter(|d| d.epoch == state.epoch)
+            else {
                 continue;
             };
             let Some(cursor) = state.cursors.get_mut(partition as usize) else {
@@ -530,16 +609,24 @@ fn release_credit(consumers: &mut HashMap<u64, ConsumerSlot>, holder: u64) {
     }
 }
 
-/// Parses `partition.offset.attempt`.
-fn parse_delivery_id(id: &str) -> Option<(u32, u64, u32)> {
+/// A delivery id: `partition.offset.attempt.epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DeliveryId {
+    partition: u32,
+    offset: u64,
+    attempt: u32,
+    epoch: u32,
+}
+
+fn parse_delivery_id(id: &str) -> Option<DeliveryId> {
     let mut parts = id.split('.');
-    let partition = parts.next()?.parse().ok()?;
-    let offset = parts.next()?.parse().ok()?;
-    let attempt = parts.next()?.parse().ok()?;
-    parts
-        .next()
-        .is_none()
-        .then_some((partition, offset, attempt))
+    let parsed = DeliveryId {
+        partition: parts.next()?.parse().ok()?,
+        offset: parts.next()?.parse().ok()?,
+        attempt: parts.next()?.parse().ok()?,
+        epoch: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(parsed)
 }
 
 /// A connected consumer of a subscription. Dropping it returns its
@@ -603,13 +690,19 @@ impl Drop for Consumer {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_delivery_id;
+    use super::{DeliveryId, parse_delivery_id};
 
     #[test]
     fn delivery_ids_round_trip() {
-        assert_eq!(parse_delivery_id("3.42.2"), Some((3, 42, 2)));
-        assert_eq!(parse_delivery_id("3.42"), None);
-        assert_eq!(parse_delivery_id("3.42.2.1"), None);
-        assert_eq!(parse_delivery_id("x.1.1"), None);
+        let id = DeliveryId {
+            partition: 3,
+            offset: 42,
+            attempt: 2,
+            epoch: 1,
+        };
+        assert_eq!(parse_delivery_id("3.42.2.1"), Some(id));
+        assert_eq!(parse_delivery_id("3.42.2"), None);
+        assert_eq!(parse_delivery_id("3.42.2.1.0"), None);
+        assert_eq!(parse_delivery_id("x.1.1.0"), None);
     }
 }

@@ -59,14 +59,14 @@ async fn credits_acks_and_durable_offsets() {
         let first = consumer.next_batch().await.expect("batch");
         assert_eq!(
             ids(&first),
-            vec!["0.0.1", "0.1.1", "0.2.1"],
+            vec!["0.0.1.0", "0.1.1.0", "0.2.1.0"],
             "limited by 3 credits"
         );
         assert_eq!(first[1].record.rules, vec!["r1"]);
         // Ack 1 and 2 but not 0: credits free up, the floor stays at 0.
         consumer.settle(&ids(&first)[1..], &[]).expect("settle");
         let second = consumer.next_batch().await.expect("batch");
-        assert_eq!(ids(&second), vec!["0.3.1", "0.4.1"]);
+        assert_eq!(ids(&second), vec!["0.3.1.0", "0.4.1.0"]);
         subs.flush();
         assert_eq!(sub.describe().expect("describe").partitions[0].committed, 0);
         consumer
@@ -87,7 +87,7 @@ async fn credits_acks_and_durable_offsets() {
     let batch = consumer.next_batch().await.expect("batch");
     assert_eq!(
         ids(&batch),
-        vec!["0.3.1", "0.4.1"],
+        vec!["0.3.1.0", "0.4.1.0"],
         "unacked events come again after a restart"
     );
 }
@@ -105,7 +105,7 @@ async fn disconnect_redelivers_to_another_consumer_with_a_higher_attempt() {
     assert_eq!(a.next_batch().await.expect("batch").len(), 2);
     drop(a);
     let batch = b.next_batch().await.expect("batch");
-    assert_eq!(ids(&batch), vec!["0.0.2", "0.1.2"]);
+    assert_eq!(ids(&batch), vec!["0.0.2.0", "0.1.2.0"]);
 }
 
 #[tokio::test]
@@ -129,7 +129,7 @@ async fn nack_redelivers_after_the_delay() {
     };
     consumer.settle(&[], &[nack]).expect("nack");
     let again = consumer.next_batch().await.expect("batch");
-    assert_eq!(ids(&again), vec!["0.0.2"]);
+    assert_eq!(ids(&again), vec!["0.0.2.0"]);
 }
 
 #[tokio::test]

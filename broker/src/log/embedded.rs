@@ -248,6 +248,15 @@ impl EventLog for EmbeddedLog {
         self.with_partition(topic, partition, |p| p.read(from, max_records))?
     }
 
+    fn offset_for_time(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64, LogError> {
+        self.with_partition(topic, partition, |p| p.offset_for_time(timestamp_ms))?
+    }
+
     fn offsets(&self, topic: &TopicName, partition: u32) -> Result<PartitionOffsets, LogError> {
         self.with_partition(topic, partition, Partition::offsets)
     }

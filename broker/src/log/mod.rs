@@ -144,6 +144,14 @@ pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<Vec<LogRecord>, LogError>;
     /// The readable range of a partition.
     fn offsets(&self, topic: &TopicName, partition: u32) -> Result<PartitionOffsets, LogError>;
+    /// The first offset appended at or after `timestamp_ms` (ms since the
+    /// Unix epoch); the end offset when none was.
+    fn offset_for_time(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64, LogError>;
     /// Notified after every durable append to any partition of the topic.
     fn appended(&self, topic: &TopicName) -> Result<Arc<Notify>, LogError>;
     /// Flushes and stops all writers; appends fail afterwards.

@@ -159,6 +159,45 @@ impl Partition {
         Ok(records)
     }
 
+    /// The first durable offset whose record was appended at or after
+    /// `timestamp_ms`; the end offset if none was.
+    pub(crate) fn offset_for_time(&self, timestamp_ms: i64) -> Result<u64, LogError> {
+        let end = self.shared.durable_end.load(Ordering::Acquire);
+        let segments: Vec<Arc<Segment>> = self
+            .shared
+            .segments
+            .read()
+            .map_err(|_| LogError::Closed)?
+            .clone();
+        // Start in the last segment whose first record is older than the
+        // time (append times only grow within a partition).
+        let mut first = 0;
+        for (i, segment) in segments.iter().enumerate() {
+            let mut older = false;
+            segment.scan(0, segment.size(), |_, record| {
+                older = record.timestamp_ms < timestamp_ms;
+                false
+            })?;
+            if !older {
+                break;
+            }
+            first = i;
+        }
+        let mut found = None;
+        for segment in &segments[first..] {
+            segment.scan(0, segment.size(), |_, record| {
+                if record.offset < end && record.timestamp_ms >= timestamp_ms {
+                    found = Some(record.offset);
+                }
+                found.is_none() && record.offset + 1 < end
+            })?;
+            if found.is_some() {
+                break;
+            }
+        }
+        Ok(found.unwrap_or(end))
+    }
+
     /// Stops the writer after it has finished (and synced) what it took.
     pub(crate) fn close(&self) {
         if let Ok(mut sender) = self.sender.lock() {

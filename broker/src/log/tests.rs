@@ -86,6 +86,33 @@ fn appends_read_back_across_segment_rolls_and_restarts() {
 }
 
 #[test]
+fn offsets_are_found_by_append_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = EmbeddedLog::open(dir.path(), &small_config()).expect("open");
+    log.create_topic(&topic(), 1).expect("create");
+    append_all(&log, &payloads(150));
+    let records = log.read(&topic(), 0, 0, usize::MAX).expect("read");
+    assert_eq!(log.offset_for_time(&topic(), 0, 0).expect("time"), 0);
+    assert_eq!(
+        log.offset_for_time(&topic(), 0, i64::MAX).expect("time"),
+        150,
+        "past the end"
+    );
+    for probe in [1usize, 70, 149] {
+        let at = records[probe].timestamp_ms;
+        let first_at_or_after = records
+            .iter()
+            .find(|r| r.timestamp_ms >= at)
+            .map(|r| r.offset)
+            .expect("exists");
+        assert_eq!(
+            log.offset_for_time(&topic(), 0, at).expect("time"),
+            first_at_or_after
+        );
+    }
+}
+
+#[test]
 fn missing_or_damaged_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let written = payloads(200);
