@@ -216,10 +216,8 @@ impl Drop for Partition {
     }
 }
 
-/// Opens the segments of a partition directory: older segments are trusted
-/// (their indexes loaded or rebuilt), the newest is scanned record by record;
-/// a torn tail is truncated, anything else inconsistent is an error.
-fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, File, u64), LogError> {
+/// The base offsets of the segment files in a partition directory, sorted.
+fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let entry = entry.map_err(|e| LogError::io(dir, e))?;
@@ -228,6 +226,14 @@ fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, Fil
         }
     }
     bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Opens the segments of a partition directory: older segments are trusted
+/// (their indexes loaded or rebuilt), the newest is scanned record by record;
+/// a torn tail is truncated, anything else inconsistent is an error.
+fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, File, u64), LogError> {
+    let bases = segment_bases(dir)?;
     if bases.is_empty() {
         let (segment, file) = Segment::create(dir, 0)?;
         return Ok((vec![Arc::new(segment)], file, 0));
@@ -356,14 +362,7 @@ pub struct PartitionCheck {
 /// Checks every record of every segment of a partition directory without
 /// changing anything.
 pub(crate) fn verify(dir: &Path) -> Result<PartitionCheck, LogError> {
-    let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
-        let entry = entry.map_err(|e| LogError::io(dir, e))?;
-        if let Some(base) = entry.file_name().to_str().and_then(parse_log_file_name) {
-            bases.push(base);
-        }
-    }
-    bases.sort_unstable();
+    let bases = segment_bases(dir)?;
     let mut report = PartitionCheck {
         segments: bases.len(),
         records: 0,
