@@ -1,7 +1,7 @@
 //! The publish pipeline: validate → dedup → route → append durably. Sits
 //! between `api` and `rules` / `log`; knows nothing of gRPC.
 
-use crate::config::LimitsConfig;
+use crate::config::{BrokerConfig, DedupConfig};
 use crate::log::{EventLog, LogError};
 use crate::model::{
     CloudEvent, EventError, EventLimits, StoredEvent, TopicName, partition_for, validate_event,
@@ -13,11 +13,6 @@ use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-
-/// How long an accepted `(bus, source, id)` is remembered for dedup.
-pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
-/// Most ids remembered for dedup (bounds its memory).
-pub const DEDUP_CAPACITY: usize = 100_000;
 
 /// Request-level failures: nothing of the batch was stored.
 #[derive(Debug, thiserror::Error)]
@@ -65,20 +60,33 @@ pub type Outcome = Result<Stored, Rejection>;
 
 type DedupKey = (String, String, String);
 
+/// Recently accepted ids: per bus in insertion order, so the oldest expire
+/// first; bounded by `max_ids` in all.
 #[derive(Debug, Default)]
 struct DedupWindow {
+    config: DedupConfig,
     stored: HashMap<DedupKey, Stored>,
-    order: VecDeque<(DedupKey, Instant)>,
+    order: HashMap<String, VecDeque<(DedupKey, Instant)>>,
 }
 
 impl DedupWindow {
+    fn new(config: DedupConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
     fn get(&mut self, key: &DedupKey, now: Instant) -> Option<Stored> {
-        while let Some((oldest, at)) = self.order.front() {
-            if self.order.len() <= DEDUP_CAPACITY && now.duration_since(*at) < DEDUP_WINDOW {
-                break;
+        let window = self.config.window_for(&key.0);
+        if let Some(order) = self.order.get_mut(&key.0) {
+            while let Some((oldest, at)) = order.front() {
+                if now.duration_since(*at) < window {
+                    break;
+                }
+                self.stored.remove(oldest);
+                order.pop_front();
             }
-            self.stored.remove(oldest);
-            self.order.pop_front();
         }
         self.stored.get(key).map(|s| Stored {
             duplicate: true,
@@ -87,8 +95,17 @@ impl DedupWindow {
     }
 
     fn insert(&mut self, key: DedupKey, stored: Stored, now: Instant) {
+        if self.stored.len() >= self.config.max_ids
+            && let Some(order) = self.order.get_mut(&key.0)
+            && let Some((oldest, _)) = order.pop_front()
+        {
+            self.stored.remove(&oldest);
+        }
         if self.stored.insert(key.clone(), stored).is_none() {
-            self.order.push_back((key, now));
+            self.order
+                .entry(key.0.clone())
+                .or_default()
+                .push_back((key, now));
         }
     }
 }
@@ -142,19 +159,19 @@ struct Planned {
 }
 
 impl Ingest {
-    /// Builds the pipeline over a log, a rule set and schemas;
-    /// `validate_buses` refuse protobuf payloads that do not decode.
+    /// Builds the pipeline over a log, a rule set and schemas, with the
+    /// config's limits, dedup windows and schema-validating buses.
     pub fn new(
         log: Arc<dyn EventLog>,
         rules: RuleSet,
         schemas: Arc<SchemaRegistry>,
-        validate_buses: &[String],
-        limits: &LimitsConfig,
+        config: &BrokerConfig,
     ) -> Ingest {
+        let limits = &config.limits;
         Ingest {
             log,
             schemas,
-            validate_buses: validate_buses.iter().cloned().collect(),
+            validate_buses: config.schemas.validate_buses.iter().cloned().collect(),
             rules: RwLock::new(Arc::new(rules)),
             status: Mutex::new(RuleStatus {
                 version: 1,
@@ -167,22 +184,29 @@ impl Ingest {
                 max_attribute_bytes: limits.max_attribute_bytes,
             },
             max_batch_events: limits.max_batch_events,
-            dedup: Mutex::new(DedupWindow::default()),
+            dedup: Mutex::new(DedupWindow::new(config.dedup.clone())),
         }
     }
 
     /// Refills the dedup window from the newest records of every topic
-    /// partition (at most [`DEDUP_CAPACITY`] in all, within
-    /// [`DEDUP_WINDOW`]), so a publisher that retries after a broker crash
-    /// gets `duplicate` instead of storing a second copy. Returns how many
-    /// ids were restored.
+    /// partition (at most `dedup.max_ids` in all, within each bus's window),
+    /// so a publisher that retries after a broker crash gets `duplicate`
+    /// instead of storing a second copy. Returns how many ids were restored.
     pub fn recover_dedup(&self) -> Result<usize, LogError> {
+        let Ok(config) = self.dedup.lock().map(|d| d.config.clone()) else {
+            return Ok(0);
+        };
         let topics = self.log.topics();
         let partitions: u64 = topics.iter().map(|t| u64::from(t.partitions)).sum();
-        let per_partition = (DEDUP_CAPACITY as u64 / partitions.max(1)).max(1);
+        let per_partition = (config.max_ids as u64 / partitions.max(1)).max(1);
         let now = Instant::now();
         let now_ms = now_ms();
-        let window_ms = DEDUP_WINDOW.as_millis() as i64;
+        let widest = config
+            .buses
+            .values()
+            .map(|w| **w)
+            .fold(config.window, Duration::max);
+        let window_ms = widest.as_millis() as i64;
         let mut restored: BTreeMap<DedupKey, (i64, Stored)> = BTreeMap::new();
         for topic in topics {
             for partition in 0..topic.partitions {
@@ -200,6 +224,10 @@ impl Ingest {
                             continue;
                         };
                         let Some(event) = stored.event else { continue };
+                        let age = now_ms - record.timestamp_ms;
+                        if age >= config.window_for(&stored.bus).as_millis() as i64 {
+                            continue;
+                        }
                         let key = (stored.bus, event.source, event.id);
                         let entry = restored
                             .entry(key)
@@ -449,5 +477,54 @@ impl Ingest {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(bus: &str, id: &str) -> DedupKey {
+        (bus.to_string(), "/s".to_string(), id.to_string())
+    }
+
+    #[test]
+    fn dedup_windows_expire_per_bus_and_stay_bounded() {
+        let config = DedupConfig {
+            window: Duration::from_secs(10),
+            buses: [("slow".to_string(), Duration::from_secs(100).into())]
+                .into_iter()
+                .collect(),
+            max_ids: 3,
+        };
+        let mut window = DedupWindow::new(config);
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        window.insert(key("fast", "1"), Stored::default(), start);
+        window.insert(key("slow", "1"), Stored::default(), start);
+        let found = window
+            .get(&key("fast", "1"), at(5))
+            .expect("within the window");
+        assert!(found.duplicate);
+        assert!(
+            window.get(&key("fast", "1"), at(11)).is_none(),
+            "the default window passed"
+        );
+        assert!(
+            window.get(&key("slow", "1"), at(11)).is_some(),
+            "the bus has a longer window"
+        );
+        assert!(
+            window.get(&key("other", "1"), at(1)).is_none(),
+            "ids are per bus"
+        );
+        for id in 2..6 {
+            window.insert(key("slow", &id.to_string()), Stored::default(), at(12));
+        }
+        assert!(window.stored.len() <= 3, "bounded by max_ids");
+        assert!(
+            window.get(&key("slow", "5"), at(13)).is_some(),
+            "the newest stay"
+        );
     }
 }

@@ -100,13 +100,7 @@ impl Broker {
             &config.schemas.include,
             Some(&config.data_dir.join("schemas")),
         )?);
-        let ingest = Arc::new(Ingest::new(
-            Arc::clone(&log),
-            rules,
-            schemas,
-            &config.schemas.validate_buses,
-            &config.limits,
-        ));
+        let ingest = Arc::new(Ingest::new(Arc::clone(&log), rules, schemas, &config));
         let restored = ingest.recover_dedup()?;
         tracing::info!(restored, "dedup window restored from the log");
         Ok(Broker {

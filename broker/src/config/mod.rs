@@ -5,6 +5,7 @@
 //! commented reference file (a test parses it).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +14,10 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Dedup window (the delivery-semantics issue's default).
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(300);
+/// Most ids the dedup window holds.
+pub const DEFAULT_DEDUP_MAX_IDS: usize = 100_000;
 /// Rule files are checked for changes this often.
 pub const DEFAULT_RULES_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Largest event `data` accepted: 1 MiB, as the foundation issue asks
@@ -67,6 +72,8 @@ pub struct BrokerConfig {
     pub schemas: SchemasConfig,
     /// Limits on published events.
     pub limits: LimitsConfig,
+    /// Duplicate detection of published events.
+    pub dedup: DedupConfig,
     /// The embedded log.
     pub storage: StorageConfig,
     /// Delivery to subscribers.
@@ -90,6 +97,7 @@ impl Default for BrokerConfig {
             rules_poll_interval: DEFAULT_RULES_POLL_INTERVAL,
             schemas: SchemasConfig::default(),
             limits: LimitsConfig::default(),
+            dedup: DedupConfig::default(),
             storage: StorageConfig::default(),
             delivery: DeliveryConfig::default(),
             buses: Vec::new(),
@@ -113,6 +121,39 @@ pub struct SchemasConfig {
     /// Buses that refuse protobuf payloads that do not decode as the
     /// message they name, or that name no registered message.
     pub validate_buses: Vec<String>,
+}
+
+/// Duplicate detection: a publish of a `(source, id)` already accepted on
+/// the same bus within the window is not stored again; the publisher gets
+/// `duplicate: true` and the original offsets. The window is refilled from
+/// the log at start, so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// How long an id is remembered.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Per-bus windows that replace `window`, e.g. `{payments: 1h}`.
+    pub buses: BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// Most ids remembered in all (bounds memory; the oldest go first).
+    pub max_ids: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            window: DEFAULT_DEDUP_WINDOW,
+            buses: BTreeMap::new(),
+            max_ids: DEFAULT_DEDUP_MAX_IDS,
+        }
+    }
+}
+
+impl DedupConfig {
+    /// The window of `bus`.
+    pub fn window_for(&self, bus: &str) -> Duration {
+        self.buses.get(bus).map_or(self.window, |w| **w)
+    }
 }
 
 /// Limits on published events; each one is enforced with INVALID_ARGUMENT.
