@@ -244,6 +244,25 @@ impl RawStream {
             .ok_or_else(|| tonic::Status::cancelled("stream ended"))
     }
 
+    /// Nacks one delivery with a reason (the subscription's backoff
+    /// applies).
+    pub async fn nack(&self, delivery_id: String, reason: &str) {
+        use proto::subscribe_request::Request;
+        self.requests
+            .send(proto::SubscribeRequest {
+                request: Some(Request::Settle(proto::Settle {
+                    ack_ids: Vec::new(),
+                    nacks: vec![proto::Nack {
+                        delivery_id,
+                        reason: reason.into(),
+                        delay_ms: 0,
+                    }],
+                })),
+            })
+            .await
+            .expect("send nack");
+    }
+
     /// Acks deliveries by id.
     pub async fn ack(&self, ids: Vec<String>) {
         use proto::subscribe_request::Request;
