@@ -48,11 +48,13 @@ pub enum RulesError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Malformed YAML or unknown / mistyped fields (with line and column).
-    #[error("{path}: {message}")]
+    /// Malformed YAML or unknown / mistyped fields.
+    #[error("{}:{line}: {message}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
+        /// The line where the problem is.
+        line: usize,
         /// What is wrong, with its location.
         message: String,
     },
@@ -279,6 +281,7 @@ pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, RulesError> {
     } else {
         serde_yaml_ng::from_str(text).map_err(|e| RulesError::Parse {
             path: path.to_path_buf(),
+            line: e.location().map_or(1, |l| l.line()),
             message: e.to_string(),
         })?
     };
@@ -437,7 +440,7 @@ rules:
         )
         .expect_err("malformed");
         let text = err.to_string();
-        assert!(text.starts_with("r.yaml: "), "{text}");
+        assert!(text.starts_with("r.yaml:4: "), "{text}");
         assert!(text.contains("line"), "{text}");
     }
 
