@@ -209,7 +209,7 @@ fn malformed_config_yaml_refuses_to_start_naming_file_and_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");
     assert!(
-        stderr.contains("segment_bytez") && stderr.contains("line 6"),
+        stderr.contains("segment_bytez") && stderr.contains("line 7"),
         "{stderr}"
     );
 }

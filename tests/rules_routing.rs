@@ -168,6 +168,16 @@ async fn reloads_take_effect_and_broken_reloads_change_nothing() {
         "{}",
         after.last_error
     );
+    let metrics = broker.metrics();
+    assert!(metrics.contains("switchyard_rules_version 2"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_rules_last_reload_ok 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_rules_reload_failures_total 1"),
+        "{metrics}"
+    );
     assert_eq!(
         topics_of(&client, refund()).await,
         ["refunds"],

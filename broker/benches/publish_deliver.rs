@@ -83,6 +83,7 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
     )?;
     let config = BrokerConfig {
         data_dir: dir.join("data"),
+        metrics_listen: None,
         rules: vec![rules],
         topics: vec![TopicConfig {
             name: "bench".into(),

@@ -7,6 +7,7 @@ use crate::ingest::Ingest;
 use crate::log::{EventLog, LogError};
 use crate::model::TopicName;
 use crate::rules::{RuleSet, RulesError};
+use crate::telemetry::metrics::Metrics;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,6 +55,7 @@ pub struct RuleReloader {
     ingest: Arc<Ingest>,
     log: Arc<dyn EventLog>,
     default_partitions: u32,
+    metrics: Arc<Metrics>,
 }
 
 /// What identifies a file version without reading it.
@@ -67,6 +69,7 @@ impl RuleReloader {
         ingest: Arc<Ingest>,
         log: Arc<dyn EventLog>,
         default_partitions: u32,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             files,
@@ -74,6 +77,7 @@ impl RuleReloader {
             ingest,
             log,
             default_partitions,
+            metrics,
         }
     }
 
@@ -94,12 +98,18 @@ impl RuleReloader {
             Ok(set) => {
                 let count = set.rules().len();
                 let version = self.ingest.replace_rules(set);
+                self.metrics
+                    .rules_version
+                    .set(i64::try_from(version).unwrap_or(i64::MAX));
+                self.metrics.rules_last_reload_ok.set(1);
                 tracing::info!(rules = count, version, "rules reloaded");
                 Ok(count)
             }
             Err(error) => {
                 tracing::error!(%error, "rules reload failed; the previous rules stay in force");
                 self.ingest.record_reload_error(error.to_string());
+                self.metrics.rules_last_reload_ok.set(0);
+                self.metrics.rules_reload_failures.inc();
                 Err(error)
             }
         }

@@ -10,6 +10,7 @@ use crate::model::{NameError, TopicName};
 use crate::reload::{RuleReloader, ensure_topics};
 use crate::rules::{RuleSet, RulesError};
 use crate::schema::{SchemaError, SchemaRegistry};
+use crate::telemetry::metrics::{self, Metrics};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,12 +123,27 @@ impl Broker {
         let addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
+        let metrics = Arc::new(Metrics::new());
+        if let Some(metrics_addr) = self.config.metrics_listen {
+            let listener = TcpListener::bind(metrics_addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let stop = token.clone();
+            let served = Arc::clone(&metrics);
+            tokio::spawn(async move {
+                if let Err(error) =
+                    metrics::serve(listener, served, async move { stop.cancelled().await }).await
+                {
+                    tracing::error!(%error, "metrics endpoint failed");
+                }
+            });
+        }
         let reloader = RuleReloader::new(
             self.config.rules.clone(),
             self.config.buses.clone(),
             Arc::clone(&self.ingest),
             Arc::clone(&self.log),
             self.config.storage.default_partitions,
+            metrics,
         );
         tokio::spawn(reloader.run(self.config.rules_poll_interval, token.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -36,7 +36,7 @@ pub fn write_config(dir: &Path, config: &str, rules: &str) -> PathBuf {
     std::fs::write(dir.join("rules.yaml"), rules).expect("write rules");
     let path = dir.join("config.yaml");
     let text = format!(
-        "listen: 127.0.0.1:0\ndata_dir: {}\nrules: [rules.yaml]\n{config}",
+        "listen: 127.0.0.1:0\nmetrics_listen: 127.0.0.1:0\ndata_dir: {}\nrules: [rules.yaml]\n{config}",
         dir.join("data").display()
     );
     std::fs::write(&path, text).expect("write config");
@@ -108,6 +108,29 @@ impl BrokerProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The text of `GET /metrics` (the address comes from the log).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = self
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|entry| entry["fields"]["message"] == "metrics listening")
+            .and_then(|entry| entry["fields"]["addr"].as_str().map(String::from))
+            .expect("the broker logs its metrics address");
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        assert!(
+            response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+            "{response}"
+        );
+        response
     }
 
     /// The broker's log so far.

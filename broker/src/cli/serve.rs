@@ -16,6 +16,9 @@ pub(crate) struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:50051; port 0 picks one].
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Prometheus metrics listen address [default: 127.0.0.1:9464].
+    #[arg(long, env = "SWITCHYARD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Data directory [default: ./data].
     #[arg(long, env = "SWITCHYARD_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -36,6 +39,9 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(metrics_listen) = args.metrics_listen {
+        config.metrics_listen = Some(metrics_listen);
     }
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;

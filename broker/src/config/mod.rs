@@ -12,6 +12,8 @@ use std::time::Duration;
 
 /// Default gRPC listen address: loopback, so a fresh broker is not exposed.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default metrics port (OpenTelemetry's Prometheus exporter default).
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Dedup window (the delivery-semantics issue's default).
@@ -59,6 +61,9 @@ pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(30);
 pub struct BrokerConfig {
     /// gRPC listen address, e.g. `127.0.0.1:50051` (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// Prometheus metrics (`GET /metrics`) listen address; null turns the
+    /// endpoint off.
+    pub metrics_listen: Option<SocketAddr>,
     /// Where topics and subscription offsets are stored.
     pub data_dir: PathBuf,
     /// Rule files (YAML), relative to this config file's directory.
@@ -92,6 +97,7 @@ impl Default for BrokerConfig {
             listen: DEFAULT_LISTEN
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             rules: Vec::new(),
             rules_poll_interval: DEFAULT_RULES_POLL_INTERVAL,

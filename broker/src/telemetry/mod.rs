@@ -12,3 +12,5 @@ pub fn init_logging() {
         .with_current_span(true)
         .try_init();
 }
+
+pub mod metrics;
