@@ -399,19 +399,25 @@ mod tests {
     proptest::proptest! {
         /// Whatever happens, every offset in `[committed, next_fetch)` is in
         /// exactly one state, the time indexes mirror their maps, and the
-        /// committed offset never moves back.
+        /// committed offset never moves back; and the ack floor equals a
+        /// plain reference model: the first offset not yet finished (acked,
+        /// dead-lettered or deleted by retention).
         #[test]
         fn states_stay_consistent(ops in proptest::collection::vec(op(), 1..200)) {
             let start = Instant::now();
             let at = |secs: u64| start + Duration::from_secs(secs);
             let mut cursor = Cursor::new(0);
             let mut clock = 0;
+            // The reference model.
+            let mut finished: BTreeSet<u64> = BTreeSet::new();
+            let mut delivered_end = 0u64;
             for op in ops {
                 let committed = cursor.committed;
                 match op {
                     Op::Dispatch(consumer) => {
                         let offset = cursor.next_fetch;
                         cursor.dispatched(offset, flight(consumer, 1, at(clock + 10)));
+                        delivered_end = delivered_end.max(offset + 1);
                     }
                     Op::Redeliver(max) => {
                         for due in cursor.take_due_retries(at(clock), max) {
@@ -423,20 +429,34 @@ mod tests {
                             cursor.dying(due.offset);
                             if succeeds {
                                 cursor.ack(due.offset);
+                                finished.insert(due.offset);
                             } else {
                                 cursor.dead_letter_failed(due, at(clock + 1));
                             }
                         }
                     }
-                    Op::Ack(offset) => { cursor.ack(offset); }
+                    Op::Ack(offset) => {
+                        let counts = offset < delivered_end && !finished.contains(&offset);
+                        proptest::prop_assert_eq!(cursor.ack(offset).is_some(), counts, "ack of {}", offset);
+                        if counts {
+                            finished.insert(offset);
+                        }
+                    }
                     Op::Nack(offset) => {
                         let attempt = cursor.in_flight.get(&offset).map_or(1, |f| f.attempt);
                         cursor.nack(offset, attempt, at(clock + 1), reason());
                     }
                     Op::Expire(secs) => { clock += secs; cursor.expire(at(clock), |a| Duration::from_secs(u64::from(a))); }
                     Op::Release(consumer) => cursor.release(consumer, at(clock)),
-                    Op::Skip(start) => { cursor.skip_to(start); }
+                    Op::Skip(start) => {
+                        cursor.skip_to(start);
+                        finished.extend(0..start);
+                        delivered_end = delivered_end.max(start);
+                    }
                 }
+                let floor = (0..).find(|o| !finished.contains(o)).unwrap_or(0).min(delivered_end);
+                proptest::prop_assert_eq!(cursor.committed, floor, "the ack floor matches the model");
+                proptest::prop_assert_eq!(cursor.next_fetch, delivered_end);
                 proptest::prop_assert!(cursor.committed >= committed);
                 proptest::prop_assert!(cursor.committed <= cursor.next_fetch);
                 for offset in cursor.committed..cursor.next_fetch {
