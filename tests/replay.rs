@@ -137,6 +137,25 @@ async fn seek_replays_from_earliest_an_offset_or_a_time_and_skips_to_latest() {
         .into_inner();
     assert_eq!(latest.total_lag, 0);
 
+    // A new subscription can start at a time, too.
+    admin
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "late-joiner".into(),
+                topic: "orders".into(),
+                start: proto::StartPosition::Time as i32,
+                start_time_unix_ms: middle,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create");
+    let joined = describe(&mut admin, "late-joiner").await;
+    assert_eq!(
+        joined.partitions[0].committed_offset, 3,
+        "starts at the first event after the time"
+    );
+
     let bad = proto::SeekOffsets {
         offsets: [(7, 0)].into_iter().collect(),
     };

@@ -53,7 +53,12 @@ fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
         start: match spec.start {
             StartPosition::Earliest => proto::StartPosition::Earliest,
             StartPosition::Latest => proto::StartPosition::Latest,
+            StartPosition::Time(_) => proto::StartPosition::Time,
         } as i32,
+        start_time_unix_ms: match spec.start {
+            StartPosition::Time(ms) => ms,
+            _ => 0,
+        },
         max_attempts: spec.max_attempts.unwrap_or(0),
         backoff: Some(proto::Backoff {
             initial_ms: spec.backoff.initial.as_millis() as u32,
@@ -79,6 +84,7 @@ fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
         },
         start: match proto::StartPosition::try_from(sub.start) {
             Ok(proto::StartPosition::Latest) => StartPosition::Latest,
+            Ok(proto::StartPosition::Time) => StartPosition::Time(sub.start_time_unix_ms),
             _ => StartPosition::Earliest,
         },
         max_attempts: (sub.max_attempts > 0).then_some(sub.max_attempts),

@@ -5,7 +5,7 @@ use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use switchyard_broker::config::BackoffConfig;
+use switchyard_broker::config::{BackoffConfig, StartPosition};
 use switchyard_broker::rules::{RuleSet, event_view};
 use switchyard_sdk::Client;
 use switchyard_sdk::proto;
@@ -62,9 +62,10 @@ pub(crate) enum SubscriptionsCommand {
         /// Redeliver when not settled within this time, e.g. 30s.
         #[arg(long, value_parser = humantime::parse_duration)]
         ack_deadline: Option<Duration>,
-        /// Start from the oldest event (earliest) or only new ones (latest).
-        #[arg(long, value_enum, default_value = "earliest")]
-        start: Start,
+        /// Start from the oldest event (earliest), only new ones (latest),
+        /// or the first appended at or after an RFC 3339 time.
+        #[arg(long, default_value = "earliest", value_parser = StartPosition::parse)]
+        start: StartPosition,
         /// Failed attempts before an event goes to --dead-letter-topic
         /// [default: retry forever].
         #[arg(long, requires = "dead_letter_topic")]
@@ -140,15 +141,6 @@ fn parse_time_ms(text: &str) -> Result<i64, String> {
         format!("expected an RFC 3339 time like 2026-11-25T10:00:00Z, got {text:?}")
     })?;
     Ok(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
-}
-
-/// Start position of a new subscription.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum Start {
-    /// The oldest retained event.
-    Earliest,
-    /// Only events published after creation.
-    Latest,
 }
 
 /// `switchyard schemas ...`
@@ -340,9 +332,14 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                 max_in_flight,
                 ack_deadline_seconds: ack_deadline.map_or(0, |d| d.as_secs().max(1) as u32),
                 start: match start {
-                    Start::Earliest => proto::StartPosition::Earliest,
-                    Start::Latest => proto::StartPosition::Latest,
+                    StartPosition::Earliest => proto::StartPosition::Earliest,
+                    StartPosition::Latest => proto::StartPosition::Latest,
+                    StartPosition::Time(_) => proto::StartPosition::Time,
                 } as i32,
+                start_time_unix_ms: match start {
+                    StartPosition::Time(ms) => ms,
+                    _ => 0,
+                },
                 max_attempts: max_attempts.unwrap_or(0),
                 backoff: Some(backoff),
                 dead_letter_topic: dead_letter_topic.unwrap_or_default(),

@@ -320,15 +320,57 @@ pub struct TopicConfig {
     pub partitions: Option<u32>,
 }
 
-/// Where a new subscription starts reading.
+/// Where a new subscription starts reading. In YAML: `earliest`, `latest`
+/// or an RFC 3339 time such as `2026-11-25T10:00:00Z`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum StartPosition {
     /// The oldest retained event.
     #[default]
     Earliest,
     /// Only events appended after the subscription was created.
     Latest,
+    /// The first event appended at or after this time (ms since the Unix
+    /// epoch).
+    Time(i64),
+}
+
+impl StartPosition {
+    /// Parses `earliest`, `latest` or an RFC 3339 time.
+    pub fn parse(text: &str) -> Result<StartPosition, String> {
+        match text {
+            "earliest" => Ok(StartPosition::Earliest),
+            "latest" => Ok(StartPosition::Latest),
+            other => other
+                .parse::<prost_types::Timestamp>()
+                .map(|t| StartPosition::Time(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
+                .map_err(|_| {
+                    format!("start must be `earliest`, `latest` or an RFC 3339 time like 2026-11-25T10:00:00Z, not {other:?}")
+                }),
+        }
+    }
+}
+
+impl TryFrom<String> for StartPosition {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        StartPosition::parse(&text)
+    }
+}
+
+impl From<StartPosition> for String {
+    fn from(start: StartPosition) -> String {
+        match start {
+            StartPosition::Earliest => "earliest".into(),
+            StartPosition::Latest => "latest".into(),
+            StartPosition::Time(ms) => prost_types::Timestamp {
+                seconds: ms.div_euclid(1000),
+                nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+            }
+            .to_string(),
+        }
+    }
 }
 
 /// A subscription: a named consumer group on one topic.
@@ -593,6 +635,22 @@ mod tests {
         };
         assert_eq!(no_jitter.delay(1, 7), Duration::from_millis(100));
         assert_eq!(no_jitter.delay(40, 7), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn start_positions_parse_and_round_trip() {
+        for (text, start) in [
+            ("earliest", StartPosition::Earliest),
+            ("latest", StartPosition::Latest),
+            (
+                "2026-11-25T10:00:00.250Z",
+                StartPosition::Time(1_795_600_800_250),
+            ),
+        ] {
+            assert_eq!(StartPosition::parse(text), Ok(start));
+            assert_eq!(StartPosition::parse(&String::from(start)), Ok(start));
+        }
+        assert!(StartPosition::parse("yesterday").is_err());
     }
 
     #[test]

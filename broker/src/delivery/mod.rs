@@ -174,6 +174,7 @@ impl Subscriptions {
                 Ok(match spec.start {
                     StartPosition::Earliest => offsets.start,
                     StartPosition::Latest => offsets.end,
+                    StartPosition::Time(ms) => self.log.offset_for_time(&topic, p, ms)?,
                 })
             })
             .collect::<Result<Vec<u64>, LogError>>()?;
