@@ -230,3 +230,113 @@ async fn a_crash_in_the_middle_of_retries_loses_nothing_and_restarts_attempts() 
     assert_eq!(delivery.event.expect("event").id, "survivor");
     assert_eq!(delivery.attempt, 1);
 }
+
+const ORDERED_CONFIG: &str = "
+topics:
+  - name: orders
+    partitions: 1
+subscriptions:
+  - name: ordered
+    topic: orders
+    ordering: by_key
+    max_attempts: 2
+    backoff: {initial: 1s, multiplier: 2.0, max: 2s, jitter: 0.0}
+    dead_letter_topic: orders.dlq
+";
+
+/// (event id, handler start, handler end, succeeded)
+type Handled = Arc<Mutex<Vec<(String, Instant, Instant, bool)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordering_by_key_delivers_in_order_and_a_poison_event_blocks_only_its_key() {
+    let (_dir, broker) = start_broker(ORDERED_CONFIG, RULES);
+    let client = broker.client().await;
+    let handled: Handled = Arc::default();
+    let recorded = Arc::clone(&handled);
+    let subscriber = tokio::spawn(client.subscribe("ordered").max_in_flight(10).run(
+        move |delivery| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                let started = Instant::now();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let id = delivery.event.id.clone();
+                let ok = id != "a1";
+                recorded
+                    .lock()
+                    .expect("lock")
+                    .push((id, started, Instant::now(), ok));
+                if ok {
+                    Ok(())
+                } else {
+                    Err("poison".to_string())
+                }
+            }
+        },
+    ));
+    for (id, key) in [
+        ("a1", "A"),
+        ("b1", "B"),
+        ("a2", "A"),
+        ("b2", "B"),
+        ("a3", "A"),
+    ] {
+        client
+            .publish(
+                "default",
+                event(id, "order.placed", key, serde_json::json!({})),
+            )
+            .await
+            .expect("publish");
+    }
+    let mut admin = broker.admin().await;
+    eventually("key A is parked behind its failing event", || {
+        let mut admin = admin.clone();
+        async move { describe(&mut admin, "ordered").await.partitions[0].parked_keys == ["A"] }
+    })
+    .await;
+    eventually("everything is done", || {
+        let mut admin = admin.clone();
+        async move { fully_committed(&mut admin, "ordered").await }
+    })
+    .await;
+    subscriber.abort();
+    assert!(
+        describe(&mut admin, "ordered").await.partitions[0]
+            .parked_keys
+            .is_empty()
+    );
+
+    let handled = handled.lock().expect("lock").clone();
+    let first = |id: &str| handled.iter().find(|h| h.0 == id).cloned().expect(id);
+    let last = |id: &str| handled.iter().rev().find(|h| h.0 == id).cloned().expect(id);
+    let a1_attempts = handled.iter().filter(|h| h.0 == "a1").count();
+    assert_eq!(
+        a1_attempts, 2,
+        "the poison event was tried max_attempts times"
+    );
+    // Key B flowed while key A was blocked.
+    assert!(
+        last("b2").2 < last("a1").1,
+        "b2 finished before a1's last attempt began"
+    );
+    // Key A waited for its poison event to be dead-lettered, then went on in order.
+    assert!(first("a2").1 >= last("a1").2, "a2 only after a1 is done");
+    assert!(first("a3").1 >= last("a2").2, "a3 only after a2 is acked");
+    let order: Vec<&str> = handled
+        .iter()
+        .filter(|h| h.3)
+        .map(|h| h.0.as_str())
+        .collect();
+    let a_order: Vec<&str> = order
+        .iter()
+        .copied()
+        .filter(|id| id.starts_with('a'))
+        .collect();
+    let b_order: Vec<&str> = order
+        .iter()
+        .copied()
+        .filter(|id| id.starts_with('b'))
+        .collect();
+    assert_eq!(a_order, ["a2", "a3"]);
+    assert_eq!(b_order, ["b1", "b2"]);
+}

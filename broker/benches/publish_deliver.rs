@@ -98,6 +98,7 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
             max_attempts: None,
             backoff: Default::default(),
             dead_letter_topic: None,
+            ordering: Default::default(),
         }],
         ..BrokerConfig::default()
     };

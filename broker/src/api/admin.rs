@@ -1,6 +1,8 @@
 //! `Admin`: topics, subscriptions, rules.
 
-use crate::config::{BackoffConfig, DEFAULT_ACK_DEADLINE, StartPosition, SubscriptionConfig};
+use crate::config::{
+    BackoffConfig, DEFAULT_ACK_DEADLINE, Ordering, StartPosition, SubscriptionConfig,
+};
 use crate::delivery::{SeekTarget, SubscriptionDescription, Subscriptions};
 use crate::ingest::Ingest;
 use crate::log::{EventLog, TopicInfo};
@@ -59,6 +61,10 @@ fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
             StartPosition::Time(ms) => ms,
             _ => 0,
         },
+        ordering: match spec.ordering {
+            Ordering::None => proto::Ordering::None,
+            Ordering::ByKey => proto::Ordering::ByKey,
+        } as i32,
         max_attempts: spec.max_attempts.unwrap_or(0),
         backoff: Some(proto::Backoff {
             initial_ms: spec.backoff.initial.as_millis() as u32,
@@ -88,6 +94,10 @@ fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
             _ => StartPosition::Earliest,
         },
         max_attempts: (sub.max_attempts > 0).then_some(sub.max_attempts),
+        ordering: match proto::Ordering::try_from(sub.ordering) {
+            Ok(proto::Ordering::ByKey) => Ordering::ByKey,
+            _ => Ordering::None,
+        },
         backoff: sub
             .backoff
             .map_or_else(BackoffConfig::default, |b| BackoffConfig {
@@ -113,6 +123,7 @@ fn description_to_proto(description: SubscriptionDescription) -> proto::Subscrip
             lag: p.lag,
             in_flight: p.in_flight,
             oldest_unacked_age_ms: p.oldest_unacked_age.as_millis() as i64,
+            parked_keys: p.parked_keys.clone(),
         })
         .collect();
     proto::SubscriptionDescription {

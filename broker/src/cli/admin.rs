@@ -80,6 +80,10 @@ pub(crate) enum SubscriptionsCommand {
         /// Longest retry delay [default: 60s].
         #[arg(long, value_parser = humantime::parse_duration)]
         backoff_max: Option<Duration>,
+        /// Deliver one event per partition key at a time, in order; a
+        /// failing event holds back only its own key.
+        #[arg(long)]
+        ordered_by_key: bool,
     },
     /// Show committed offset, end offset, lag and in-flight per partition.
     Describe {
@@ -317,6 +321,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             dead_letter_topic,
             backoff_initial,
             backoff_max,
+            ordered_by_key,
         } => {
             let mut admin = admin(&connection).await?;
             let defaults = BackoffConfig::default();
@@ -341,6 +346,11 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                     _ => 0,
                 },
                 max_attempts: max_attempts.unwrap_or(0),
+                ordering: if ordered_by_key {
+                    proto::Ordering::ByKey
+                } else {
+                    proto::Ordering::None
+                } as i32,
                 backoff: Some(backoff),
                 dead_letter_topic: dead_letter_topic.unwrap_or_default(),
             };
@@ -456,12 +466,21 @@ fn print_description(description: proto::SubscriptionDescription) {
         "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
         "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT", "OLDEST_UNACKED"
     );
-    for p in description.partitions {
+    for p in &description.partitions {
         let age = format!("{:.1}s", p.oldest_unacked_age_ms as f64 / 1000.0);
         println!(
             "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
             p.partition, p.committed_offset, p.end_offset, p.lag, p.in_flight, age
         );
+    }
+    for p in &description.partitions {
+        if !p.parked_keys.is_empty() {
+            println!(
+                "partition {} parked keys: {}",
+                p.partition,
+                p.parked_keys.join(", ")
+            );
+        }
     }
 }
 

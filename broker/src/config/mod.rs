@@ -403,6 +403,22 @@ pub struct SubscriptionConfig {
     /// when missing).
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// `by_key`: one event per partition key at a time, in order; a failing
+    /// event holds back only its own key. `none`: no ordering guarantee
+    /// beyond per-partition delivery order of first attempts.
+    #[serde(default)]
+    pub ordering: Ordering,
+}
+
+/// Delivery ordering of a subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Events flow as fast as credits allow.
+    #[default]
+    None,
+    /// One event per partition key at a time, in order.
+    ByKey,
 }
 
 /// Capped exponential backoff with jitter: retry n (n ≥ 1) waits

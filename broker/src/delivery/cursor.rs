@@ -55,6 +55,8 @@ pub(super) struct Cursor {
     due: BTreeSet<(Instant, u64)>,
     /// Offsets being written to the dead-letter topic.
     dying: BTreeSet<u64>,
+    /// Offsets read but held back behind an earlier event of their key.
+    held: BTreeSet<u64>,
 }
 
 impl Cursor {
@@ -86,6 +88,7 @@ impl Cursor {
                 self.remove_retry(offset);
             }
             self.dying = self.dying.split_off(&start);
+            self.held = self.held.split_off(&start);
             let gone: Vec<u64> = self.in_flight.range(..start).map(|(&o, _)| o).collect();
             for offset in gone {
                 holders.extend(self.remove_flight(offset).map(|f| f.consumer));
@@ -138,6 +141,17 @@ impl Cursor {
         }
     }
 
+    /// Records that `offset` was read but is held back (ordering by key).
+    pub(super) fn hold(&mut self, offset: u64) {
+        self.next_fetch = self.next_fetch.max(offset + 1);
+        self.held.insert(offset);
+    }
+
+    /// Takes `offset` out of the held set before it is dispatched.
+    pub(super) fn unhold(&mut self, offset: u64) -> bool {
+        self.held.remove(&offset)
+    }
+
     /// Records that `offset` was handed to `consumer`.
     pub(super) fn dispatched(&mut self, offset: u64, flight: InFlight) {
         self.next_fetch = self.next_fetch.max(offset + 1);
@@ -151,7 +165,11 @@ impl Cursor {
     /// holder's credit frees up), `Some(None)` when it was acked from the
     /// retry queue, `None` when the ack changed nothing.
     pub(super) fn ack(&mut self, offset: u64) -> Option<Option<u64>> {
-        if offset < self.committed || offset >= self.next_fetch || self.acked.contains(&offset) {
+        if offset < self.committed
+            || offset >= self.next_fetch
+            || self.acked.contains(&offset)
+            || self.held.contains(&offset)
+        {
             return None;
         }
         let holder = self.remove_flight(offset).map(|f| f.consumer);
@@ -232,6 +250,11 @@ impl Cursor {
         let deadline = self.deadlines.first().map(|&(at, _)| at);
         let retry = self.due.first().map(|&(at, _)| at);
         deadline.into_iter().chain(retry).min()
+    }
+
+    /// Whether `offset` waits for a retry or is being dead-lettered.
+    pub(super) fn is_retrying(&self, offset: u64) -> bool {
+        self.retry.contains_key(&offset) || self.dying.contains(&offset)
     }
 
     pub(super) fn in_flight_len(&self) -> usize {
@@ -463,7 +486,8 @@ mod tests {
                     let states = usize::from(cursor.acked.contains(&offset))
                         + usize::from(cursor.in_flight.contains_key(&offset))
                         + usize::from(cursor.retry.contains_key(&offset))
-                        + usize::from(cursor.dying.contains(&offset));
+                        + usize::from(cursor.dying.contains(&offset))
+                        + usize::from(cursor.held.contains(&offset));
                     proptest::prop_assert_eq!(states, 1, "offset {} in {} states", offset, states);
                 }
                 proptest::prop_assert!(cursor.acked.iter().all(|&o| o > cursor.committed));

@@ -4,6 +4,7 @@
 //! contiguous acked events, so a crash or disconnect redelivers, never loses.
 
 mod cursor;
+mod ordering;
 mod store;
 mod subscription;
 

@@ -3,10 +3,11 @@
 
 use super::DeliveryError;
 use super::cursor::{Cursor, Due, InFlight};
+use super::ordering::KeyOrder;
 use super::store;
-use crate::config::{DeliveryConfig, SubscriptionConfig};
+use crate::config::{DeliveryConfig, Ordering, SubscriptionConfig};
 use crate::log::{EventLog, TopicInfo};
-use crate::model::{DeadLetter, StoredEvent, TopicName, partition_for};
+use crate::model::{DeadLetter, PARTITION_KEY_EXTENSION, StoredEvent, TopicName, partition_for};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +35,7 @@ pub struct Delivery {
 }
 
 /// Progress on one partition, as `describe` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProgress {
     /// Partition number.
     pub partition: u32,
@@ -48,6 +49,9 @@ pub struct PartitionProgress {
     pub in_flight: u64,
     /// Age of the oldest event delivered but not yet acked (lag in time).
     pub oldest_unacked_age: Duration,
+    /// With ordering by key: keys held back behind an event that waits for
+    /// a retry, sorted.
+    pub parked_keys: Vec<String>,
 }
 
 /// A nack: which delivery failed, why, and optionally when to try again.
@@ -119,6 +123,8 @@ struct State {
     /// Bumped by every seek; part of delivery ids, so settles of
     /// deliveries made before a seek are ignored.
     epoch: u32,
+    /// Per partition: which keys are busy (ordering by key only).
+    keys: Vec<KeyOrder>,
 }
 
 /// A named consumer group on one topic.
@@ -167,6 +173,7 @@ impl Subscription {
                 dirty: false,
                 deleted: false,
                 epoch: 0,
+                keys: (0..topic.partitions).map(|_| KeyOrder::default()).collect(),
             }),
             settled: Notify::new(),
             appended,
@@ -234,6 +241,7 @@ impl Subscription {
                 let committed = state.durable[p];
                 Ok(PartitionProgress {
                     partition: p as u32,
+                    parked_keys: state.keys[p].parked(|offset| cursor.is_retrying(offset)),
                     committed,
                     end,
                     lag: end.saturating_sub(committed),
@@ -292,6 +300,7 @@ impl Subscription {
                 for holder in state.cursors[partition].reset(offset) {
                     release_credit(&mut state.consumers, holder);
                 }
+                state.keys[partition].forget_below(u64::MAX);
             }
             state.epoch = state.epoch.wrapping_add(1);
             state.dirty = true;
@@ -368,10 +377,12 @@ impl Subscription {
             }
             let partition = (state.next_partition + i) % partitions;
             let cursor = &mut state.cursors[partition];
+            let keys = &mut state.keys[partition];
             let offsets = self.log.offsets(&self.topic, partition as u32)?;
             for holder in cursor.skip_to(offsets.start) {
                 release_credit(&mut state.consumers, holder);
             }
+            keys.forget_below(offsets.start);
             for due in cursor.take_due_retries(now, budget) {
                 if self.spec.max_attempts.is_some_and(|max| due.attempt > max) {
                     cursor.dying(due.offset);
@@ -406,26 +417,66 @@ impl Subscription {
                     }
                 }
             }
-            let want = (budget as u64).min(cursor.fetch_budget(self.max_unacked)) as usize;
-            if want > 0 && cursor.next_fetch < offsets.end {
-                for record in
-                    self.log
-                        .read(&self.topic, partition as u32, cursor.next_fetch, want)?
+            let ordered = self.spec.ordering == Ordering::ByKey;
+            let first_attempt = InFlight {
+                consumer,
+                attempt: 1,
+                deadline,
+                first_ms: now_ms,
+            };
+            // Held events whose key became free.
+            for offset in keys.release(if ordered { budget } else { 0 }) {
+                cursor.unhold(offset);
+                match self
+                    .log
+                    .read(&self.topic, partition as u32, offset, 1)?
+                    .pop()
                 {
-                    polled.deliveries.push(self.delivery(
+                    Some(record) if record.offset == offset => {
+                        let delivery = self.delivery(
+                            partition as u32,
+                            offset,
+                            1,
+                            state.epoch,
+                            &record.payload,
+                        )?;
+                        polled.deliveries.push(delivery);
+                        cursor.dispatched(offset, first_attempt);
+                        budget -= 1;
+                    }
+                    _ => {
+                        keys.finish(offset);
+                        cursor.ack(offset);
+                    }
+                }
+            }
+            // New events; with ordering, those of a busy key are held back
+            // and do not use credits, so read on while credits remain.
+            while budget > 0 {
+                let want = (budget as u64).min(cursor.fetch_budget(self.max_unacked)) as usize;
+                if want == 0 || cursor.next_fetch >= offsets.end {
+                    break;
+                }
+                let records =
+                    self.log
+                        .read(&self.topic, partition as u32, cursor.next_fetch, want)?;
+                if records.is_empty() {
+                    break;
+                }
+                for record in records {
+                    let delivery = self.delivery(
                         partition as u32,
                         record.offset,
                         1,
                         state.epoch,
                         &record.payload,
-                    )?);
-                    let flight = InFlight {
-                        consumer,
-                        attempt: 1,
-                        deadline,
-                        first_ms: now_ms,
-                    };
-                    cursor.dispatched(record.offset, flight);
+                    )?;
+                    if ordered && !keys.admit(ordering_key(&delivery), record.offset) {
+                        cursor.hold(record.offset);
+                        continue;
+                    }
+                    polled.deliveries.push(delivery);
+                    cursor.dispatched(record.offset, first_attempt);
                     budget -= 1;
                 }
             }
@@ -457,6 +508,7 @@ impl Subscription {
         match outcome {
             Ok(()) => {
                 cursor.ack(offset);
+                state.keys[partition as usize].finish(offset);
                 state.dirty = true;
             }
             Err(error) => {
@@ -557,6 +609,7 @@ impl Subscription {
                 continue;
             };
             if let Some(holder) = cursor.ack(offset) {
+                state.keys[partition as usize].finish(offset);
                 state.dirty = true;
                 if let Some(holder) = holder {
                     release_credit(&mut state.consumers, holder);
@@ -607,6 +660,16 @@ fn release_credit(consumers: &mut HashMap<u64, ConsumerSlot>, holder: u64) {
     if let Some(slot) = consumers.get_mut(&holder) {
         slot.in_flight = slot.in_flight.saturating_sub(1);
     }
+}
+
+/// The key ordering goes by: the `partitionkey` extension, else the id.
+fn ordering_key(delivery: &Delivery) -> &str {
+    delivery.record.event.as_ref().map_or("", |event| {
+        event
+            .extensions
+            .get(PARTITION_KEY_EXTENSION)
+            .map_or(event.id.as_str(), String::as_str)
+    })
 }
 
 /// A delivery id: `partition.offset.attempt.epoch`.

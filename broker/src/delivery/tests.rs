@@ -17,6 +17,7 @@ fn spec(name: &str, max_in_flight: u32) -> SubscriptionConfig {
         max_attempts: None,
         backoff: BackoffConfig::default(),
         dead_letter_topic: None,
+        ordering: Default::default(),
     }
 }
 
