@@ -340,3 +340,47 @@ async fn ordering_by_key_delivers_in_order_and_a_poison_event_blocks_only_its_ke
     assert_eq!(a_order, ["a2", "a3"]);
     assert_eq!(b_order, ["b1", "b2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_work_extends_the_deadline_instead_of_being_redelivered() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let attempts: Attempts = Arc::default();
+    let recorded = Arc::clone(&attempts);
+    // `patient` has a 1 s ack deadline; the work takes 2.5 s.
+    let subscriber = tokio::spawn(client.subscribe("patient").run(move |delivery| {
+        let recorded = Arc::clone(&recorded);
+        async move {
+            recorded
+                .lock()
+                .expect("lock")
+                .push((delivery.attempt, Instant::now()));
+            delivery
+                .extend_deadline(Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok::<(), String>(())
+        }
+    }));
+    client
+        .publish(
+            "default",
+            event("long", "order.placed", "k", serde_json::json!({})),
+        )
+        .await
+        .expect("publish");
+    let admin = broker.admin().await;
+    eventually("the long work is acked", || {
+        let mut admin = admin.clone();
+        async move { fully_committed(&mut admin, "patient").await }
+    })
+    .await;
+    subscriber.abort();
+    let attempts = attempts.lock().expect("lock").clone();
+    assert_eq!(
+        attempts.len(),
+        1,
+        "not redelivered while the work went on: {attempts:?}"
+    );
+}

@@ -150,7 +150,7 @@ async fn consume(
                 .send(proto::SubscribeRequest {
                     request: Some(Request::Settle(proto::Settle {
                         ack_ids: std::mem::take(&mut acks),
-                        nacks: Vec::new(),
+                        ..Default::default()
                     })),
                 })
                 .await?;

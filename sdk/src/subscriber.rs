@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_proto::v1::subscribe_request::Request;
 use switchyard_proto::v1::subscriber_client::SubscriberClient;
-use switchyard_proto::v1::{CloudEvent, Delivery, Nack, Open, Settle, SubscribeRequest};
+use switchyard_proto::v1::{CloudEvent, Delivery, Extend, Nack, Open, Settle, SubscribeRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,7 +23,7 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// One delivered event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Received {
     /// Id to settle with (the SDK does it for you).
     pub delivery_id: String,
@@ -39,10 +39,14 @@ pub struct Received {
     pub attempt: u32,
     /// Names of the rules that routed it to the topic.
     pub rules: Vec<String>,
+    /// Set when the event was read from a dead-letter topic.
+    pub dead_letter: Option<switchyard_proto::v1::DeadLetter>,
+    /// The stream, for deadline extensions.
+    requests: mpsc::Sender<SubscribeRequest>,
 }
 
 impl Received {
-    fn from_proto(delivery: Delivery) -> Self {
+    fn from_proto(delivery: Delivery, requests: mpsc::Sender<SubscribeRequest>) -> Self {
         Self {
             delivery_id: delivery.delivery_id,
             event: delivery.event.unwrap_or_default(),
@@ -51,7 +55,29 @@ impl Received {
             offset: delivery.offset,
             attempt: delivery.attempt,
             rules: delivery.rules,
+            dead_letter: delivery.dead_letter,
+            requests,
         }
+    }
+
+    /// Asks for more time for long work: the ack deadline moves to `by`
+    /// from now (at most 10 minutes), so the event is not delivered again
+    /// meanwhile. Call it again to keep extending.
+    pub async fn extend_deadline(&self, by: Duration) -> Result<(), SdkError> {
+        let extend = Extend {
+            delivery_id: self.delivery_id.clone(),
+            seconds: u32::try_from(by.as_secs().max(1)).unwrap_or(u32::MAX),
+        };
+        let request = SubscribeRequest {
+            request: Some(Request::Settle(Settle {
+                extends: vec![extend],
+                ..Settle::default()
+            })),
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| SdkError::StreamEnded("the subscription stream is closed".into()))
     }
 
     fn data_bytes(&self) -> Result<&[u8], SdkError> {
@@ -195,7 +221,7 @@ impl SubscriptionBuilder {
                 }
                 message = inbound.message() => match message {
                     Ok(Some(delivery)) => {
-                        let received = Received::from_proto(delivery);
+                        let received = Received::from_proto(delivery, requests.clone());
                         let id = received.delivery_id.clone();
                         let handler = Arc::clone(handler);
                         let task = running.tasks.spawn(async move {

@@ -274,12 +274,12 @@ impl RawStream {
         self.requests
             .send(proto::SubscribeRequest {
                 request: Some(Request::Settle(proto::Settle {
-                    ack_ids: Vec::new(),
                     nacks: vec![proto::Nack {
                         delivery_id,
                         reason: reason.into(),
                         delay_ms: 0,
                     }],
+                    ..Default::default()
                 })),
             })
             .await
@@ -293,7 +293,7 @@ impl RawStream {
             .send(proto::SubscribeRequest {
                 request: Some(Request::Settle(proto::Settle {
                     ack_ids: ids,
-                    nacks: Vec::new(),
+                    ..Default::default()
                 })),
             })
             .await

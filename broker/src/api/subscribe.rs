@@ -99,7 +99,15 @@ impl Subscriber for SubscriberService {
                                     .then(|| Duration::from_millis(u64::from(n.delay_ms))),
                             })
                             .collect();
-                        if let Err(e) = reader.settle(&settle.ack_ids, &nacks) {
+                        let extensions: Vec<(String, Duration)> = settle
+                            .extends
+                            .into_iter()
+                            .map(|e| (e.delivery_id, Duration::from_secs(u64::from(e.seconds))))
+                            .collect();
+                        let outcome = reader
+                            .extend(&extensions)
+                            .and_then(|()| reader.settle(&settle.ack_ids, &nacks));
+                        if let Err(e) = outcome {
                             let _ = reader_sender.send(Err(e.into())).await;
                             break;
                         }

@@ -252,6 +252,23 @@ impl Cursor {
         deadline.into_iter().chain(retry).min()
     }
 
+    /// Moves the deadline of attempt `attempt` of `offset`, if it is still
+    /// the one in flight.
+    pub(super) fn extend(&mut self, offset: u64, attempt: u32, deadline: Instant) -> bool {
+        let Some(flight) = self
+            .in_flight
+            .get_mut(&offset)
+            .filter(|f| f.attempt == attempt)
+        else {
+            return false;
+        };
+        let old = flight.deadline;
+        flight.deadline = deadline;
+        self.deadlines.remove(&(old, offset));
+        self.deadlines.insert((deadline, offset));
+        true
+    }
+
     /// Whether `offset` waits for a retry or is being dead-lettered.
     pub(super) fn is_retrying(&self, offset: u64) -> bool {
         self.retry.contains_key(&offset) || self.dying.contains(&offset)

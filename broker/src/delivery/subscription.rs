@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// Longest deadline extension one request may ask for.
+const MAX_EXTENSION: Duration = Duration::from_secs(600);
 /// How long a consumer waits before re-checking when nothing wakes it.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
@@ -593,6 +595,20 @@ impl Subscription {
         })
     }
 
+    fn extend(&self, extensions: &[(String, Duration)]) -> Result<(), DeliveryError> {
+        let mut state = self.state()?;
+        let now = Instant::now();
+        for (id, by) in extensions {
+            let Some(id) = parse_delivery_id(id).filter(|d| d.epoch == state.epoch) else {
+                continue;
+            };
+            if let Some(cursor) = state.cursors.get_mut(id.partition as usize) {
+                cursor.extend(id.offset, id.attempt, now + (*by).min(MAX_EXTENSION));
+            }
+        }
+        Ok(())
+    }
+
     fn settle(&self, acks: &[String], nacks: &[NackRequest]) -> Result<(), DeliveryError> {
         let mut guard = self.state()?;
         let state = &mut *guard;
@@ -737,6 +753,12 @@ impl Consumer {
     /// counts, a late nack does not.
     pub fn settle(&self, acks: &[String], nacks: &[NackRequest]) -> Result<(), DeliveryError> {
         self.subscription.settle(acks, nacks)
+    }
+
+    /// Gives deliveries still being worked on more time: each deadline
+    /// moves to the given duration from now (at most 10 minutes).
+    pub fn extend(&self, extensions: &[(String, Duration)]) -> Result<(), DeliveryError> {
+        self.subscription.extend(extensions)
     }
 
     /// The subscription this consumer reads.
