@@ -23,6 +23,9 @@ subscriptions:
     topic: orders
     ack_deadline: 1s
     backoff: {initial: 100ms, multiplier: 2.0, max: 1s, jitter: 0.0}
+  - name: throttled
+    topic: orders
+    rate_limit: 20
 ";
 
 const RULES: &str = "
@@ -382,5 +385,41 @@ async fn long_work_extends_the_deadline_instead_of_being_redelivered() {
         attempts.len(),
         1,
         "not redelivered while the work went on: {attempts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_spaces_deliveries_out() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let events = (0..50)
+        .map(|n| {
+            event(
+                &format!("r{n}"),
+                "order.placed",
+                &format!("k{n}"),
+                serde_json::json!({}),
+            )
+        })
+        .collect();
+    client
+        .publish_batch("default", events)
+        .await
+        .expect("publish");
+    let mut stream = RawStream::open(&broker.url, "throttled", 100)
+        .await
+        .expect("open");
+    let first = stream.next().await.expect("delivery");
+    let started = Instant::now();
+    stream.ack(vec![first.delivery_id]).await;
+    for _ in 1..50 {
+        let delivery = stream.next().await.expect("delivery");
+        stream.ack(vec![delivery.delivery_id]).await;
+    }
+    // 20/s with a one-second burst: the last 30 need at least 1.5 s.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1300),
+        "50 deliveries at 20/s took only {elapsed:?}"
     );
 }

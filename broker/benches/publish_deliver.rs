@@ -99,6 +99,7 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
             backoff: Default::default(),
             dead_letter_topic: None,
             ordering: Default::default(),
+            rate_limit: None,
         }],
         ..BrokerConfig::default()
     };

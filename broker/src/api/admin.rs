@@ -61,6 +61,7 @@ fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
             StartPosition::Time(ms) => ms,
             _ => 0,
         },
+        rate_limit: spec.rate_limit.unwrap_or(0.0),
         ordering: match spec.ordering {
             Ordering::None => proto::Ordering::None,
             Ordering::ByKey => proto::Ordering::ByKey,
@@ -94,6 +95,7 @@ fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
             _ => StartPosition::Earliest,
         },
         max_attempts: (sub.max_attempts > 0).then_some(sub.max_attempts),
+        rate_limit: (sub.rate_limit > 0.0).then_some(sub.rate_limit),
         ordering: match proto::Ordering::try_from(sub.ordering) {
             Ok(proto::Ordering::ByKey) => Ordering::ByKey,
             _ => Ordering::None,

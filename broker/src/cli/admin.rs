@@ -84,6 +84,9 @@ pub(crate) enum SubscriptionsCommand {
         /// failing event holds back only its own key.
         #[arg(long)]
         ordered_by_key: bool,
+        /// Most deliveries per second to all consumers together.
+        #[arg(long)]
+        rate_limit: Option<f64>,
     },
     /// Show committed offset, end offset, lag and in-flight per partition.
     Describe {
@@ -322,6 +325,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             backoff_initial,
             backoff_max,
             ordered_by_key,
+            rate_limit,
         } => {
             let mut admin = admin(&connection).await?;
             let defaults = BackoffConfig::default();
@@ -346,6 +350,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                     _ => 0,
                 },
                 max_attempts: max_attempts.unwrap_or(0),
+                rate_limit: rate_limit.unwrap_or(0.0),
                 ordering: if ordered_by_key {
                     proto::Ordering::ByKey
                 } else {

@@ -408,6 +408,11 @@ pub struct SubscriptionConfig {
     /// beyond per-partition delivery order of first attempts.
     #[serde(default)]
     pub ordering: Ordering,
+    /// Most deliveries per second to all consumers together (retries
+    /// included); unset: as fast as credits allow. Bursts up to one
+    /// second's worth.
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
 }
 
 /// Delivery ordering of a subscription.

@@ -286,6 +286,15 @@ fn validate_policy(spec: &SubscriptionConfig) -> Result<(), DeliveryError> {
     if !(backoff.multiplier >= 1.0 && backoff.multiplier.is_finite()) {
         return invalid("backoff.multiplier", "must be at least 1");
     }
+    if spec
+        .rate_limit
+        .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+    {
+        return invalid(
+            "rate_limit",
+            "must be a positive number of events per second",
+        );
+    }
     if !(0.0..=1.0).contains(&backoff.jitter) {
         return invalid("backoff.jitter", "must be between 0 and 1");
     }

@@ -127,6 +127,9 @@ struct State {
     epoch: u32,
     /// Per partition: which keys are busy (ordering by key only).
     keys: Vec<KeyOrder>,
+    /// Rate limit token bucket: tokens left and when they were counted.
+    tokens: f64,
+    tokens_at: Instant,
 }
 
 /// A named consumer group on one topic.
@@ -176,6 +179,8 @@ impl Subscription {
                 deleted: false,
                 epoch: 0,
                 keys: (0..topic.partitions).map(|_| KeyOrder::default()).collect(),
+                tokens: spec.rate_limit.map_or(0.0, |rate| rate.max(1.0)),
+                tokens_at: Instant::now(),
             }),
             settled: Notify::new(),
             appended,
@@ -371,6 +376,13 @@ impl Subscription {
             return Ok(polled);
         };
         let mut budget = slot.max_in_flight.saturating_sub(slot.in_flight);
+        if let Some(rate) = self.spec.rate_limit {
+            let elapsed = now.saturating_duration_since(state.tokens_at).as_secs_f64();
+            state.tokens = (state.tokens + elapsed * rate).min(rate.max(1.0));
+            state.tokens_at = now;
+            budget = budget.min(state.tokens.floor() as usize);
+        }
+        let granted = budget;
         let partitions = state.cursors.len();
         let deadline = now + self.spec.ack_deadline;
         for i in 0..partitions {
@@ -488,6 +500,18 @@ impl Subscription {
             slot.in_flight += polled.deliveries.len();
         }
         polled.wake = state.cursors.iter().filter_map(Cursor::next_wake).min();
+        if let Some(rate) = self.spec.rate_limit {
+            state.tokens -= (granted - budget) as f64;
+            if budget == 0 {
+                // Out of tokens: look again when the next one is due.
+                let next_token = Duration::from_secs_f64((1.0 - state.tokens).max(0.0) / rate);
+                polled.wake = Some(
+                    polled
+                        .wake
+                        .map_or(now + next_token, |w| w.min(now + next_token)),
+                );
+            }
+        }
         Ok(polled)
     }
 

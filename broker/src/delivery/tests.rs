@@ -18,6 +18,7 @@ fn spec(name: &str, max_in_flight: u32) -> SubscriptionConfig {
         backoff: BackoffConfig::default(),
         dead_letter_topic: None,
         ordering: Default::default(),
+        rate_limit: None,
     }
 }
 
