@@ -26,6 +26,9 @@ subscriptions:
   - name: throttled
     topic: orders
     rate_limit: 20
+  - name: big-only
+    topic: orders
+    filter: {data: {total: [{numeric: ['>', 100]}]}}
 ";
 
 const RULES: &str = "
@@ -421,5 +424,60 @@ async fn a_rate_limit_spaces_deliveries_out() {
     assert!(
         elapsed >= Duration::from_millis(1300),
         "50 deliveries at 20/s took only {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_filter_skips_events_it_does_not_want() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let events = [("small", 5), ("big", 500), ("tiny", 1), ("huge", 9000)]
+        .into_iter()
+        .map(|(id, total)| {
+            event(
+                id,
+                "order.placed",
+                id,
+                serde_json::json!({ "total": total }),
+            )
+        })
+        .collect();
+    client
+        .publish_batch("default", events)
+        .await
+        .expect("publish");
+    let mut stream = RawStream::open(&broker.url, "big-only", 10)
+        .await
+        .expect("open");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let delivery = stream.next().await.expect("delivery");
+        ids.push(delivery.event.expect("event").id);
+        stream.ack(vec![delivery.delivery_id]).await;
+    }
+    assert_eq!(ids, ["big", "huge"]);
+    let admin = broker.admin().await;
+    eventually("skipped events count as done", || {
+        let mut admin = admin.clone();
+        async move { fully_committed(&mut admin, "big-only").await }
+    })
+    .await;
+    let mut admin = broker.admin().await;
+    let bad = admin
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "bad-filter".into(),
+                topic: "orders".into(),
+                filter_json: r#"{"data": {"total": 5}}"#.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("invalid pattern");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad.message().contains("filter") && bad.message().contains("pattern.data.total"),
+        "{}",
+        bad.message()
     );
 }

@@ -100,6 +100,7 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
             dead_letter_topic: None,
             ordering: Default::default(),
             rate_limit: None,
+            filter: None,
         }],
         ..BrokerConfig::default()
     };

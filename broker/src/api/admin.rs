@@ -62,6 +62,11 @@ fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
             _ => 0,
         },
         rate_limit: spec.rate_limit.unwrap_or(0.0),
+        filter_json: spec
+            .filter
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         ordering: match spec.ordering {
             Ordering::None => proto::Ordering::None,
             Ordering::ByKey => proto::Ordering::ByKey,
@@ -77,8 +82,16 @@ fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
     }
 }
 
-fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
-    SubscriptionConfig {
+fn subscription_from_proto(sub: proto::Subscription) -> Result<SubscriptionConfig, Status> {
+    let filter =
+        if sub.filter_json.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&sub.filter_json).map_err(|e| {
+                Status::invalid_argument(format!("filter_json is not valid JSON: {e}"))
+            })?)
+        };
+    Ok(SubscriptionConfig {
         max_in_flight: if sub.max_in_flight == 0 {
             crate::config::DEFAULT_MAX_IN_FLIGHT
         } else {
@@ -96,6 +109,7 @@ fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
         },
         max_attempts: (sub.max_attempts > 0).then_some(sub.max_attempts),
         rate_limit: (sub.rate_limit > 0.0).then_some(sub.rate_limit),
+        filter,
         ordering: match proto::Ordering::try_from(sub.ordering) {
             Ok(proto::Ordering::ByKey) => Ordering::ByKey,
             _ => Ordering::None,
@@ -111,7 +125,7 @@ fn subscription_from_proto(sub: proto::Subscription) -> SubscriptionConfig {
         dead_letter_topic: (!sub.dead_letter_topic.is_empty()).then_some(sub.dead_letter_topic),
         name: sub.name,
         topic: sub.topic,
-    }
+    })
 }
 
 fn description_to_proto(description: SubscriptionDescription) -> proto::SubscriptionDescription {
@@ -206,7 +220,7 @@ impl Admin for AdminService {
             .into_inner()
             .subscription
             .ok_or_else(|| Status::invalid_argument("`subscription` is required"))?;
-        let created = self.subscriptions.create(subscription_from_proto(sub))?;
+        let created = self.subscriptions.create(subscription_from_proto(sub)?)?;
         Ok(Response::new(subscription_to_proto(created.spec())))
     }
 

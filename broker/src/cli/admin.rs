@@ -87,6 +87,10 @@ pub(crate) enum SubscriptionsCommand {
         /// Most deliveries per second to all consumers together.
         #[arg(long)]
         rate_limit: Option<f64>,
+        /// Extra event pattern (JSON, the rules language): other events of
+        /// the topic are skipped, e.g. '{"data": {"region": ["eu"]}}'.
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// Show committed offset, end offset, lag and in-flight per partition.
     Describe {
@@ -326,6 +330,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             backoff_max,
             ordered_by_key,
             rate_limit,
+            filter,
         } => {
             let mut admin = admin(&connection).await?;
             let defaults = BackoffConfig::default();
@@ -351,6 +356,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                 },
                 max_attempts: max_attempts.unwrap_or(0),
                 rate_limit: rate_limit.unwrap_or(0.0),
+                filter_json: filter.unwrap_or_default(),
                 ordering: if ordered_by_key {
                     proto::Ordering::ByKey
                 } else {

@@ -413,6 +413,10 @@ pub struct SubscriptionConfig {
     /// second's worth.
     #[serde(default)]
     pub rate_limit: Option<f64>,
+    /// An extra event pattern (same language as rules): events of the topic
+    /// that do not match are skipped by this subscription.
+    #[serde(default)]
+    pub filter: Option<serde_json::Value>,
 }
 
 /// Delivery ordering of a subscription.

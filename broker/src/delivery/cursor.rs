@@ -141,6 +141,14 @@ impl Cursor {
         }
     }
 
+    /// Records that `offset` was read and needs no delivery (filtered out):
+    /// it counts as acked.
+    pub(super) fn skip(&mut self, offset: u64) {
+        self.next_fetch = self.next_fetch.max(offset + 1);
+        self.acked.insert(offset);
+        self.advance();
+    }
+
     /// Records that `offset` was read but is held back (ordering by key).
     pub(super) fn hold(&mut self, offset: u64) {
         self.next_fetch = self.next_fetch.max(offset + 1);

@@ -286,6 +286,14 @@ fn validate_policy(spec: &SubscriptionConfig) -> Result<(), DeliveryError> {
     if !(backoff.multiplier >= 1.0 && backoff.multiplier.is_finite()) {
         return invalid("backoff.multiplier", "must be at least 1");
     }
+    if let Some(filter) = &spec.filter
+        && let Err(error) = crate::rules::Pattern::compile(filter)
+    {
+        return Err(DeliveryError::InvalidSpec {
+            field: "filter",
+            message: error.to_string(),
+        });
+    }
     if spec
         .rate_limit
         .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))

@@ -8,6 +8,7 @@ use super::store;
 use crate::config::{DeliveryConfig, Ordering, SubscriptionConfig};
 use crate::log::{EventLog, TopicInfo};
 use crate::model::{DeadLetter, PARTITION_KEY_EXTENSION, StoredEvent, TopicName, partition_for};
+use crate::rules::{Pattern, event_view};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -139,6 +140,7 @@ pub struct Subscription {
     topic: TopicName,
     log: Arc<dyn EventLog>,
     dead_letter_topic: Option<TopicName>,
+    filter: Option<Pattern>,
     max_unacked: u64,
     dir: PathBuf,
     state: Mutex<State>,
@@ -164,9 +166,19 @@ impl Subscription {
             .clone()
             .map(TopicName::new)
             .transpose()?;
+        let filter = spec
+            .filter
+            .as_ref()
+            .map(Pattern::compile)
+            .transpose()
+            .map_err(|e| DeliveryError::InvalidSpec {
+                field: "filter",
+                message: e.to_string(),
+            })?;
         Ok(Subscription {
             topic: topic.name,
             dead_letter_topic,
+            filter,
             max_unacked: config.max_unacked_per_partition,
             dir,
             state: Mutex::new(State {
@@ -485,6 +497,10 @@ impl Subscription {
                         state.epoch,
                         &record.payload,
                     )?;
+                    if !self.wanted(&delivery) {
+                        cursor.skip(record.offset);
+                        continue;
+                    }
                     if ordered && !keys.admit(ordering_key(&delivery), record.offset) {
                         cursor.hold(record.offset);
                         continue;
@@ -513,6 +529,14 @@ impl Subscription {
             }
         }
         Ok(polled)
+    }
+
+    /// Whether the subscription's extra filter (if any) accepts the event.
+    fn wanted(&self, delivery: &Delivery) -> bool {
+        match (&self.filter, &delivery.record.event) {
+            (Some(filter), Some(event)) => filter.matches(&event_view(event)),
+            _ => true,
+        }
     }
 
     /// The delay before attempt `attempt` (2 for the first retry).

@@ -19,6 +19,7 @@ fn spec(name: &str, max_in_flight: u32) -> SubscriptionConfig {
         dead_letter_topic: None,
         ordering: Default::default(),
         rate_limit: None,
+        filter: None,
     }
 }
 
