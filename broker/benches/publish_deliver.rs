@@ -34,6 +34,10 @@ struct Options {
     rate: u64,
     seconds: u64,
     partitions: u32,
+    /// Percent of first attempts the subscriber nacks.
+    nack_percent: u64,
+    /// Events published to a stalled subscriber (0: skip that scenario).
+    backlog: u64,
 }
 
 fn options() -> Options {
@@ -44,6 +48,8 @@ fn options() -> Options {
         rate: 10_000,
         seconds: 5,
         partitions: 4,
+        nack_percent: 0,
+        backlog: 0,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -55,6 +61,8 @@ fn options() -> Options {
             "--rate" => options.rate = value,
             "--seconds" => options.seconds = value,
             "--partitions" => options.partitions = value as u32,
+            "--nack-percent" => options.nack_percent = value,
+            "--backlog" => options.backlog = value,
             _ => {}
         }
     }
@@ -96,11 +104,15 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
             ack_deadline: Duration::from_secs(60),
             start: Default::default(),
             max_attempts: None,
-            backoff: Default::default(),
             dead_letter_topic: None,
             ordering: Default::default(),
             rate_limit: None,
             filter: None,
+            backoff: switchyard_broker::config::BackoffConfig {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(100),
+                ..Default::default()
+            },
         }],
         ..BrokerConfig::default()
     };
@@ -111,10 +123,13 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
     Ok(url)
 }
 
-/// Consumes `expected` events, recording publish→deliver latency.
+/// Consumes `expected` events, recording publish→deliver latency of each
+/// acked delivery; nacks `nack_percent`% of first attempts (they come back
+/// after the subscription's 10 ms backoff).
 async fn consume(
     url: String,
     expected: u64,
+    nack_percent: u64,
     histogram: Arc<Mutex<Histogram<u64>>>,
 ) -> anyhow::Result<Instant> {
     let (requests, rx) = mpsc::channel(1024);
@@ -144,6 +159,22 @@ async fn consume(
             .and_then(|e| e.extensions.get("sentns"))
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        if delivery.attempt == 1 && delivery.offset.wrapping_mul(0x9E37_79B9) % 100 < nack_percent {
+            let nack = proto::Nack {
+                delivery_id: delivery.delivery_id,
+                reason: "bench".into(),
+                delay_ms: 0,
+            };
+            requests
+                .send(proto::SubscribeRequest {
+                    request: Some(Request::Settle(proto::Settle {
+                        nacks: vec![nack],
+                        ..Default::default()
+                    })),
+                })
+                .await?;
+            continue;
+        }
         local.record(now_nanos().saturating_sub(sent) / 1000)?;
         received += 1;
         acks.push(delivery.delivery_id);
@@ -179,7 +210,12 @@ async fn throughput(options: &Options) -> anyhow::Result<()> {
     let url = start_broker(dir.path(), options.partitions).await?;
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let total = options.events - options.events % (options.publishers * options.batch);
-    let consumer = tokio::spawn(consume(url.clone(), total, Arc::clone(&histogram)));
+    let consumer = tokio::spawn(consume(
+        url.clone(),
+        total,
+        options.nack_percent,
+        Arc::clone(&histogram),
+    ));
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut publishers = Vec::new();
@@ -212,8 +248,8 @@ async fn throughput(options: &Options) -> anyhow::Result<()> {
     );
     report(
         &format!(
-            "throughput ({} publishers, batch {}, {} partitions, fsync always)",
-            options.publishers, options.batch, options.partitions
+            "throughput ({} publishers, batch {}, {} partitions, fsync always, {}% nacked once)",
+            options.publishers, options.batch, options.partitions, options.nack_percent
         ),
         total,
         done - start,
@@ -229,7 +265,12 @@ async fn steady(options: &Options) -> anyhow::Result<()> {
     // Ticks of 1 ms; each tick publishes rate/1000 events as one batch.
     let per_tick = (options.rate / 1000).max(1);
     let total = per_tick * 1000 * options.seconds;
-    let consumer = tokio::spawn(consume(url.clone(), total, Arc::clone(&histogram)));
+    let consumer = tokio::spawn(consume(
+        url.clone(),
+        total,
+        options.nack_percent,
+        Arc::clone(&histogram),
+    ));
     let client = Client::connect(url).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -254,13 +295,78 @@ async fn steady(options: &Options) -> anyhow::Result<()> {
     let done = consumer.await??;
     report(
         &format!(
-            "steady {} events/s (batch {per_tick} per ms, fsync always)",
-            options.rate
+            "steady {} events/s (batch {per_tick} per ms, fsync always, {}% nacked once)",
+            options.rate, options.nack_percent
         ),
         total,
         done - start,
         &*histogram.lock().await,
     );
+    Ok(())
+}
+
+/// Resident and peak memory of this process, in MiB, from /proc.
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Publishes `backlog` events while a subscriber holds its credits and
+/// never acks; reports the memory of the process (broker and load
+/// generator) before and after.
+async fn stalled(options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = start_broker(dir.path(), options.partitions).await?;
+    let (requests, rx) = mpsc::channel(16);
+    requests
+        .send(proto::SubscribeRequest {
+            request: Some(Request::Open(proto::Open {
+                subscription: "bench-sub".into(),
+                max_in_flight: 1000,
+            })),
+        })
+        .await?;
+    let client = Client::connect(url.clone()).await?;
+    let mut stream = proto::subscriber_client::SubscriberClient::new(client.channel())
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    // Take the first credits' worth, then stall.
+    let mut held = 0;
+    let before = memory_mib();
+    let start = Instant::now();
+    for batch in 0..options.backlog / 1000 {
+        let events = (batch * 1000..(batch + 1) * 1000)
+            .map(bench_event)
+            .collect();
+        for result in client.publish_batch("default", events).await? {
+            result?;
+        }
+        while held < 1000 {
+            match tokio::time::timeout(Duration::from_millis(1), stream.message()).await {
+                Ok(Ok(Some(_))) => held += 1,
+                _ => break,
+            }
+        }
+    }
+    let after = memory_mib();
+    println!(
+        "stalled subscriber ({held} deliveries held, never acked), backlog {} events of {EVENT_BYTES} B published in {:.1} s: RSS {:.0} MiB before, {:.0} MiB after (peak {:.0} MiB)",
+        options.backlog,
+        start.elapsed().as_secs_f64(),
+        before.0,
+        after.0,
+        after.1
+    );
+    drop(requests);
     Ok(())
 }
 
@@ -275,6 +381,9 @@ fn main() -> anyhow::Result<()> {
         std::env::consts::ARCH
     );
     runtime.block_on(async {
+        if options.backlog > 0 {
+            return stalled(&options).await;
+        }
         throughput(&options).await?;
         steady(&options).await
     })
