@@ -113,11 +113,7 @@ async fn operate_a_broker_from_the_command_line() {
     assert_eq!(line["rules"], serde_json::json!(["to-audit"]));
 
     let admin = broker.admin().await;
-    eventually("the tail's ack is committed", || {
-        let mut admin = admin.clone();
-        async move { fully_committed(&mut admin, "watch").await }
-    })
-    .await;
+    until_fully_committed(&admin, "watch").await;
     let described = stdout(&run(&["subscriptions", "describe", "watch"]).await);
     assert!(described.contains("total lag 0"), "{described}");
 

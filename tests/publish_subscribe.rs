@@ -97,11 +97,7 @@ async fn ten_thousand_events_arrive_once_in_partition_order_and_stay_acked() {
     assert_eq!(received, published);
 
     let mut admin = broker.admin().await;
-    eventually("all acks committed durably", || {
-        let mut admin = admin.clone();
-        async move { fully_committed(&mut admin, "billing").await }
-    })
-    .await;
+    until_fully_committed(&admin, "billing").await;
     let description = describe(&mut admin, "billing").await;
     assert_eq!(description.total_lag, 0);
     assert_eq!(
@@ -189,11 +185,7 @@ async fn consumers_of_one_subscription_share_its_events() {
         async move { seen.lock().expect("lock").len() >= 400 }
     })
     .await;
-    eventually("all acked", || {
-        let mut admin = admin.clone();
-        async move { fully_committed(&mut admin, "shipping").await }
-    })
-    .await;
+    until_fully_committed(&admin, "shipping").await;
     stop.notify_waiters();
     for run in runs {
         run.await.expect("join").expect("clean stop");

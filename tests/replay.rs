@@ -80,11 +80,7 @@ async fn seek_replays_from_earliest_an_offset_or_a_time_and_skips_to_latest() {
     }
     stream.ack(ids).await;
     let admin = broker.admin().await;
-    eventually("all acked", || {
-        let mut admin = admin.clone();
-        async move { fully_committed(&mut admin, "books").await }
-    })
-    .await;
+    until_fully_committed(&admin, "books").await;
     drop(stream);
 
     // Replay everything, from the command line.

@@ -117,11 +117,7 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
     );
 
     // Done on the source: the subscription moved past it.
-    eventually("the dead-lettered event counts as done", || {
-        let mut admin = admin.clone();
-        async move { fully_committed(&mut admin, "flaky").await }
-    })
-    .await;
+    until_fully_committed(&admin, "flaky").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,11 +296,7 @@ async fn ordering_by_key_delivers_in_order_and_a_poison_event_blocks_only_its_ke
         async move { describe(&mut admin, "ordered").await.partitions[0].parked_keys == ["A"] }
     })
     .await;
-    eventually("everything is done", || {
-        let mut admin = admin.clone();
-        async move { fully_committed(&mut admin, "ordered").await }
-    })
-    .await;
+    until_fully_committed(&admin, "ordered").await;
     subscriber.abort();
     assert!(
         describe(&mut admin, "ordered").await.partitions[0]
@@ -377,11 +369,7 @@ async fn long_work_extends_the_deadline_instead_of_being_redelivered() {
         .await
         .expect("publish");
     let admin = broker.admin().await;
-    eventually("the long work is acked", || {
-        let mut admin = admin.clone();
-        async move { fully_committed(&mut admin, "patient").await }
-    })
-    .await;
+    until_fully_committed(&admin, "patient").await;
     subscriber.abort();
     let attempts = attempts.lock().expect("lock").clone();
     assert_eq!(
@@ -457,11 +445,7 @@ async fn a_subscription_filter_skips_events_it_does_not_want() {
     }
     assert_eq!(ids, ["big", "huge"]);
     let admin = broker.admin().await;
-    eventually("skipped events count as done", || {
-        let mut admin = admin.clone();
-        async move { fully_committed(&mut admin, "big-only").await }
-    })
-    .await;
+    until_fully_committed(&admin, "big-only").await;
     let mut admin = broker.admin().await;
     let bad = admin
         .create_subscription(proto::CreateSubscriptionRequest {

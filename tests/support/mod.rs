@@ -220,6 +220,17 @@ pub async fn fully_committed(admin: &mut AdminClient<Channel>, name: &str) -> bo
         .all(|p| p.committed_offset == p.end_offset)
 }
 
+/// Waits until every partition of a subscription has its durable
+/// committed offset at the end.
+pub async fn until_fully_committed(admin: &AdminClient<Channel>, name: &str) {
+    eventually(&format!("subscription {name} fully committed"), || {
+        let mut admin = admin.clone();
+        let name = name.to_string();
+        async move { fully_committed(&mut admin, &name).await }
+    })
+    .await;
+}
+
 /// A raw gRPC subscription stream (no SDK), for tests of the wire contract.
 pub struct RawStream {
     requests: tokio::sync::mpsc::Sender<proto::SubscribeRequest>,
