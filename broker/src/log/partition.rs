@@ -243,11 +243,8 @@ fn recover(dir: &Path, config: &StorageConfig) -> Result<(Vec<Arc<Segment>>, Fil
     let last = bases.len() - 1;
     let mut expected_base = None;
     for (i, base) in bases.iter().copied().enumerate() {
-        let path = dir.join(super::segment::log_file_name(base));
-        let size = std::fs::metadata(&path)
-            .map_err(|e| LogError::io(&path, e))?
-            .len();
-        let segment = Segment::open_existing(base, path, size)?;
+        let segment = Segment::open_in(dir, base)?;
+        let size = segment.size();
         if i < last && (verify_all || !segment.load_index_file(size)) {
             let checked = check(&segment, config.index_interval_bytes)?;
             if let Some((position, reason)) = checked.torn_at {
@@ -370,11 +367,7 @@ pub(crate) fn verify(dir: &Path) -> Result<PartitionCheck, LogError> {
     };
     let mut expected_base = None;
     for (i, base) in bases.iter().copied().enumerate() {
-        let path = dir.join(super::segment::log_file_name(base));
-        let size = std::fs::metadata(&path)
-            .map_err(|e| LogError::io(&path, e))?
-            .len();
-        let segment = Segment::open_existing(base, path, size)?;
+        let segment = Segment::open_in(dir, base)?;
         if expected_base.is_some_and(|expected| expected != base) {
             return Err(segment.corrupt(
                 0,

@@ -89,6 +89,16 @@ impl Segment {
         })
     }
 
+    /// Opens the existing segment of `dir` that starts at `base_offset`,
+    /// all of its file counted as records (recovery checks that).
+    pub(crate) fn open_in(dir: &Path, base_offset: u64) -> Result<Segment, LogError> {
+        let log_path = dir.join(log_file_name(base_offset));
+        let size = std::fs::metadata(&log_path)
+            .map_err(|e| LogError::io(&log_path, e))?
+            .len();
+        Self::open_existing(base_offset, log_path, size)
+    }
+
     /// Opens the writer handle of this segment, positioned at its end.
     pub(crate) fn open_writer(&self) -> Result<File, LogError> {
         OpenOptions::new()
