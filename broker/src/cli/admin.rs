@@ -27,8 +27,8 @@ pub(crate) enum TopicsCommand {
         /// Topic name (letters, digits, '.', '_', '-').
         name: String,
         /// Partitions [default: the broker's storage.default_partitions].
-        #[arg(long, default_value_t = 0)]
-        partitions: u32,
+        #[arg(long)]
+        partitions: Option<u32>,
     },
     /// Delete a topic and its data (refused while subscriptions or rules use it).
     Delete {
@@ -57,8 +57,8 @@ pub(crate) enum SubscriptionsCommand {
         #[arg(long)]
         topic: String,
         /// Default credits of a stream [default: 100].
-        #[arg(long, default_value_t = 0)]
-        max_in_flight: u32,
+        #[arg(long)]
+        max_in_flight: Option<u32>,
         /// Redeliver when not settled within this time, e.g. 30s.
         #[arg(long, value_parser = humantime::parse_duration)]
         ack_deadline: Option<Duration>,
@@ -278,7 +278,10 @@ pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {
         } => {
             let mut admin = admin(&connection).await?;
             let topic = admin
-                .create_topic(proto::CreateTopicRequest { name, partitions })
+                .create_topic(proto::CreateTopicRequest {
+                    name,
+                    partitions: partitions.unwrap_or(0),
+                })
                 .await?
                 .into_inner();
             println!(
@@ -343,7 +346,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             let subscription = proto::Subscription {
                 name,
                 topic,
-                max_in_flight,
+                max_in_flight: max_in_flight.unwrap_or(0),
                 ack_deadline_seconds: ack_deadline.map_or(0, |d| d.as_secs().max(1) as u32),
                 start: match start {
                     StartPosition::Earliest => proto::StartPosition::Earliest,
