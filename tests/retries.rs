@@ -116,6 +116,37 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
         "the second waits twice as long: {second_gap:?}"
     );
 
+    // The dead letters of the subscription can be listed.
+    let listed = std::process::Command::new(binary())
+        .args(["dlq", "list", "flaky"])
+        .env("SWITCHYARD_URL", &broker.url)
+        .output()
+        .expect("run dlq list");
+    let listed_text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        listed_text.contains("orders.dlq/")
+            && listed_text.contains("doomed")
+            && listed_text.contains("payment service down"),
+        "{listed_text}"
+    );
+    let no_dlq = admin
+        .list_dead_letters(proto::ListDeadLettersRequest {
+            subscription: "patient".into(),
+            limit: 0,
+        })
+        .await
+        .expect_err("patient has no dead-letter topic");
+    assert!(
+        no_dlq.message().contains("no dead-letter topic"),
+        "{}",
+        no_dlq.message()
+    );
+
     // Done on the source: the subscription moved past it.
     until_fully_committed(&admin, "flaky").await;
 }

@@ -258,6 +258,30 @@ impl Admin for AdminService {
         Ok(Response::new(description_to_proto(description)))
     }
 
+    async fn list_dead_letters(
+        &self,
+        request: Request<proto::ListDeadLettersRequest>,
+    ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let limit = if request.limit == 0 {
+            100
+        } else {
+            request.limit as usize
+        };
+        let subscriptions = std::sync::Arc::clone(&self.subscriptions);
+        let found = tokio::task::spawn_blocking(move || {
+            subscriptions.dead_letters(&request.subscription, limit)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(proto::ListDeadLettersResponse {
+            dead_letters: found
+                .into_iter()
+                .map(crate::api::delivery_to_proto)
+                .collect(),
+        }))
+    }
+
     async fn seek_subscription(
         &self,
         request: Request<proto::SeekSubscriptionRequest>,

@@ -9,3 +9,4 @@ mod subscribe;
 pub use admin::AdminService;
 pub use publish::PublisherService;
 pub use subscribe::SubscriberService;
+pub(crate) use subscribe::delivery_to_proto;

@@ -35,7 +35,8 @@ impl SubscriberService {
     }
 }
 
-fn to_proto(delivery: Delivery) -> proto::Delivery {
+/// A delivery as the API sends it.
+pub(crate) fn delivery_to_proto(delivery: Delivery) -> proto::Delivery {
     proto::Delivery {
         delivery_id: delivery.id,
         event: delivery.record.event,
@@ -135,7 +136,7 @@ impl Subscriber for SubscriberService {
                 match batch {
                     Ok(deliveries) => {
                         for delivery in deliveries {
-                            if sender.send(Ok(to_proto(delivery))).await.is_err() {
+                            if sender.send(Ok(delivery_to_proto(delivery))).await.is_err() {
                                 stop.cancel();
                                 return;
                             }

@@ -154,6 +154,59 @@ fn parse_time_ms(text: &str) -> Result<i64, String> {
     Ok(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
 }
 
+/// `switchyard dlq ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List the events a subscription dead-lettered, oldest first, with
+    /// attempts and the last failure reason.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        /// Subscription name.
+        subscription: String,
+        /// Most entries shown.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+pub(super) async fn dlq(command: DlqCommand) -> Result<(), Failure> {
+    match command {
+        DlqCommand::List {
+            connection,
+            subscription,
+            limit,
+        } => {
+            let mut admin = admin(&connection).await?;
+            let dead = admin
+                .list_dead_letters(proto::ListDeadLettersRequest {
+                    subscription,
+                    limit,
+                })
+                .await?
+                .into_inner()
+                .dead_letters;
+            println!(
+                "{:<28} {:<38} {:<30} {:>8}  LAST REASON",
+                "DEAD LETTER", "EVENT ID", "TYPE", "ATTEMPTS"
+            );
+            for entry in dead {
+                let event = entry.event.unwrap_or_default();
+                let meta = entry.dead_letter.unwrap_or_default();
+                println!(
+                    "{:<28} {:<38} {:<30} {:>8}  {}",
+                    format!("{}/{}@{}", entry.topic, entry.partition, entry.offset),
+                    event.id,
+                    event.r#type,
+                    meta.attempts,
+                    meta.last_reason
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `switchyard schemas ...`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum SchemasCommand {

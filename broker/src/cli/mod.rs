@@ -86,6 +86,9 @@ enum Command {
     /// Validate rule files, or list the rules a broker runs.
     #[command(subcommand)]
     Rules(admin::RulesCommand),
+    /// Inspect dead-lettered events.
+    #[command(subcommand)]
+    Dlq(admin::DlqCommand),
     /// Register or list protobuf schemas for payload matching.
     #[command(subcommand)]
     Schemas(admin::SchemasCommand),
@@ -104,6 +107,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Subscriptions(command) => admin::subscriptions(command).await,
         Command::Rules(command) => admin::rules(command).await,
         Command::Schemas(command) => admin::schemas(command).await,
+        Command::Dlq(command) => admin::dlq(command).await,
         Command::Log(command) => log::run(command),
     }
 }

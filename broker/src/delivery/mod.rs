@@ -15,7 +15,7 @@ pub use subscription::{
 
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
 use crate::log::{EventLog, LogError};
-use crate::model::{NameError, SubscriptionName, TopicName};
+use crate::model::{NameError, StoredEvent, SubscriptionName, TopicName};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -212,6 +212,61 @@ impl Subscriptions {
             .read()
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The events the subscription dead-lettered (oldest first, at most
+    /// `limit`), read from its dead-letter topic, with their failure
+    /// metadata.
+    pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<Delivery>, DeliveryError> {
+        let subscription = self.get(name)?;
+        let Some(topic) = &subscription.spec().dead_letter_topic else {
+            return Err(DeliveryError::InvalidSpec {
+                field: "dead_letter_topic",
+                message: format!("subscription '{name}' has no dead-letter topic"),
+            });
+        };
+        let topic = TopicName::new(topic.clone())?;
+        let mut found = Vec::new();
+        for partition in 0..self.log.topic(&topic)?.partitions {
+            let range = self.log.offsets(&topic, partition)?;
+            let mut from = range.start;
+            while from < range.end && found.len() < limit {
+                let records = self.log.read(&topic, partition, from, 1024)?;
+                let Some(last) = records.last() else { break };
+                from = last.offset + 1;
+                for record in records {
+                    let stored = StoredEvent::from_bytes(&record.payload).map_err(|e| {
+                        DeliveryError::Undecodable {
+                            topic: topic.to_string(),
+                            partition,
+                            offset: record.offset,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    let ours = stored
+                        .dead_letter
+                        .as_ref()
+                        .is_some_and(|d| d.subscription == name);
+                    if ours && found.len() < limit {
+                        found.push(Delivery {
+                            id: String::new(),
+                            topic: topic.clone(),
+                            partition,
+                            offset: record.offset,
+                            attempt: 0,
+                            record: stored,
+                        });
+                    }
+                }
+            }
+        }
+        found.sort_by_key(|d| {
+            d.record
+                .dead_letter
+                .as_ref()
+                .map_or(0, |m| m.last_attempt_unix_ms)
+        });
+        Ok(found)
     }
 
     /// Deletes a subscription and its stored offsets; connected consumers
