@@ -149,6 +149,52 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
 
     // Done on the source: the subscription moved past it.
     until_fully_committed(&admin, "flaky").await;
+
+    // Redrive: the event comes back to `flaky` only, afresh, unchanged.
+    let redrive = std::process::Command::new(binary())
+        .args(["dlq", "redrive", "flaky"])
+        .env("SWITCHYARD_URL", &broker.url)
+        .output()
+        .expect("run dlq redrive");
+    let redrive_text = String::from_utf8_lossy(&redrive.stdout);
+    assert!(
+        redrive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redrive.stderr)
+    );
+    assert!(
+        redrive_text.contains("redrove 1 dead letter"),
+        "{redrive_text}"
+    );
+    let mut again = RawStream::open(&broker.url, "flaky", 10)
+        .await
+        .expect("open");
+    let redriven = again.next().await.expect("the redriven event");
+    assert_eq!(redriven.attempt, 1, "delivered afresh");
+    assert_eq!(redriven.topic, "flaky.redrive");
+    assert_eq!(redriven.event.as_ref().expect("event").id, "doomed");
+    assert!(redriven.dead_letter.is_none());
+    again.ack(vec![redriven.delivery_id]).await;
+    let orders_end: u64 = describe(&mut admin, "patient")
+        .await
+        .partitions
+        .iter()
+        .map(|p| p.end_offset)
+        .sum();
+    assert_eq!(
+        orders_end, 1,
+        "other subscribers of the topic do not see it again"
+    );
+    let twice = admin
+        .redrive_dead_letters(proto::RedriveDeadLettersRequest {
+            subscription: "flaky".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("redrive again")
+        .into_inner();
+    assert_eq!(twice.redriven, 0, "a dead letter is redriven at most once");
+    until_fully_committed(&admin, "flaky").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

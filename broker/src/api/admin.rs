@@ -133,6 +133,7 @@ fn description_to_proto(description: SubscriptionDescription) -> proto::Subscrip
         .partitions
         .iter()
         .map(|p| proto::PartitionProgress {
+            topic: p.topic.clone(),
             partition: p.partition,
             committed_offset: p.committed,
             end_offset: p.end,
@@ -279,6 +280,38 @@ impl Admin for AdminService {
                 .into_iter()
                 .map(crate::api::delivery_to_proto)
                 .collect(),
+        }))
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        request: Request<proto::RedriveDeadLettersRequest>,
+    ) -> Result<Response<proto::RedriveDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let filter = if request.filter_json.is_empty() {
+            None
+        } else {
+            let json: serde_json::Value =
+                serde_json::from_str(&request.filter_json).map_err(|e| {
+                    Status::invalid_argument(format!("filter_json is not valid JSON: {e}"))
+                })?;
+            Some(
+                crate::rules::Pattern::compile(&json)
+                    .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?,
+            )
+        };
+        let limit = if request.limit == 0 {
+            usize::MAX
+        } else {
+            request.limit as usize
+        };
+        let (redriven, remaining) = self
+            .subscriptions
+            .redrive(&request.subscription, filter.as_ref(), limit)
+            .await?;
+        Ok(Response::new(proto::RedriveDeadLettersResponse {
+            redriven: redriven as u32,
+            remaining: remaining as u32,
         }))
     }
 

@@ -168,6 +168,23 @@ pub(crate) enum DlqCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Put dead letters back to this subscription only (not to the other
+    /// subscribers of the topic), delivered afresh from attempt 1 with the
+    /// event unchanged. Each dead letter is redriven at most once.
+    ///
+    /// Example: switchyard dlq redrive payment-service --filter '{"data": {"currency": ["EUR"]}}' --limit 100
+    Redrive {
+        #[command(flatten)]
+        connection: Connection,
+        /// Subscription name.
+        subscription: String,
+        /// Only dead letters whose event matches this pattern (JSON).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Most dead letters redriven [default: all].
+        #[arg(long)]
+        limit: Option<u32>,
+    },
 }
 
 pub(super) async fn dlq(command: DlqCommand) -> Result<(), Failure> {
@@ -203,9 +220,47 @@ pub(super) async fn dlq(command: DlqCommand) -> Result<(), Failure> {
                 );
             }
         }
+        DlqCommand::Redrive {
+            connection,
+            subscription,
+            filter,
+            limit,
+        } => {
+            let mut admin = admin(&connection).await?;
+            let wanted = limit.map_or(u64::MAX, u64::from);
+            let progress = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "redriving {bar:40} {pos}/{len} dead letters",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let mut done = 0u64;
+            while done < wanted {
+                let batch = (wanted - done).min(REDRIVE_BATCH) as u32;
+                let response = admin
+                    .redrive_dead_letters(proto::RedriveDeadLettersRequest {
+                        subscription: subscription.clone(),
+                        filter_json: filter.clone().unwrap_or_default(),
+                        limit: batch,
+                    })
+                    .await?
+                    .into_inner();
+                done += u64::from(response.redriven);
+                progress.set_length((done + u64::from(response.remaining)).min(wanted));
+                progress.set_position(done);
+                if response.redriven == 0 || response.remaining == 0 {
+                    break;
+                }
+            }
+            progress.finish_and_clear();
+            println!("redrove {done} dead letter(s) to subscription {subscription}");
+        }
     }
     Ok(())
 }
+
+/// Dead letters redriven per request (progress advances per batch).
+const REDRIVE_BATCH: u64 = 100;
 
 /// `switchyard schemas ...`
 #[derive(Debug, clap::Subcommand)]
@@ -530,14 +585,19 @@ fn print_description(description: proto::SubscriptionDescription) {
         );
     }
     println!(
-        "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
-        "PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT", "OLDEST_UNACKED"
+        "{:<32} {:>12} {:>12} {:>10} {:>10} {:>14}",
+        "TOPIC/PARTITION", "COMMITTED", "END", "LAG", "IN_FLIGHT", "OLDEST_UNACKED"
     );
     for p in &description.partitions {
         let age = format!("{:.1}s", p.oldest_unacked_age_ms as f64 / 1000.0);
         println!(
-            "{:<10} {:>12} {:>12} {:>10} {:>10} {:>14}",
-            p.partition, p.committed_offset, p.end_offset, p.lag, p.in_flight, age
+            "{:<32} {:>12} {:>12} {:>10} {:>10} {:>14}",
+            format!("{}/{}", p.topic, p.partition),
+            p.committed_offset,
+            p.end_offset,
+            p.lag,
+            p.in_flight,
+            age
         );
     }
     for p in &description.partitions {

@@ -111,6 +111,7 @@ impl Subscriptions {
                     continue;
                 }
             };
+            let redrive = ensure_redrive_topic(log.as_ref(), &spec)?;
             let subscription = Subscription::new(
                 spec,
                 info,
@@ -118,6 +119,7 @@ impl Subscriptions {
                 Arc::clone(&log),
                 &config,
                 dir.join(name.as_str()),
+                redrive,
             )?;
             subscriptions.insert(name, Arc::new(subscription));
         }
@@ -180,6 +182,7 @@ impl Subscriptions {
             })
             .collect::<Result<Vec<u64>, LogError>>()?;
         let sub_dir = self.dir.join(name.as_str());
+        let redrive = ensure_redrive_topic(self.log.as_ref(), &spec)?;
         store::create(&sub_dir, &spec, &committed)?;
         let subscription = Arc::new(Subscription::new(
             spec,
@@ -188,6 +191,7 @@ impl Subscriptions {
             Arc::clone(&self.log),
             &self.config,
             sub_dir,
+            redrive,
         )?);
         subscriptions.insert(name.clone(), Arc::clone(&subscription));
         tracing::info!(subscription = %name, topic = %topic, "subscription created");
@@ -269,6 +273,46 @@ impl Subscriptions {
         Ok(found)
     }
 
+    /// Puts dead letters of subscription `name` back to that subscription
+    /// only (through its private redrive topic): oldest first, those whose
+    /// event matches `filter` (if given), at most `limit`. Each is delivered
+    /// afresh from attempt 1, the event unchanged (id and trace context
+    /// included). A dead letter is redriven at most once. Returns how many
+    /// were redriven and how many matching ones are left.
+    pub async fn redrive(
+        &self,
+        name: &str,
+        filter: Option<&crate::rules::Pattern>,
+        limit: usize,
+    ) -> Result<(usize, usize), DeliveryError> {
+        let subscription = self.get(name)?;
+        let redrive_topic = redrive_topic_name(name)?;
+        let mut done = store::load_redriven(subscription.dir())?;
+        let candidates: Vec<Delivery> = self
+            .dead_letters(name, usize::MAX)?
+            .into_iter()
+            .filter(|d| !done.contains(&(d.partition, d.offset)))
+            .filter(|d| match (filter, &d.record.event) {
+                (Some(filter), Some(event)) => filter.matches(&crate::rules::event_view(event)),
+                _ => true,
+            })
+            .collect();
+        let mut redriven = 0;
+        for dead in candidates.iter().take(limit) {
+            let mut record = dead.record.clone();
+            record.dead_letter = None;
+            self.log
+                .append(&redrive_topic, 0, vec![record.to_bytes()])
+                .await?;
+            done.insert((dead.partition, dead.offset));
+            store::save_redriven(subscription.dir(), &done)?;
+            redriven += 1;
+        }
+        subscription.wake();
+        tracing::info!(subscription = %name, redriven, "dead letters redriven");
+        Ok((redriven, candidates.len() - redriven))
+    }
+
     /// Deletes a subscription and its stored offsets; connected consumers
     /// get NOT_FOUND on their next poll.
     pub fn delete(&self, name: &str) -> Result<(), DeliveryError> {
@@ -282,6 +326,12 @@ impl Subscriptions {
             .ok_or_else(|| DeliveryError::SubscriptionNotFound(name.to_string()))?;
         subscription.mark_deleted();
         store::remove(&self.dir.join(key.as_str()))?;
+        if subscription.spec().dead_letter_topic.is_some() {
+            match self.log.delete_topic(&redrive_topic_name(name)?) {
+                Ok(()) | Err(LogError::TopicNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         tracing::info!(subscription = %name, "subscription deleted");
         Ok(())
     }
@@ -312,6 +362,27 @@ impl Subscriptions {
         let this = Arc::clone(&self);
         let _ = tokio::task::spawn_blocking(move || this.flush()).await;
     }
+}
+
+/// The private topic redriven dead letters come back through:
+/// `<subscription>.redrive`, created (one partition) when missing, for
+/// subscriptions with a dead-letter topic.
+fn ensure_redrive_topic(
+    log: &dyn EventLog,
+    spec: &SubscriptionConfig,
+) -> Result<Option<TopicName>, DeliveryError> {
+    if spec.dead_letter_topic.is_none() {
+        return Ok(None);
+    }
+    let topic = redrive_topic_name(&spec.name)?;
+    if let Err(LogError::TopicNotFound(_)) = log.topic(&topic) {
+        log.create_topic(&topic, 1)?;
+    }
+    Ok(Some(topic))
+}
+
+fn redrive_topic_name(subscription: &str) -> Result<TopicName, DeliveryError> {
+    Ok(TopicName::new(format!("{subscription}.redrive"))?)
 }
 
 /// Checks the retry policy of a subscription definition.

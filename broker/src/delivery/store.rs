@@ -64,6 +64,35 @@ pub(super) fn write_offsets(dir: &Path, committed: &[u64]) -> Result<(), Deliver
     write_atomic(&dir.join(OFFSETS), &bytes)
 }
 
+const REDRIVEN: &str = "redriven.json";
+
+/// The dead letters (dead-letter topic partition, offset) already
+/// redriven.
+pub(super) fn load_redriven(
+    dir: &Path,
+) -> Result<std::collections::BTreeSet<(u32, u64)>, DeliveryError> {
+    let path = dir.join(REDRIVEN);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DeliveryError::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Stores the set of redriven dead letters.
+pub(super) fn save_redriven(
+    dir: &Path,
+    redriven: &std::collections::BTreeSet<(u32, u64)>,
+) -> Result<(), DeliveryError> {
+    write_atomic(
+        &dir.join(REDRIVEN),
+        &serde_json::to_vec(redriven).unwrap_or_default(),
+    )
+}
+
 /// Removes a subscription's files.
 pub(super) fn remove(dir: &Path) -> Result<(), DeliveryError> {
     match std::fs::remove_dir_all(dir) {

@@ -6,7 +6,7 @@ use super::cursor::{Cursor, Due, InFlight};
 use super::ordering::KeyOrder;
 use super::store;
 use crate::config::{DeliveryConfig, Ordering, SubscriptionConfig};
-use crate::log::{EventLog, TopicInfo};
+use crate::log::{EventLog, LogError, LogRecord, PartitionOffsets, TopicInfo};
 use crate::model::{DeadLetter, PARTITION_KEY_EXTENSION, StoredEvent, TopicName, partition_for};
 use crate::rules::{Pattern, event_view};
 use std::collections::HashMap;
@@ -40,6 +40,8 @@ pub struct Delivery {
 /// Progress on one partition, as `describe` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProgress {
+    /// The topic: the subscription's, or its private redrive topic.
+    pub topic: String,
     /// Partition number.
     pub partition: u32,
     /// Durable committed offset: all below it is acked and on disk.
@@ -138,6 +140,10 @@ struct State {
 pub struct Subscription {
     spec: SubscriptionConfig,
     topic: TopicName,
+    /// What the subscription reads, by cursor index: the topic's partitions,
+    /// then (with a dead-letter topic) partition 0 of its private redrive
+    /// topic `<name>.redrive`, where redriven events come back.
+    sources: Vec<(TopicName, u32)>,
     log: Arc<dyn EventLog>,
     dead_letter_topic: Option<TopicName>,
     filter: Option<Pattern>,
@@ -158,8 +164,16 @@ impl Subscription {
         log: Arc<dyn EventLog>,
         config: &DeliveryConfig,
         dir: PathBuf,
+        redrive_topic: Option<TopicName>,
     ) -> Result<Subscription, DeliveryError> {
-        committed.resize(topic.partitions as usize, 0);
+        let mut sources: Vec<(TopicName, u32)> = (0..topic.partitions)
+            .map(|p| (topic.name.clone(), p))
+            .collect();
+        if let Some(redrive) = redrive_topic {
+            sources.push((redrive, 0));
+        }
+        committed.resize(sources.len(), 0);
+        let cursor_count = sources.len();
         let appended = log.appended(&topic.name)?;
         let dead_letter_topic = spec
             .dead_letter_topic
@@ -177,6 +191,7 @@ impl Subscription {
             })?;
         Ok(Subscription {
             topic: topic.name,
+            sources,
             dead_letter_topic,
             filter,
             max_unacked: config.max_unacked_per_partition,
@@ -190,7 +205,7 @@ impl Subscription {
                 dirty: false,
                 deleted: false,
                 epoch: 0,
-                keys: (0..topic.partitions).map(|_| KeyOrder::default()).collect(),
+                keys: (0..cursor_count).map(|_| KeyOrder::default()).collect(),
                 tokens: spec.rate_limit.map_or(0.0, |rate| rate.max(1.0)),
                 tokens_at: Instant::now(),
             }),
@@ -199,6 +214,37 @@ impl Subscription {
             spec,
             log,
         })
+    }
+
+    /// The subscription's directory (offsets, definition, redrive marks).
+    pub(super) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Wakes waiting consumers (new events on the redrive topic).
+    pub(super) fn wake(&self) {
+        self.settled.notify_waiters();
+    }
+
+    /// The topic and partition behind cursor `index`.
+    fn source(&self, index: u32) -> (&TopicName, u32) {
+        let (topic, partition) = &self.sources[index as usize];
+        (topic, *partition)
+    }
+
+    fn offsets_of(&self, index: u32) -> Result<PartitionOffsets, LogError> {
+        let (topic, partition) = self.source(index);
+        self.log.offsets(topic, partition)
+    }
+
+    fn read_from(&self, index: u32, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let (topic, partition) = self.source(index);
+        self.log.read(topic, partition, from, max)
+    }
+
+    fn time_offset(&self, index: u32, timestamp_ms: i64) -> Result<u64, LogError> {
+        let (topic, partition) = self.source(index);
+        self.log.offset_for_time(topic, partition, timestamp_ms)
     }
 
     /// The definition.
@@ -256,10 +302,12 @@ impl Subscription {
             .iter()
             .enumerate()
             .map(|(p, cursor)| {
-                let end = self.log.offsets(&self.topic, p as u32)?.end;
+                let end = self.offsets_of(p as u32)?.end;
                 let committed = state.durable[p];
+                let (topic, partition) = self.source(p as u32);
                 Ok(PartitionProgress {
-                    partition: p as u32,
+                    topic: topic.to_string(),
+                    partition,
                     parked_keys: state.keys[p].parked(|offset| cursor.is_retrying(offset)),
                     committed,
                     end,
@@ -299,13 +347,11 @@ impl Subscription {
         }
         let mut targets = Vec::new();
         for partition in 0..partitions {
-            let range = self.log.offsets(&self.topic, partition)?;
+            let range = self.offsets_of(partition)?;
             let offset = match target {
                 SeekTarget::Earliest => Some(range.start),
                 SeekTarget::Latest => Some(range.end),
-                SeekTarget::Time(ms) => {
-                    Some(self.log.offset_for_time(&self.topic, partition, *ms)?)
-                }
+                SeekTarget::Time(ms) => Some(self.time_offset(partition, *ms)?),
                 SeekTarget::Offsets(offsets) => offsets.get(&partition).copied(),
             };
             if let Some(offset) = offset {
@@ -404,7 +450,7 @@ impl Subscription {
             let partition = (state.next_partition + i) % partitions;
             let cursor = &mut state.cursors[partition];
             let keys = &mut state.keys[partition];
-            let offsets = self.log.offsets(&self.topic, partition as u32)?;
+            let offsets = self.offsets_of(partition as u32)?;
             for holder in cursor.skip_to(offsets.start) {
                 release_credit(&mut state.consumers, holder);
             }
@@ -415,11 +461,7 @@ impl Subscription {
                     polled.dead_letters.push((partition as u32, due));
                     continue;
                 }
-                match self
-                    .log
-                    .read(&self.topic, partition as u32, due.offset, 1)?
-                    .pop()
-                {
+                match self.read_from(partition as u32, due.offset, 1)?.pop() {
                     Some(record) if record.offset == due.offset => {
                         polled.deliveries.push(self.delivery(
                             partition as u32,
@@ -453,11 +495,7 @@ impl Subscription {
             // Held events whose key became free.
             for offset in keys.release(if ordered { budget } else { 0 }) {
                 cursor.unhold(offset);
-                match self
-                    .log
-                    .read(&self.topic, partition as u32, offset, 1)?
-                    .pop()
-                {
+                match self.read_from(partition as u32, offset, 1)?.pop() {
                     Some(record) if record.offset == offset => {
                         let delivery = self.delivery(
                             partition as u32,
@@ -483,9 +521,7 @@ impl Subscription {
                 if want == 0 || cursor.next_fetch >= offsets.end {
                     break;
                 }
-                let records =
-                    self.log
-                        .read(&self.topic, partition as u32, cursor.next_fetch, want)?;
+                let records = self.read_from(partition as u32, cursor.next_fetch, want)?;
                 if records.is_empty() {
                     break;
                 }
@@ -573,22 +609,23 @@ impl Subscription {
         let Some(topic) = &self.dead_letter_topic else {
             return Ok(());
         };
-        let Some(record) = self.log.read(&self.topic, partition, due.offset, 1)?.pop() else {
+        let Some(record) = self.read_from(partition, due.offset, 1)?.pop() else {
             return Ok(());
         };
         if record.offset != due.offset {
             return Ok(()); // deleted by retention meanwhile
         }
+        let (source_topic, source_partition) = self.source(partition);
         let mut stored =
             StoredEvent::from_bytes(&record.payload).map_err(|e| DeliveryError::Undecodable {
-                topic: self.topic.to_string(),
-                partition,
+                topic: source_topic.to_string(),
+                partition: source_partition,
                 offset: due.offset,
                 reason: e.to_string(),
             })?;
         stored.dead_letter = Some(DeadLetter {
-            source_topic: self.topic.to_string(),
-            source_partition: partition,
+            source_topic: source_topic.to_string(),
+            source_partition,
             source_offset: due.offset,
             subscription: self.spec.name.clone(),
             attempts: due.attempt - 1,
@@ -607,8 +644,8 @@ impl Subscription {
             .await?;
         tracing::warn!(
             subscription = %self.spec.name,
-            source_topic = %self.topic,
-            partition,
+            %source_topic,
+            source_partition,
             offset = due.offset,
             attempts = due.attempt - 1,
             reason = %due.reason,
@@ -627,16 +664,17 @@ impl Subscription {
         epoch: u32,
         payload: &[u8],
     ) -> Result<Delivery, DeliveryError> {
+        let (topic, source_partition) = self.source(partition);
         let record = StoredEvent::from_bytes(payload).map_err(|e| DeliveryError::Undecodable {
-            topic: self.topic.to_string(),
-            partition,
+            topic: topic.to_string(),
+            partition: source_partition,
             offset,
             reason: e.to_string(),
         })?;
         Ok(Delivery {
             id: format!("{partition}.{offset}.{attempt}.{epoch}"),
-            topic: self.topic.clone(),
-            partition,
+            topic: topic.clone(),
+            partition: source_partition,
             offset,
             attempt,
             record,
