@@ -41,6 +41,14 @@ rules:
 /// (attempt, when) per handled delivery.
 type Attempts = Arc<Mutex<Vec<(u32, Instant)>>>;
 
+/// Notes that a handler ran for `attempt`, now.
+fn record(attempts: &Attempts, attempt: u32) {
+    attempts
+        .lock()
+        .expect("lock")
+        .push((attempt, Instant::now()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_back_off_then_dead_letter_with_metadata() {
     let (_dir, broker) = start_broker(CONFIG, RULES);
@@ -50,10 +58,7 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
     let subscriber = tokio::spawn(client.subscribe("flaky").run(move |delivery| {
         let recorded = Arc::clone(&recorded);
         async move {
-            recorded
-                .lock()
-                .expect("lock")
-                .push((delivery.attempt, Instant::now()));
+            record(&recorded, delivery.attempt);
             Err::<(), String>("payment service down".into())
         }
     }));
@@ -206,10 +211,7 @@ async fn a_nack_with_retry_after_replaces_the_backoff() {
     let subscriber = tokio::spawn(client.subscribe("patient").run(move |delivery| {
         let recorded = Arc::clone(&recorded);
         async move {
-            recorded
-                .lock()
-                .expect("lock")
-                .push((delivery.attempt, Instant::now()));
+            record(&recorded, delivery.attempt);
             if delivery.attempt == 1 {
                 Err(RetryAfter::new(Duration::from_millis(700), "rate limited"))
             } else {
@@ -426,10 +428,7 @@ async fn long_work_extends_the_deadline_instead_of_being_redelivered() {
     let subscriber = tokio::spawn(client.subscribe("patient").run(move |delivery| {
         let recorded = Arc::clone(&recorded);
         async move {
-            recorded
-                .lock()
-                .expect("lock")
-                .push((delivery.attempt, Instant::now()));
+            record(&recorded, delivery.attempt);
             delivery
                 .extend_deadline(Duration::from_secs(5))
                 .await
