@@ -84,17 +84,8 @@ async fn seek_replays_from_earliest_an_offset_or_a_time_and_skips_to_latest() {
     drop(stream);
 
     // Replay everything, from the command line.
-    let output = std::process::Command::new(binary())
-        .args(["subscriptions", "seek", "books", "--to-earliest"])
-        .env("SWITCHYARD_URL", &broker.url)
-        .output()
-        .expect("run seek");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("total lag 5"));
+    let seeked = broker.cli(&["subscriptions", "seek", "books", "--to-earliest"]);
+    assert!(seeked.contains("total lag 5"), "{seeked}");
     assert_eq!(offsets_delivered(&broker.url, 5).await, [0, 1, 2, 3, 4]);
 
     let mut admin = broker.admin().await;

@@ -122,17 +122,7 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
     );
 
     // The dead letters of the subscription can be listed.
-    let listed = std::process::Command::new(binary())
-        .args(["dlq", "list", "flaky"])
-        .env("SWITCHYARD_URL", &broker.url)
-        .output()
-        .expect("run dlq list");
-    let listed_text = String::from_utf8_lossy(&listed.stdout);
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
+    let listed_text = broker.cli(&["dlq", "list", "flaky"]);
     assert!(
         listed_text.contains("orders.dlq/")
             && listed_text.contains("doomed")
@@ -156,17 +146,7 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
     until_fully_committed(&admin, "flaky").await;
 
     // Redrive: the event comes back to `flaky` only, afresh, unchanged.
-    let redrive = std::process::Command::new(binary())
-        .args(["dlq", "redrive", "flaky"])
-        .env("SWITCHYARD_URL", &broker.url)
-        .output()
-        .expect("run dlq redrive");
-    let redrive_text = String::from_utf8_lossy(&redrive.stdout);
-    assert!(
-        redrive.status.success(),
-        "{}",
-        String::from_utf8_lossy(&redrive.stderr)
-    );
+    let redrive_text = broker.cli(&["dlq", "redrive", "flaky"]);
     assert!(
         redrive_text.contains("redrove 1 dead letter"),
         "{redrive_text}"

@@ -133,6 +133,22 @@ impl BrokerProcess {
         response
     }
 
+    /// Runs `switchyard ARGS` against this broker; asserts it succeeds and
+    /// returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(binary())
+            .args(args)
+            .env("SWITCHYARD_URL", &self.url)
+            .output()
+            .expect("run switchyard");
+        assert!(
+            output.status.success(),
+            "switchyard {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// The broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
