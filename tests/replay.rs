@@ -30,14 +30,25 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-async fn offsets_delivered(url: &str, count: usize) -> Vec<u64> {
-    let mut stream = RawStream::open(url, "books", 100).await.expect("open");
+/// Reads `count` deliveries on a fresh stream, then closes it and waits
+/// until the broker has noticed (so the next seek starts clean).
+async fn offsets_delivered(broker: &BrokerProcess, count: usize) -> Vec<u64> {
+    let mut stream = RawStream::open(&broker.url, "books", 100)
+        .await
+        .expect("open");
     let mut offsets = Vec::new();
     for _ in 0..count {
         let delivery = stream.next().await.expect("delivery");
         assert_eq!(delivery.attempt, 1, "a replay is a fresh delivery");
         offsets.push(delivery.offset);
     }
+    drop(stream);
+    let admin = broker.admin().await;
+    eventually("the stream is closed on the broker", || {
+        let mut admin = admin.clone();
+        async move { describe(&mut admin, "books").await.consumers == 0 }
+    })
+    .await;
     offsets
 }
 
@@ -82,11 +93,16 @@ async fn seek_replays_from_earliest_an_offset_or_a_time_and_skips_to_latest() {
     let admin = broker.admin().await;
     until_fully_committed(&admin, "books").await;
     drop(stream);
+    eventually("the first stream is closed on the broker", || {
+        let mut admin = admin.clone();
+        async move { describe(&mut admin, "books").await.consumers == 0 }
+    })
+    .await;
 
     // Replay everything, from the command line.
     let seeked = broker.cli(&["subscriptions", "seek", "books", "--to-earliest"]);
     assert!(seeked.contains("total lag 5"), "{seeked}");
-    assert_eq!(offsets_delivered(&broker.url, 5).await, [0, 1, 2, 3, 4]);
+    assert_eq!(offsets_delivered(&broker, 5).await, [0, 1, 2, 3, 4]);
 
     let mut admin = broker.admin().await;
     let seek = |target: Target| proto::SeekSubscriptionRequest {
@@ -105,14 +121,14 @@ async fn seek_replays_from_earliest_an_offset_or_a_time_and_skips_to_latest() {
         moved.partitions[0].committed_offset, 3,
         "the new position is durable at once"
     );
-    assert_eq!(offsets_delivered(&broker.url, 2).await, [3, 4]);
+    assert_eq!(offsets_delivered(&broker, 2).await, [3, 4]);
 
     admin
         .seek_subscription(seek(Target::TimeUnixMs(middle)))
         .await
         .expect("seek");
     assert_eq!(
-        offsets_delivered(&broker.url, 2).await,
+        offsets_delivered(&broker, 2).await,
         [3, 4],
         "events appended after the time"
     );

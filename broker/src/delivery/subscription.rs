@@ -588,8 +588,8 @@ impl Subscription {
     async fn dead_letter(&self, partition: u32, due: Due) -> Result<(), DeliveryError> {
         let offset = due.offset;
         let outcome = self.write_dead_letter(partition, &due).await;
-        let mut state = self.state()?;
-        let state = &mut *state;
+        let mut guard = self.state()?;
+        let state = &mut *guard;
         let cursor = &mut state.cursors[partition as usize];
         match outcome {
             Ok(()) => {
@@ -602,6 +602,9 @@ impl Subscription {
                 cursor.dead_letter_failed(due, Instant::now() + self.spec.backoff.max);
             }
         }
+        drop(guard);
+        // A key may have moved on (ordering) or a retry may be due.
+        self.settled.notify_waiters();
         Ok(())
     }
 
@@ -814,8 +817,16 @@ impl Consumer {
             settled.as_mut().enable();
             appended.as_mut().enable();
             let polled = subscription.poll(self.id)?;
+            // Dead-letter writes run as their own tasks: if this consumer
+            // goes away mid-write, the event must still end up done (or
+            // back in the retry queue), never stuck half-way.
             for (partition, due) in polled.dead_letters {
-                subscription.dead_letter(partition, due).await?;
+                let subscription = Arc::clone(subscription);
+                tokio::spawn(async move {
+                    if let Err(error) = subscription.dead_letter(partition, due).await {
+                        tracing::error!(subscription = %subscription.spec.name, %error, "dead-lettering failed");
+                    }
+                });
             }
             if !polled.deliveries.is_empty() {
                 return Ok(polled.deliveries);
