@@ -124,11 +124,7 @@ pub struct RuleStatus {
     pub last_error_at_ms: i64,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::model::now_unix_ms as now_ms;
 
 /// Whether the payload is protobuf: an `Any`, or a protobuf content type.
 fn is_protobuf(event: &CloudEvent) -> bool {

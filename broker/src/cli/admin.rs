@@ -148,10 +148,8 @@ fn parse_partition_offset(text: &str) -> Result<(u32, u64), String> {
 }
 
 fn parse_time_ms(text: &str) -> Result<i64, String> {
-    let time: prost_types::Timestamp = text.parse().map_err(|_| {
-        format!("expected an RFC 3339 time like 2026-11-25T10:00:00Z, got {text:?}")
-    })?;
-    Ok(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
+    switchyard_broker::config::parse_rfc3339_ms(text)
+        .ok_or_else(|| format!("expected an RFC 3339 time like 2026-11-25T10:00:00Z, got {text:?}"))
 }
 
 /// `switchyard dlq ...`

@@ -341,14 +341,18 @@ impl StartPosition {
         match text {
             "earliest" => Ok(StartPosition::Earliest),
             "latest" => Ok(StartPosition::Latest),
-            other => other
-                .parse::<prost_types::Timestamp>()
-                .map(|t| StartPosition::Time(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
-                .map_err(|_| {
-                    format!("start must be `earliest`, `latest` or an RFC 3339 time like 2026-11-25T10:00:00Z, not {other:?}")
-                }),
+            other => parse_rfc3339_ms(other).map(StartPosition::Time).ok_or_else(|| {
+                format!("start must be `earliest`, `latest` or an RFC 3339 time like 2026-11-25T10:00:00Z, not {other:?}")
+            }),
         }
     }
+}
+
+/// An RFC 3339 time such as `2026-11-25T10:00:00Z` in ms since the Unix
+/// epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let time: prost_types::Timestamp = text.parse().ok()?;
+    Some(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
 }
 
 impl TryFrom<String> for StartPosition {

@@ -92,11 +92,7 @@ struct Polled {
     wake: Option<Instant>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::model::now_unix_ms as now_ms;
 
 /// A subscription's definition and progress.
 #[derive(Debug, Clone, PartialEq)]

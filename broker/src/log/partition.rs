@@ -481,9 +481,7 @@ impl Writer {
             }
             return;
         }
-        let timestamp_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let timestamp_ms = crate::model::now_unix_ms();
         let mut buf = Vec::new();
         let mut answers = Vec::with_capacity(group.len());
         for request in group {

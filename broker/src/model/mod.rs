@@ -67,6 +67,14 @@ impl StoredEvent {
     }
 }
 
+/// The wall-clock time in ms since the Unix epoch (0 before 1970): what
+/// records, dead letters and statuses are stamped with.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The partition of a topic with `partitions` partitions that an event goes
 /// to: a stable hash (CRC-32C) of its `partitionkey` extension, or of its id
 /// when it has none, so events with one key keep their order.
