@@ -7,7 +7,7 @@ use super::ordering::KeyOrder;
 use super::store;
 use crate::config::{DeliveryConfig, Ordering, SubscriptionConfig};
 use crate::log::{EventLog, LogError, LogRecord, PartitionOffsets, TopicInfo};
-use crate::model::{DeadLetter, PARTITION_KEY_EXTENSION, StoredEvent, TopicName, partition_for};
+use crate::model::{DeadLetter, StoredEvent, TopicName, partition_for, partition_key};
 use crate::rules::{Pattern, event_view};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -765,12 +765,7 @@ fn release_credit(consumers: &mut HashMap<u64, ConsumerSlot>, holder: u64) {
 
 /// The key ordering goes by: the `partitionkey` extension, else the id.
 fn ordering_key(delivery: &Delivery) -> &str {
-    delivery.record.event.as_ref().map_or("", |event| {
-        event
-            .extensions
-            .get(PARTITION_KEY_EXTENSION)
-            .map_or(event.id.as_str(), String::as_str)
-    })
+    delivery.record.event.as_ref().map_or("", partition_key)
 }
 
 /// A delivery id: `partition.offset.attempt.epoch`.

@@ -79,11 +79,15 @@ pub fn now_unix_ms() -> i64 {
 /// to: a stable hash (CRC-32C) of its `partitionkey` extension, or of its id
 /// when it has none, so events with one key keep their order.
 pub fn partition_for(event: &CloudEvent, partitions: u32) -> u32 {
-    let key = event
+    crc32c::crc32c(partition_key(event).as_bytes()) % partitions.max(1)
+}
+
+/// The key that orders an event: its `partitionkey` extension, else its id.
+pub fn partition_key(event: &CloudEvent) -> &str {
+    event
         .extensions
         .get(PARTITION_KEY_EXTENSION)
-        .map_or(event.id.as_str(), String::as_str);
-    crc32c::crc32c(key.as_bytes()) % partitions.max(1)
+        .map_or(event.id.as_str(), String::as_str)
 }
 
 #[cfg(test)]
