@@ -268,11 +268,6 @@ impl SchemaRegistry {
             .map(Some)
             .map_err(|e| failure(e.to_string()))
     }
-
-    /// Whether the event names a registered message.
-    pub fn names_a_message(&self, event: &CloudEvent) -> bool {
-        self.message_for(event).is_some()
-    }
 }
 
 /// Walks the protobuf wire format of `bytes` as `descriptor` describes it

@@ -848,11 +848,6 @@ impl Consumer {
     pub fn extend(&self, extensions: &[(String, Duration)]) -> Result<(), DeliveryError> {
         self.subscription.extend(extensions)
     }
-
-    /// The subscription this consumer reads.
-    pub fn subscription(&self) -> &Arc<Subscription> {
-        &self.subscription
-    }
 }
 
 impl Drop for Consumer {
