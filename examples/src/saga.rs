@@ -1,0 +1,301 @@
+//! The order saga, choreographed by `examples/order-saga/rules.yaml`:
+//!
+//! ```text
+//! order-service      publishes order.placed ─────────────┐
+//! inventory-service  order.placed      → stock.reserved  │ or stock.unavailable
+//! payment-service    stock.reserved    → payment.succeeded or payment.failed
+//! shipping-service   payment.succeeded → shipment.scheduled
+//! inventory-service  payment.failed    → stock.released   (compensation)
+//! order-service      stock.unavailable | payment.failed → order.cancelled
+//!                    shipment.scheduled                 → order.completed
+//! ```
+//!
+//! No service knows another: each publishes facts to the bus, and the
+//! rules decide who hears them. [`order`] makes a deterministic mix of
+//! orders that exercises every path: a happy one, one whose first payment
+//! attempt times out (a retry), one declined (compensation: stock released,
+//! order cancelled), one out of stock, and one with an invalid amount that
+//! fails every attempt and lands in the dead-letter topic.
+
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::time::Duration;
+use switchyard_sdk::{Client, Event, Received, RetryAfter, SdkError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The bus every saga event is published on.
+pub const BUS: &str = "default";
+/// Event types of the saga.
+pub mod types {
+    /// A customer placed an order.
+    pub const ORDER_PLACED: &str = "com.example.order.placed";
+    /// Stock was set aside for an order.
+    pub const STOCK_RESERVED: &str = "com.example.stock.reserved";
+    /// An item is not available; the order cannot go on.
+    pub const STOCK_UNAVAILABLE: &str = "com.example.stock.unavailable";
+    /// Reserved stock was given back (compensation).
+    pub const STOCK_RELEASED: &str = "com.example.stock.released";
+    /// The customer was charged.
+    pub const PAYMENT_SUCCEEDED: &str = "com.example.payment.succeeded";
+    /// The charge was declined.
+    pub const PAYMENT_FAILED: &str = "com.example.payment.failed";
+    /// The parcel has a pickup slot.
+    pub const SHIPMENT_SCHEDULED: &str = "com.example.shipment.scheduled";
+    /// The saga ended well.
+    pub const ORDER_COMPLETED: &str = "com.example.order.completed";
+    /// The saga ended with the order cancelled (compensated).
+    pub const ORDER_CANCELLED: &str = "com.example.order.cancelled";
+}
+
+/// An order, carried by every event of its saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    /// `order-N`; also the subject and partition key of its events.
+    pub order_id: String,
+    /// The article.
+    pub sku: String,
+    /// How many.
+    pub quantity: u32,
+    /// Amount to charge, in EUR.
+    pub total: f64,
+    /// The payment gateway times out on the first attempt for this order.
+    #[serde(default)]
+    pub flaky_gateway: bool,
+}
+
+/// Cards are declined above this total.
+pub const CARD_LIMIT: f64 = 800.0;
+
+/// Order `n` of the demo mix: `n % 5` picks the path it takes.
+pub fn order(n: u32) -> Order {
+    let mut order = Order {
+        order_id: format!("order-{n}"),
+        sku: "sku-espresso-machine".into(),
+        quantity: 1,
+        total: 249.0,
+        flaky_gateway: false,
+    };
+    match n % 5 {
+        2 => order.flaky_gateway = true,
+        3 => order.total = 950.0,
+        4 => order.sku = "discontinued-kettle".into(),
+        0 => order.total = -1.0,
+        _ => {}
+    }
+    order
+}
+
+/// Whether order `n` ends (completed or cancelled); the invalid ones end in
+/// the dead-letter topic instead.
+pub fn ends(n: u32) -> bool {
+    n % 5 != 0
+}
+
+/// The services, each a process of its own in `order_saga`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Reserves and releases stock.
+    Inventory,
+    /// Charges customers.
+    Payment,
+    /// Schedules shipments.
+    Shipping,
+}
+
+impl Service {
+    /// Its `service.name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Inventory => "inventory-service",
+            Service::Payment => "payment-service",
+            Service::Shipping => "shipping-service",
+        }
+    }
+}
+
+/// Publishes the next fact of an order's saga.
+async fn publish(client: &Client, event_type: &str, order: &Order) -> Result<(), String> {
+    let event = Event::new("/examples/order-saga", event_type)
+        .subject(order.order_id.clone())
+        .partition_key(order.order_id.clone())
+        .json(order)
+        .map_err(|e| e.to_string())?;
+    client
+        .publish(BUS, event)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Places order `n` (order-service's side of the saga).
+pub async fn place_order(client: &Client, n: u32) -> Result<Order, SdkError> {
+    let order = order(n);
+    let event = Event::new("/examples/order-saga", types::ORDER_PLACED)
+        .subject(order.order_id.clone())
+        .partition_key(order.order_id.clone())
+        .json(&order)?;
+    client.publish(BUS, event).await?;
+    println!("order-service: placed {} ({:.2} EUR, {})", order.order_id, order.total, order.sku);
+    Ok(order)
+}
+
+/// Runs one service until `shutdown` is cancelled.
+pub async fn run_service(
+    service: Service,
+    client: Client,
+    shutdown: CancellationToken,
+) -> Result<(), SdkError> {
+    let stop = || shutdown.clone().cancelled_owned();
+    match service {
+        Service::Inventory => {
+            let (reserved, released) = tokio::join!(
+                consume(client.clone(), "inventory-service", reserve, stop()),
+                consume(client, "inventory-compensation", release, stop()),
+            );
+            reserved.and(released)
+        }
+        Service::Payment => consume(client, "payment-service", charge, stop()).await,
+        Service::Shipping => consume(client, "shipping-service", ship, stop()).await,
+    }
+}
+
+/// Consumes `subscription` with `step`, which gets the order and the
+/// delivery and returns the event type to publish next.
+async fn consume<F>(
+    client: Client,
+    subscription: &'static str,
+    step: F,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SdkError>
+where
+    F: Fn(&Order, &Received) -> Result<&'static str, RetryAfter> + Send + Sync + 'static,
+{
+    let publisher = client.clone();
+    client
+        .subscribe(subscription)
+        .run_until(
+            move |delivery: Received| {
+                let client = publisher.clone();
+                let next = delivery
+                    .json::<Order>()
+                    .map_err(|e| RetryAfter::backoff(e.to_string()))
+                    .and_then(|order| step(&order, &delivery).map(|next| (order, next)));
+                async move {
+                    let (order, next) = next?;
+                    publish(&client, next, &order)
+                        .await
+                        .map_err(|e| RetryAfter::backoff(e))?;
+                    println!(
+                        "{subscription}: {} → {next} (attempt {})",
+                        order.order_id, delivery.attempt
+                    );
+                    Ok::<(), RetryAfter>(())
+                }
+            },
+            shutdown,
+        )
+        .await
+}
+
+fn reserve(order: &Order, _: &Received) -> Result<&'static str, RetryAfter> {
+    Ok(if order.sku.starts_with("discontinued") {
+        types::STOCK_UNAVAILABLE
+    } else {
+        types::STOCK_RESERVED
+    })
+}
+
+fn release(_: &Order, _: &Received) -> Result<&'static str, RetryAfter> {
+    Ok(types::STOCK_RELEASED)
+}
+
+fn charge(order: &Order, delivery: &Received) -> Result<&'static str, RetryAfter> {
+    if order.total <= 0.0 {
+        println!("payment-service: {} has an invalid amount; failing", order.order_id);
+        return Err(RetryAfter::new(
+            Duration::ZERO,
+            format!("invalid amount {:.2} EUR", order.total),
+        ));
+    }
+    if order.flaky_gateway && delivery.attempt == 1 {
+        println!("payment-service: {} gateway timeout; will retry", order.order_id);
+        return Err(RetryAfter::new(
+            Duration::from_millis(200),
+            "payment gateway timed out",
+        ));
+    }
+    Ok(if order.total > CARD_LIMIT {
+        types::PAYMENT_FAILED
+    } else {
+        types::PAYMENT_SUCCEEDED
+    })
+}
+
+fn ship(_: &Order, _: &Received) -> Result<&'static str, RetryAfter> {
+    Ok(types::SHIPMENT_SCHEDULED)
+}
+
+/// How an order's saga ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The order.
+    pub order_id: String,
+    /// [`types::ORDER_COMPLETED`] or [`types::ORDER_CANCELLED`].
+    pub event_type: &'static str,
+    /// The event that decided it.
+    pub because: String,
+}
+
+/// Order-service's consumer: closes orders (completed or cancelled) from
+/// the outcomes of the other services and reports each to `outcomes`.
+pub async fn close_orders(
+    client: Client,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SdkError> {
+    let publisher = client.clone();
+    client
+        .subscribe("order-service")
+        .run_until(
+            move |delivery: Received| {
+                let client = publisher.clone();
+                let outcomes = outcomes.clone();
+                async move {
+                    let order: Order = delivery.json().map_err(|e| e.to_string())?;
+                    let because = delivery.event.r#type.clone();
+                    let closed = if because == types::SHIPMENT_SCHEDULED {
+                        types::ORDER_COMPLETED
+                    } else {
+                        types::ORDER_CANCELLED
+                    };
+                    publish(&client, closed, &order).await?;
+                    println!("order-service: {} → {closed} (because {because})", order.order_id);
+                    let _ = outcomes.send(Outcome {
+                        order_id: order.order_id,
+                        event_type: closed,
+                        because,
+                    });
+                    Ok::<(), String>(())
+                }
+            },
+            shutdown,
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_takes_every_path() {
+        assert!(!order(1).flaky_gateway && order(1).total < CARD_LIMIT);
+        assert!(order(2).flaky_gateway);
+        assert!(order(3).total > CARD_LIMIT);
+        assert!(order(4).sku.starts_with("discontinued"));
+        assert!(order(5).total < 0.0 && !ends(5));
+        assert!((1..5).all(ends));
+    }
+}
