@@ -8,11 +8,13 @@ use crate::model::{
 };
 use crate::rules::{RuleSet, event_view_with};
 use crate::schema::SchemaRegistry;
+use crate::telemetry::spans;
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tracing::Span;
 
 /// Request-level failures: nothing of the batch was stored.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,17 @@ pub struct Ingest {
     limits: EventLimits,
     max_batch_events: usize,
     dedup: Mutex<DedupWindow>,
+}
+
+/// The events of a batch bound for one topic partition.
+#[derive(Default)]
+struct AppendGroup {
+    /// Their positions in the batch.
+    indexes: Vec<usize>,
+    /// Their stored form.
+    payloads: Vec<Bytes>,
+    /// Their `append` spans (disabled unless spans are exported).
+    spans: Vec<Span>,
 }
 
 /// One event's route: `(topic, partition)` → its rules there.
@@ -316,8 +329,10 @@ impl Ingest {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut planned: Vec<Option<Planned>> = Vec::with_capacity(events.len());
         let mut seen_in_batch: HashMap<DedupKey, usize> = HashMap::new();
+        let mut route_spans: Vec<Span> = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
             planned.push(None);
+            route_spans.push(spans::route(bus, event));
             if let Err(e) = validate_event(event, &self.limits) {
                 outcomes[i] = Some(Err(e.into()));
                 continue;
@@ -331,12 +346,17 @@ impl Ingest {
                 continue; // resolved after the first copy is stored
             }
             seen_in_batch.insert(key, i);
-            match self.plan(&rules, bus, event) {
-                Ok(plan) => planned[i] = Some(plan),
+            match route_spans[i].in_scope(|| self.plan(&rules, bus, event)) {
+                Ok(plan) => {
+                    spans::record_rules(&route_spans[i], &plan.rules);
+                    planned[i] = Some(plan);
+                }
                 Err(rejection) => outcomes[i] = Some(Err(rejection)),
             }
         }
-        self.append(&events, bus, &planned, &mut outcomes).await;
+        self.append(&events, bus, &planned, &route_spans, &mut outcomes)
+            .await;
+        drop(route_spans);
         let mut dedup = self.dedup.lock().ok();
         for (key, first) in &seen_in_batch {
             if let (Some(Some(Ok(stored))), Some(dedup)) = (outcomes.get(*first), dedup.as_mut()) {
@@ -432,10 +452,11 @@ impl Ingest {
         events: &[CloudEvent],
         bus: &str,
         planned: &[Option<Planned>],
+        route_spans: &[Span],
         outcomes: &mut [Option<Outcome>],
     ) {
         let bus = bus.to_string();
-        let mut groups: BTreeMap<(TopicName, u32), (Vec<usize>, Vec<Bytes>)> = BTreeMap::new();
+        let mut groups: BTreeMap<(TopicName, u32), AppendGroup> = BTreeMap::new();
         for (i, plan) in planned.iter().enumerate() {
             let Some(plan) = plan else { continue };
             outcomes[i] = Some(Ok(Stored {
@@ -444,19 +465,28 @@ impl Ingest {
             }));
             for (topic, partition, rule_names) in &plan.targets {
                 let group = groups.entry((topic.clone(), *partition)).or_default();
-                group.0.push(i);
+                group.indexes.push(i);
                 group
-                    .1
+                    .payloads
                     .push(StoredEvent::encode(&events[i], &bus, rule_names));
+                group
+                    .spans
+                    .push(spans::append(&route_spans[i], topic.as_str(), *partition));
             }
         }
-        let appends = groups
-            .into_iter()
-            .map(|((topic, partition), (indexes, payloads))| {
-                let append = self.log.append(&topic, partition, payloads);
-                async move { (topic, partition, indexes, append.await) }
-            });
-        for (topic, partition, indexes, result) in futures::future::join_all(appends).await {
+        let appends = groups.into_iter().map(|((topic, partition), group)| {
+            let append = self.log.append(&topic, partition, group.payloads);
+            async move { (topic, partition, group.indexes, group.spans, append.await) }
+        });
+        for (topic, partition, indexes, append_spans, result) in
+            futures::future::join_all(appends).await
+        {
+            if let Ok(base) = &result {
+                for (n, span) in append_spans.iter().enumerate() {
+                    spans::record_offset(span, base + n as u64);
+                }
+            }
+            drop(append_spans);
             for (n, i) in indexes.into_iter().enumerate() {
                 match (&result, outcomes[i].as_mut()) {
                     (Ok(base), Some(Ok(stored))) => {

@@ -90,7 +90,7 @@ pub fn order(n: u32) -> Order {
 /// Whether order `n` ends (completed or cancelled); the invalid ones end in
 /// the dead-letter topic instead.
 pub fn ends(n: u32) -> bool {
-    n % 5 != 0
+    !n.is_multiple_of(5)
 }
 
 /// The services, each a process of its own in `order_saga`.
@@ -137,7 +137,10 @@ pub async fn place_order(client: &Client, n: u32) -> Result<Order, SdkError> {
         .partition_key(order.order_id.clone())
         .json(&order)?;
     client.publish(BUS, event).await?;
-    println!("order-service: placed {} ({:.2} EUR, {})", order.order_id, order.total, order.sku);
+    println!(
+        "order-service: placed {} ({:.2} EUR, {})",
+        order.order_id, order.total, order.sku
+    );
     Ok(order)
 }
 
@@ -186,7 +189,7 @@ where
                     let (order, next) = next?;
                     publish(&client, next, &order)
                         .await
-                        .map_err(|e| RetryAfter::backoff(e))?;
+                        .map_err(RetryAfter::backoff)?;
                     println!(
                         "{subscription}: {} → {next} (attempt {})",
                         order.order_id, delivery.attempt
@@ -213,14 +216,20 @@ fn release(_: &Order, _: &Received) -> Result<&'static str, RetryAfter> {
 
 fn charge(order: &Order, delivery: &Received) -> Result<&'static str, RetryAfter> {
     if order.total <= 0.0 {
-        println!("payment-service: {} has an invalid amount; failing", order.order_id);
+        println!(
+            "payment-service: {} has an invalid amount; failing",
+            order.order_id
+        );
         return Err(RetryAfter::new(
             Duration::ZERO,
             format!("invalid amount {:.2} EUR", order.total),
         ));
     }
     if order.flaky_gateway && delivery.attempt == 1 {
-        println!("payment-service: {} gateway timeout; will retry", order.order_id);
+        println!(
+            "payment-service: {} gateway timeout; will retry",
+            order.order_id
+        );
         return Err(RetryAfter::new(
             Duration::from_millis(200),
             "payment gateway timed out",
@@ -271,7 +280,10 @@ pub async fn close_orders(
                         types::ORDER_CANCELLED
                     };
                     publish(&client, closed, &order).await?;
-                    println!("order-service: {} → {closed} (because {because})", order.order_id);
+                    println!(
+                        "order-service: {} → {closed} (because {because})",
+                        order.order_id
+                    );
                     let _ = outcomes.send(Outcome {
                         order_id: order.order_id,
                         event_type: closed,

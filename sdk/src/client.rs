@@ -1,11 +1,14 @@
 //! The connection to a broker and publishing.
 
 use crate::subscriber::SubscriptionBuilder;
+use crate::telemetry::context;
 use crate::{Event, SdkError};
 use switchyard_proto::v1::admin_client::AdminClient;
 use switchyard_proto::v1::publisher_client::PublisherClient;
 use switchyard_proto::v1::{CloudEvent, PublishRequest, PublishResult, TopicOffset};
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// A connection to a Switchyard broker; cheap to clone and share.
 #[derive(Debug, Clone)]
@@ -65,19 +68,43 @@ impl Client {
     /// request-level problem (unknown bus, batch too large) is the outer
     /// error; a rejected event is its own inner error and does not stop
     /// the rest of the batch.
+    ///
+    /// Traced as a `send {bus}` producer span, a child of the current span
+    /// (so events published while handling a delivery continue its
+    /// trace). Events without a `traceparent` get this span as their
+    /// creation context; the call's metadata carries it to the broker.
     pub async fn publish_batch(
         &self,
         bus: &str,
-        events: Vec<CloudEvent>,
+        mut events: Vec<CloudEvent>,
     ) -> Result<Vec<Result<Published, SdkError>>, SdkError> {
-        let request = PublishRequest {
+        let span = tracing::info_span!(
+            "send",
+            otel.name = %format_args!("send {bus}"),
+            otel.kind = "producer",
+            messaging.system = "switchyard",
+            messaging.operation.type = "send",
+            messaging.destination.name = bus,
+            messaging.batch.message_count = events.len(),
+            messaging.message.id = tracing::field::Empty,
+        );
+        if let [event] = events.as_slice() {
+            span.record("messaging.message.id", event.id.as_str());
+        }
+        let cx = span.context();
+        for event in &mut events {
+            context::set_creation_context(event, &cx);
+        }
+        let mut request = tonic::Request::new(PublishRequest {
             bus: bus.to_string(),
             events,
-        };
+        });
+        context::inject_metadata(&cx, request.metadata_mut());
         let response = PublisherClient::new(self.channel.clone())
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)
             .publish(request)
+            .instrument(span)
             .await?;
         Ok(response
             .into_inner()

@@ -27,6 +27,7 @@ mod error;
 mod event;
 pub mod json;
 mod subscriber;
+pub mod telemetry;
 
 pub use client::{Client, Published};
 pub use error::SdkError;

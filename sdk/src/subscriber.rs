@@ -2,6 +2,8 @@
 //! the stream's credits); `Ok` acks, `Err` nacks with the error as reason.
 
 use crate::SdkError;
+use crate::telemetry::context;
+use opentelemetry::trace::TraceContextExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// How long a graceful stop waits for the broker to close the stream after
 /// the last acks were sent.
@@ -111,6 +115,7 @@ pub struct SubscriptionBuilder {
     subscription: String,
     max_in_flight: u32,
     reconnect: bool,
+    link_traces: bool,
 }
 
 impl SubscriptionBuilder {
@@ -120,6 +125,7 @@ impl SubscriptionBuilder {
             subscription: subscription.to_string(),
             max_in_flight: 0,
             reconnect: true,
+            link_traces: false,
         }
     }
 
@@ -129,6 +135,18 @@ impl SubscriptionBuilder {
     /// end the run.
     pub fn reconnect(mut self, reconnect: bool) -> Self {
         self.reconnect = reconnect;
+        self
+    }
+
+    /// How the handler's `process {subscription}` span joins the event's
+    /// trace. By default (`false`) it is a child of the event's creation
+    /// context, so a choreography — and every event published inside the
+    /// handler — is one trace. With `true` each delivery starts a new
+    /// trace that *links* to the creation context instead: for consumers
+    /// that fan in many flows. Either way it links to the broker's
+    /// `deliver` span of this attempt.
+    pub fn link_traces(mut self, link_traces: bool) -> Self {
+        self.link_traces = link_traces;
         self
     }
 
@@ -221,12 +239,19 @@ impl SubscriptionBuilder {
                 }
                 message = inbound.message() => match message {
                     Ok(Some(delivery)) => {
+                        let span = process_span(&self.subscription, &delivery, self.link_traces);
                         let received = Received::from_proto(delivery, requests.clone());
                         let id = received.delivery_id.clone();
                         let handler = Arc::clone(handler);
                         let task = running.tasks.spawn(async move {
-                            handler(received).await.map_err(|e| nack_of(&e))
-                        });
+                            let outcome = handler(received).await.map_err(|e| nack_of(&e));
+                            if let Err((reason, _)) = &outcome {
+                                let span = Span::current();
+                                span.record("otel.status_code", "error");
+                                span.record("otel.status_description", reason.as_str());
+                            }
+                            outcome
+                        }.instrument(span));
                         running.ids.insert(task.id(), id);
                     }
                     Ok(None) => break Some(SdkError::StreamEnded("the broker closed the stream".into())),
@@ -254,9 +279,59 @@ impl SubscriptionBuilder {
     }
 }
 
+/// The `process {subscription}` span of one delivery: a root span made a
+/// child of the event's creation context (or, with `link_traces`, linking
+/// to it), and linking to the broker's `deliver` span.
+fn process_span(subscription: &str, delivery: &Delivery, link_traces: bool) -> Span {
+    let event = delivery.event.as_ref();
+    let span = tracing::info_span!(
+        parent: None,
+        "process",
+        otel.name = %format_args!("process {subscription}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        messaging.system = "switchyard",
+        messaging.operation.type = "process",
+        messaging.destination.name = delivery.topic.as_str(),
+        messaging.destination.partition.id = %delivery.partition,
+        messaging.consumer.group.name = subscription,
+        messaging.message.id = event.map_or("", |e| e.id.as_str()),
+        switchyard.offset = delivery.offset,
+        switchyard.delivery.attempt = delivery.attempt,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let creation = event.map(context::from_event).unwrap_or_default();
+    let delivered = context::from_map(&delivery.trace_context);
+    let valid = |cx: &opentelemetry::Context| cx.span().span_context().is_valid();
+    let parent = match (link_traces, valid(&creation), valid(&delivered)) {
+        (false, true, _) => Some(creation.clone()),
+        (false, false, true) => Some(delivered.clone()),
+        _ => None,
+    };
+    for linked in [&creation, &delivered] {
+        let linked_span = linked.span();
+        let linked_context = linked_span.span_context();
+        let is_parent = parent
+            .as_ref()
+            .is_some_and(|p| p.span().span_context() == linked_context);
+        if linked_context.is_valid() && !is_parent {
+            span.add_link(linked_context.clone());
+        }
+    }
+    if let Some(parent) = parent {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
 /// A handler error that asks for the next attempt after `delay` instead of
 /// the subscription's backoff (like an HTTP Retry-After):
-/// `Err(RetryAfter::new(Duration::from_secs(30), "rate limited"))`.
+/// `Err(RetryAfter::new(Duration::from_secs(30), "rate limited"))`. A zero
+/// delay ([`RetryAfter::backoff`]) leaves the wait to the subscription's
+/// backoff, so one error type can express both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryAfter {
     /// When to try again.
@@ -273,6 +348,11 @@ impl RetryAfter {
             reason: reason.into(),
         }
     }
+
+    /// A nack that waits the subscription's backoff.
+    pub fn backoff(reason: impl Into<String>) -> Self {
+        Self::new(Duration::ZERO, reason)
+    }
 }
 
 impl std::fmt::Display for RetryAfter {
@@ -284,6 +364,7 @@ impl std::fmt::Display for RetryAfter {
 /// The nack reason and delay (ms, 0 for the backoff) of a handler error.
 fn nack_of<E: std::fmt::Display + 'static>(error: &E) -> (String, u32) {
     match (error as &dyn std::any::Any).downcast_ref::<RetryAfter>() {
+        Some(retry) if retry.delay.is_zero() => (retry.reason.clone(), 0),
         Some(retry) => (
             retry.reason.clone(),
             u32::try_from(retry.delay.as_millis())

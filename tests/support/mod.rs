@@ -61,6 +61,11 @@ impl BrokerProcess {
 
     /// Like [`BrokerProcess::start`], with extra `serve` flags.
     pub fn start_with(dir: &Path, flags: &[&str]) -> BrokerProcess {
+        Self::start_with_env(dir, flags, &[])
+    }
+
+    /// Like [`BrokerProcess::start_with`], with extra environment variables.
+    pub fn start_with_env(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
         let log_path = dir.join(format!(
             "broker-{}.log",
             Instant::now().elapsed().as_nanos() ^ rand_suffix()
@@ -71,6 +76,7 @@ impl BrokerProcess {
             .arg(dir.join("config.yaml"))
             .args(flags)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -3,12 +3,15 @@
 use super::status::rejection_code;
 use crate::ingest::{Ingest, Rejection};
 use crate::rules::DEFAULT_BUS;
+use crate::telemetry::spans;
 use std::sync::Arc;
 use switchyard_proto::v1::publisher_server::Publisher;
 use switchyard_proto::v1::{
     EventError, PublishRequest, PublishResponse, PublishResult, TopicOffset,
 };
+use switchyard_sdk::telemetry::context;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 /// Serves publishes through the ingest pipeline.
 #[derive(Debug)]
@@ -29,14 +32,21 @@ impl Publisher for PublisherService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let bus = if request.bus.is_empty() {
             DEFAULT_BUS
         } else {
             &request.bus
         };
+        let span = spans::publish_request(bus, request.events.len(), || {
+            context::from_metadata(&metadata)
+        });
         let ids: Vec<String> = request.events.iter().map(|e| e.id.clone()).collect();
-        let outcomes = self.ingest.publish(bus, request.events).await?;
+        let outcomes = self
+            .ingest
+            .publish(bus, request.events)
+            .instrument(span)
+            .await?;
         let results = ids
             .into_iter()
             .zip(outcomes)

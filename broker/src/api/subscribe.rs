@@ -46,6 +46,7 @@ pub(crate) fn delivery_to_proto(delivery: Delivery) -> proto::Delivery {
         attempt: delivery.attempt,
         rules: delivery.record.rules,
         dead_letter: delivery.record.dead_letter,
+        trace_context: delivery.trace_context,
     }
 }
 

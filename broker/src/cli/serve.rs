@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use switchyard_broker::config::BrokerConfig;
 use switchyard_broker::server;
-use switchyard_broker::telemetry;
 
 /// Flags of `serve`; each overrides the config file.
 #[derive(Debug, clap::Args)]
@@ -28,7 +27,7 @@ pub(crate) struct ServeArgs {
 }
 
 pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
-    telemetry::init_logging();
+    let telemetry = switchyard_sdk::telemetry::init("switchyard")?;
     let invalid = |error: anyhow::Error| Failure {
         error,
         code: EXIT_INVALID,
@@ -50,14 +49,15 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    server::run(listener, config, shutdown_signal())
-        .await
-        .map_err(|e| match e {
-            server::StartError::Rules(_)
-            | server::StartError::Name(_)
-            | server::StartError::Schema(_) => invalid(e.into()),
-            other => Failure::from(other),
-        })
+    let served = server::run(listener, config, shutdown_signal()).await;
+    // Flushing the last spans blocks; keep it off the async workers.
+    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+    served.map_err(|e| match e {
+        server::StartError::Rules(_)
+        | server::StartError::Name(_)
+        | server::StartError::Schema(_) => invalid(e.into()),
+        other => Failure::from(other),
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -16,11 +16,13 @@ pub use subscription::{
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
 use crate::log::{EventLog, LogError};
 use crate::model::{NameError, StoredEvent, SubscriptionName, TopicName};
+use crate::telemetry::spans;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Errors of the delivery layer.
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +261,7 @@ impl Subscriptions {
                             offset: record.offset,
                             attempt: 0,
                             record: stored,
+                            trace_context: Default::default(),
                         });
                     }
                 }
@@ -301,8 +304,10 @@ impl Subscriptions {
         for dead in candidates.iter().take(limit) {
             let mut record = dead.record.clone();
             record.dead_letter = None;
+            let span = spans::redrive(name, record.event.as_ref());
             self.log
                 .append(&redrive_topic, 0, vec![record.to_bytes()])
+                .instrument(span)
                 .await?;
             done.insert((dead.partition, dead.offset));
             store::save_redriven(subscription.dir(), &done)?;

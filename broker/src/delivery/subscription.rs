@@ -9,11 +9,15 @@ use crate::config::{DeliveryConfig, Ordering, SubscriptionConfig};
 use crate::log::{EventLog, LogError, LogRecord, PartitionOffsets, TopicInfo};
 use crate::model::{DeadLetter, StoredEvent, TopicName, partition_for, partition_key};
 use crate::rules::{Pattern, event_view};
+use crate::telemetry::spans::{self, Settlement};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use switchyard_sdk::telemetry::{context, exporting};
 use tokio::sync::Notify;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Longest deadline extension one request may ask for.
 const MAX_EXTENSION: Duration = Duration::from_secs(600);
@@ -35,6 +39,9 @@ pub struct Delivery {
     pub attempt: u32,
     /// The stored event and the rules that routed it.
     pub record: StoredEvent,
+    /// W3C context of this attempt's `deliver` span (empty unless spans
+    /// are exported), for the consumer's `process` span to link to.
+    pub trace_context: HashMap<String, String>,
 }
 
 /// Progress on one partition, as `describe` reports it.
@@ -129,6 +136,10 @@ struct State {
     /// Rate limit token bucket: tokens left and when they were counted.
     tokens: f64,
     tokens_at: Instant,
+    /// Open `deliver` spans by (cursor index, offset), ended when the
+    /// delivery is settled or delivered again; empty unless spans are
+    /// exported.
+    traces: HashMap<(u32, u64), Span>,
 }
 
 /// A named consumer group on one topic.
@@ -204,6 +215,7 @@ impl Subscription {
                 keys: (0..cursor_count).map(|_| KeyOrder::default()).collect(),
                 tokens: spec.rate_limit.map_or(0.0, |rate| rate.max(1.0)),
                 tokens_at: Instant::now(),
+                traces: HashMap::new(),
             }),
             settled: Notify::new(),
             appended,
@@ -365,6 +377,7 @@ impl Subscription {
             }
             state.epoch = state.epoch.wrapping_add(1);
             state.dirty = true;
+            state.traces.clear();
         }
         tracing::info!(subscription = %self.spec.name, ?target, "subscription seeked");
         self.flush()?;
@@ -407,6 +420,7 @@ impl Subscription {
     pub(super) fn mark_deleted(&self) {
         if let Ok(mut state) = self.state.lock() {
             state.deleted = true;
+            state.traces.clear();
         }
         self.settled.notify_waiters();
     }
@@ -544,6 +558,9 @@ impl Subscription {
             }
         }
         state.next_partition = (state.next_partition + 1) % partitions.max(1);
+        if exporting() {
+            self.trace_deliveries(&mut state.traces, &mut polled.deliveries);
+        }
         if let Some(slot) = state.consumers.get_mut(&consumer) {
             slot.in_flight += polled.deliveries.len();
         }
@@ -561,6 +578,32 @@ impl Subscription {
             }
         }
         Ok(polled)
+    }
+
+    /// Opens a `deliver` span per delivery (ending the span of an earlier
+    /// attempt that was never settled) and hands its context along.
+    fn trace_deliveries(
+        &self,
+        traces: &mut HashMap<(u32, u64), Span>,
+        deliveries: &mut [Delivery],
+    ) {
+        for delivery in deliveries {
+            let Some(id) = parse_delivery_id(&delivery.id) else {
+                continue;
+            };
+            let span = spans::deliver(
+                &self.spec.name,
+                delivery.topic.as_str(),
+                delivery.partition,
+                delivery.offset,
+                delivery.attempt,
+                delivery.record.event.as_ref(),
+            );
+            delivery.trace_context = context::to_map(&span.context());
+            if let Some(earlier) = traces.insert((id.partition, id.offset), span) {
+                spans::settle(earlier, &self.spec.name, Settlement::TimedOut);
+            }
+        }
     }
 
     /// Whether the subscription's extra filter (if any) accepts the event.
@@ -586,6 +629,9 @@ impl Subscription {
         let outcome = self.write_dead_letter(partition, &due).await;
         let mut guard = self.state()?;
         let state = &mut *guard;
+        if let Some(unsettled) = state.traces.remove(&(partition, offset)) {
+            spans::settle(unsettled, &self.spec.name, Settlement::TimedOut);
+        }
         let cursor = &mut state.cursors[partition as usize];
         match outcome {
             Ok(()) => {
@@ -637,10 +683,19 @@ impl Subscription {
             .event
             .as_ref()
             .map_or(0, |e| partition_for(e, partitions));
+        let span = spans::dead_letter(
+            &self.spec.name,
+            topic.as_str(),
+            stored.event.as_ref(),
+            due.attempt - 1,
+            &due.reason,
+        );
         let written = self
             .log
             .append(topic, target, vec![stored.to_bytes()])
+            .instrument(span.clone())
             .await?;
+        let _in_span = span.enter();
         tracing::warn!(
             subscription = %self.spec.name,
             %source_topic,
@@ -677,6 +732,7 @@ impl Subscription {
             offset,
             attempt,
             record,
+            trace_context: HashMap::new(),
         })
     }
 
@@ -706,6 +762,9 @@ impl Subscription {
                 tracing::debug!(subscription = %self.spec.name, id, "ignoring ack of an unknown delivery id");
                 continue;
             };
+            if let Some(span) = state.traces.remove(&(partition, offset)) {
+                spans::settle(span, &self.spec.name, Settlement::Acked);
+            }
             let Some(cursor) = state.cursors.get_mut(partition as usize) else {
                 continue;
             };
@@ -727,6 +786,9 @@ impl Subscription {
             else {
                 continue;
             };
+            if let Some(span) = state.traces.remove(&(partition, offset)) {
+                spans::settle(span, &self.spec.name, Settlement::Nacked(&nack.reason));
+            }
             let Some(cursor) = state.cursors.get_mut(partition as usize) else {
                 continue;
             };

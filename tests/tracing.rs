@@ -1,0 +1,448 @@
+//! End-to-end traceability: the order saga (examples/order-saga) runs
+//! against the real broker while an in-process OTLP/gRPC receiver collects
+//! the spans of both the broker and the services. Each order must be one
+//! trace from the first publish through every hop — routing, appends,
+//! every delivery attempt, processing, the events published while
+//! processing, compensations and the dead-letter write — with the
+//! parent/link structure of the OpenTelemetry messaging conventions; and
+//! the broker's JSON log lines must carry the trace ids.
+
+mod support;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use std::sync::{Arc, Mutex};
+use support::*;
+use switchyard_examples::saga::{self, Service, types};
+use switchyard_sdk::telemetry::{self, TelemetryOptions};
+use tokio_util::sync::CancellationToken;
+
+/// One collected span and the `service.name` that sent it.
+#[derive(Debug, Clone)]
+struct Collected {
+    service: String,
+    span: Span,
+}
+
+impl Collected {
+    fn name(&self) -> &str {
+        &self.span.name
+    }
+
+    fn attribute(&self, key: &str) -> Option<&Value> {
+        self.span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+    }
+
+    fn text(&self, key: &str) -> String {
+        match self.attribute(key) {
+            Some(Value::StringValue(s)) => s.clone(),
+            Some(Value::IntValue(i)) => i.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn is_error(&self) -> bool {
+        self.span
+            .status
+            .as_ref()
+            .is_some_and(|s| s.code == StatusCode::Error as i32)
+    }
+
+    fn links_to(&self, other: &Collected) -> bool {
+        self.span
+            .links
+            .iter()
+            .any(|link| link.span_id == other.span.span_id)
+    }
+
+    fn child_of(&self, other: &Collected) -> bool {
+        self.span.parent_span_id == other.span.span_id && self.span.trace_id == other.span.trace_id
+    }
+}
+
+/// An OTLP trace receiver that keeps every span.
+#[derive(Debug, Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Collected>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().expect("spans");
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                spans.extend(scope.spans.into_iter().map(|span| Collected {
+                    service: service.clone(),
+                    span,
+                }));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Receiver {
+    /// Serves on an ephemeral port; returns its URL.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+
+    fn spans(&self) -> Vec<Collected> {
+        self.spans.lock().expect("spans").clone()
+    }
+}
+
+/// The spans of one trace.
+struct Trace(Vec<Collected>);
+
+impl Trace {
+    fn named(&self, name: &str) -> Vec<&Collected> {
+        self.0.iter().filter(|s| s.name() == name).collect()
+    }
+
+    fn one(&self, name: &str) -> &Collected {
+        let found = self.named(name);
+        assert_eq!(found.len(), 1, "one '{name}' span in {}", self.names());
+        found[0]
+    }
+
+    fn by_id(&self, span_id: &[u8]) -> Option<&Collected> {
+        self.0.iter().find(|s| s.span.span_id == span_id)
+    }
+
+    fn names(&self) -> String {
+        let mut names: Vec<&str> = self.0.iter().map(Collected::name).collect();
+        names.sort_unstable();
+        names.join(", ")
+    }
+
+    /// The `process` span of `subscription` is a child of the `send` span
+    /// that created the delivered event, links to the broker's `deliver`
+    /// span of the attempt it handled, which has the same parent.
+    fn assert_hop(&self, subscription: &str) -> (&Collected, &Collected) {
+        let process = self
+            .named(&format!("process {subscription}"))
+            .into_iter()
+            .find(|p| !p.is_error())
+            .unwrap_or_else(|| panic!("a successful process {subscription}: {}", self.names()));
+        let send = self
+            .by_id(&process.span.parent_span_id)
+            .unwrap_or_else(|| panic!("the parent of process {subscription} is in the trace"));
+        assert_eq!(
+            send.name(),
+            "send default",
+            "events are created by send spans"
+        );
+        let deliver = self
+            .named(&format!("deliver {subscription}"))
+            .into_iter()
+            .find(|d| process.links_to(d))
+            .unwrap_or_else(|| panic!("process {subscription} links to its deliver span"));
+        assert!(
+            deliver.child_of(send),
+            "deliver continues the creation context"
+        );
+        assert_eq!(deliver.service, "switchyard");
+        assert_eq!(process.service, "saga-services");
+        (process, deliver)
+    }
+}
+
+fn trace_of(spans: &[Collected], order_id: &str, event_type: &str) -> Trace {
+    let route = spans
+        .iter()
+        .find(|s| {
+            s.name() == "route default"
+                && s.text("cloudevents.event_subject") == order_id
+                && s.text("cloudevents.event_type") == event_type
+        })
+        .unwrap_or_else(|| panic!("a route span for {event_type} of {order_id}"));
+    Trace(
+        spans
+            .iter()
+            .filter(|s| s.span.trace_id == route.span.trace_id)
+            .cloned()
+            .collect(),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saga_is_one_trace_across_broker_and_services() {
+    let receiver = Receiver::default();
+    let collector = receiver.start().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let saga_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/order-saga");
+    std::fs::copy(
+        saga_dir.join("switchyard.yaml"),
+        dir.path().join("config.yaml"),
+    )
+    .expect("config");
+    std::fs::copy(saga_dir.join("rules.yaml"), dir.path().join("rules.yaml")).expect("rules");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let mut broker = BrokerProcess::start_with_env(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+
+    let guard = telemetry::init_with(TelemetryOptions {
+        service_name: "saga-services".into(),
+        otlp_endpoint: Some(collector.clone()),
+    })
+    .expect("telemetry");
+    assert!(guard.exporting());
+    let client = broker.client().await;
+    let shutdown = CancellationToken::new();
+    let mut services = Vec::new();
+    for service in [Service::Inventory, Service::Payment, Service::Shipping] {
+        services.push(tokio::spawn(saga::run_service(
+            service,
+            client.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let (outcomes, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    services.push(tokio::spawn(saga::close_orders(
+        client.clone(),
+        outcomes,
+        shutdown.clone().cancelled_owned(),
+    )));
+    // Orders 1..=5 take every path: completed, retried, declined
+    // (compensated), out of stock, dead-lettered.
+    for n in 1..=5 {
+        saga::place_order(&client, n).await.expect("place order");
+    }
+    let mut ended = Vec::new();
+    tokio::time::timeout(TIMEOUT, async {
+        while ended.len() < 4 {
+            ended.push(closed.recv().await.expect("order-service runs"));
+        }
+    })
+    .await
+    .expect("four sagas end");
+    let admin = broker.admin().await;
+    eventually("order-5 is dead-lettered", || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_dead_letters(switchyard_sdk::proto::ListDeadLettersRequest {
+                    subscription: "payment-service".into(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().dead_letters.len() == 1)
+        }
+    })
+    .await;
+    until_fully_committed(&admin, "order-service").await;
+    shutdown.cancel();
+    for service in services {
+        service.await.expect("joined").expect("service ran cleanly");
+    }
+    tokio::task::spawn_blocking(move || drop(guard))
+        .await
+        .expect("flush");
+    broker.stop(); // flushes the broker's last spans
+
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().any(|s| s.service == "switchyard"),
+        "broker spans arrive"
+    );
+
+    // order-3: declined → stock released, order cancelled; one trace.
+    let declined = trace_of(&spans, "order-3", types::ORDER_PLACED);
+    let route = declined
+        .named("route default")
+        .into_iter()
+        .find(|r| r.text("cloudevents.event_type") == types::ORDER_PLACED)
+        .expect("route of order.placed");
+    match route.attribute("switchyard.rules") {
+        Some(Value::ArrayValue(rules)) => {
+            let names: Vec<_> = rules
+                .values
+                .iter()
+                .filter_map(|v| match &v.value {
+                    Some(Value::StringValue(s)) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(names, ["order-placed", "saga-audit"]);
+        }
+        other => panic!("switchyard.rules is an array of rule names, got {other:?}"),
+    }
+    let publish = declined
+        .by_id(&route.span.parent_span_id)
+        .expect("route's parent is in the trace");
+    assert_eq!(
+        publish.name(),
+        "send default",
+        "route continues the event's creation context"
+    );
+    assert!(
+        declined
+            .named("publish default")
+            .iter()
+            .any(|p| p.child_of(publish)),
+        "the broker's publish span continues the call's metadata context"
+    );
+    assert!(
+        declined
+            .named("append orders")
+            .iter()
+            .any(|a| a.child_of(route)),
+        "appends are children of their route span"
+    );
+    for subscription in [
+        "inventory-service",
+        "payment-service",
+        "inventory-compensation",
+        "order-service",
+    ] {
+        declined.assert_hop(subscription);
+    }
+    let (_, paid) = declined.assert_hop("payment-service");
+    assert_eq!(paid.text("switchyard.outcome"), "acked");
+    assert!(
+        declined
+            .named("ack payment-service")
+            .iter()
+            .any(|a| a.child_of(paid)),
+        "an ack span under the delivery"
+    );
+    for event_type in [
+        types::STOCK_RESERVED,
+        types::PAYMENT_FAILED,
+        types::STOCK_RELEASED,
+        types::ORDER_CANCELLED,
+    ] {
+        assert!(
+            declined
+                .named("route default")
+                .iter()
+                .any(|r| r.text("cloudevents.event_type") == event_type),
+            "{event_type} is routed within the order's trace: {}",
+            declined.names()
+        );
+    }
+
+    // order-2: the first payment attempt is nacked, the second acked.
+    let retried = trace_of(&spans, "order-2", types::ORDER_PLACED);
+    let mut attempts: Vec<(String, String, bool)> = retried
+        .named("deliver payment-service")
+        .iter()
+        .map(|d| {
+            (
+                d.text("switchyard.delivery.attempt"),
+                d.text("switchyard.outcome"),
+                d.is_error(),
+            )
+        })
+        .collect();
+    attempts.sort();
+    assert_eq!(
+        attempts,
+        [
+            ("1".to_string(), "nacked".to_string(), true),
+            ("2".to_string(), "acked".to_string(), false)
+        ]
+    );
+    let nack = retried.one("nack payment-service");
+    assert_eq!(
+        nack.text("switchyard.nack.reason"),
+        "payment gateway timed out"
+    );
+    assert!(
+        retried
+            .named("process payment-service")
+            .iter()
+            .any(|p| p.is_error()),
+        "the failed attempt's process span is an error"
+    );
+
+    // order-5: every attempt fails; the dead-letter write keeps the trace.
+    let poisoned = trace_of(&spans, "order-5", types::ORDER_PLACED);
+    assert_eq!(
+        poisoned.named("deliver payment-service").len(),
+        3,
+        "{}",
+        poisoned.names()
+    );
+    let dead = poisoned.one("dead_letter payment-service.dlq");
+    let created = poisoned
+        .by_id(&dead.span.parent_span_id)
+        .expect("dead letter parent");
+    assert_eq!(
+        created.name(),
+        "send default",
+        "under the event's creation context"
+    );
+    assert_eq!(dead.text("switchyard.delivery.attempts"), "3");
+
+    // Logs: JSON lines; the dead-letter warning carries the order's trace.
+    let log = broker.log();
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("log line is JSON ({e}): {line}"));
+    }
+    let warning = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["fields"]["message"] == "event dead-lettered")
+        .expect("a dead-letter warning");
+    assert_eq!(warning["trace_id"], hex(&dead.span.trace_id), "{warning}");
+    assert_eq!(warning["span_id"], hex(&dead.span.span_id), "{warning}");
+}
