@@ -8,6 +8,7 @@ use crate::model::{
 };
 use crate::rules::{RuleSet, event_view_with};
 use crate::schema::SchemaRegistry;
+use crate::telemetry::metrics::{BusLabels, Metrics, RejectLabels, RuleLabels, TopicLabels};
 use crate::telemetry::spans;
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -44,6 +45,17 @@ pub enum Rejection {
     /// The log could not store it (UNAVAILABLE: retry).
     #[error("storage failed: {0}")]
     Storage(String),
+}
+
+impl Rejection {
+    /// A short name for metrics: `invalid`, `unroutable` or `storage`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::Invalid(_) => "invalid",
+            Rejection::Unroutable(_) => "unroutable",
+            Rejection::Storage(_) => "storage",
+        }
+    }
 }
 
 /// Where one event was stored.
@@ -148,6 +160,7 @@ pub struct Ingest {
     limits: EventLimits,
     max_batch_events: usize,
     dedup: Mutex<DedupWindow>,
+    metrics: Arc<Metrics>,
 }
 
 /// The events of a batch bound for one topic partition.
@@ -175,6 +188,7 @@ impl Ingest {
         rules: RuleSet,
         schemas: Arc<SchemaRegistry>,
         config: &BrokerConfig,
+        metrics: Arc<Metrics>,
     ) -> Ingest {
         let limits = &config.limits;
         Ingest {
@@ -194,6 +208,7 @@ impl Ingest {
             },
             max_batch_events: limits.max_batch_events,
             dedup: Mutex::new(DedupWindow::new(config.dedup.clone())),
+            metrics,
         }
     }
 
@@ -364,7 +379,7 @@ impl Ingest {
             }
         }
         drop(dedup);
-        Ok(events
+        let results: Vec<Outcome> = events
             .iter()
             .enumerate()
             .map(|(i, event)| match &outcomes[i] {
@@ -385,7 +400,73 @@ impl Ingest {
                     }
                 }
             })
-            .collect())
+            .collect();
+        self.count(bus, &planned, &results);
+        self.metrics
+            .publish_duration
+            .get_or_create(&BusLabels {
+                bus: bus.to_string(),
+            })
+            .observe(now.elapsed().as_secs_f64());
+        Ok(results)
+    }
+
+    /// Counts a batch's outcomes: published, duplicate, rejected (by
+    /// reason), unmatched, matches per rule and copies per topic.
+    fn count(&self, bus: &str, planned: &[Option<Planned>], results: &[Outcome]) {
+        let (mut published, mut duplicates, mut unmatched) = (0, 0, 0);
+        let mut rejected: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut routed: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut stored_in: BTreeMap<&str, u64> = BTreeMap::new();
+        for (plan, result) in planned.iter().zip(results) {
+            match result {
+                Ok(stored) if stored.duplicate => duplicates += 1,
+                Ok(stored) => {
+                    published += 1;
+                    unmatched += u64::from(stored.rules.is_empty());
+                    for rule in plan.iter().flat_map(|p| &p.rules) {
+                        *routed.entry(rule).or_default() += 1;
+                    }
+                    for (topic, _, _) in &stored.offsets {
+                        *stored_in.entry(topic.as_str()).or_default() += 1;
+                    }
+                }
+                Err(rejection) => *rejected.entry(rejection.kind()).or_default() += 1,
+            }
+        }
+        let m = &self.metrics;
+        let labels = BusLabels {
+            bus: bus.to_string(),
+        };
+        for (family, count) in [
+            (&m.events_published, published),
+            (&m.events_duplicate, duplicates),
+            (&m.events_unmatched, unmatched),
+        ] {
+            if count > 0 {
+                family.get_or_create(&labels).inc_by(count);
+            }
+        }
+        for (reason, count) in rejected {
+            let labels = RejectLabels {
+                bus: bus.to_string(),
+                reason: reason.to_string(),
+            };
+            m.events_rejected.get_or_create(&labels).inc_by(count);
+        }
+        for (rule, count) in routed {
+            let labels = RuleLabels {
+                bus: bus.to_string(),
+                rule: rule.to_string(),
+            };
+            m.events_routed.get_or_create(&labels).inc_by(count);
+        }
+        for (topic, count) in stored_in {
+            let labels = TopicLabels {
+                topic: topic.to_string(),
+            };
+            m.events_stored.get_or_create(&labels).inc_by(count);
+        }
     }
 
     /// The schema registry (for Admin).

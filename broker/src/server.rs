@@ -60,6 +60,7 @@ pub struct Broker {
     log: Arc<dyn EventLog>,
     subscriptions: Arc<Subscriptions>,
     ingest: Arc<Ingest>,
+    metrics: Arc<Metrics>,
 }
 
 impl Broker {
@@ -80,10 +81,12 @@ impl Broker {
             declared.into_iter().chain(targeted),
             config.storage.default_partitions,
         )?;
+        let metrics = Arc::new(Metrics::new());
         let subscriptions = Arc::new(Subscriptions::open(
             &config.data_dir,
             Arc::clone(&log),
             config.delivery.clone(),
+            Arc::clone(&metrics),
         )?);
         for spec in &config.subscriptions {
             match subscriptions.get(&spec.name) {
@@ -101,14 +104,23 @@ impl Broker {
             &config.schemas.include,
             Some(&config.data_dir.join("schemas")),
         )?);
-        let ingest = Arc::new(Ingest::new(Arc::clone(&log), rules, schemas, &config));
+        let ingest = Arc::new(Ingest::new(
+            Arc::clone(&log),
+            rules,
+            schemas,
+            &config,
+            Arc::clone(&metrics),
+        ));
         let restored = ingest.recover_dedup()?;
         tracing::info!(restored, "dedup window restored from the log");
+        let lag_of = Arc::clone(&subscriptions);
+        metrics.set_lag_source(Arc::new(move || lag_of.lag()));
         Ok(Broker {
             config,
             log,
             subscriptions,
             ingest,
+            metrics,
         })
     }
 
@@ -123,7 +135,7 @@ impl Broker {
         let addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::clone(&self.metrics);
         if let Some(metrics_addr) = self.config.metrics_listen {
             let listener = TcpListener::bind(metrics_addr).await?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");

@@ -16,6 +16,7 @@ pub use subscription::{
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
 use crate::log::{EventLog, LogError};
 use crate::model::{NameError, StoredEvent, SubscriptionName, TopicName};
+use crate::telemetry::metrics::{Metrics, SubscriptionLag};
 use crate::telemetry::spans;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,12 +86,22 @@ impl From<LogError> for DeliveryError {
     }
 }
 
+/// What every subscription shares.
+#[derive(Debug, Clone)]
+pub(super) struct Shared {
+    /// The log topics are read from.
+    pub(super) log: Arc<dyn EventLog>,
+    /// Delivery settings.
+    pub(super) config: DeliveryConfig,
+    /// The broker's metrics.
+    pub(super) metrics: Arc<Metrics>,
+}
+
 /// All subscriptions of the broker.
 #[derive(Debug)]
 pub struct Subscriptions {
-    log: Arc<dyn EventLog>,
+    shared: Shared,
     dir: PathBuf,
-    config: DeliveryConfig,
     subscriptions: RwLock<BTreeMap<SubscriptionName, Arc<Subscription>>>,
 }
 
@@ -100,7 +111,13 @@ impl Subscriptions {
         data_dir: &Path,
         log: Arc<dyn EventLog>,
         config: DeliveryConfig,
+        metrics: Arc<Metrics>,
     ) -> Result<Subscriptions, DeliveryError> {
+        let shared = Shared {
+            log: Arc::clone(&log),
+            config,
+            metrics,
+        };
         let dir = data_dir.join("subscriptions");
         let mut subscriptions = BTreeMap::new();
         for (spec, committed) in store::load_all(&dir)? {
@@ -118,8 +135,7 @@ impl Subscriptions {
                 spec,
                 info,
                 committed,
-                Arc::clone(&log),
-                &config,
+                &shared,
                 dir.join(name.as_str()),
                 redrive,
             )?;
@@ -127,9 +143,8 @@ impl Subscriptions {
         }
         tracing::info!(subscriptions = subscriptions.len(), "subscriptions loaded");
         Ok(Subscriptions {
-            log,
+            shared,
             dir,
-            config,
             subscriptions: RwLock::new(subscriptions),
         })
     }
@@ -152,7 +167,7 @@ impl Subscriptions {
             });
         }
         validate_policy(&spec)?;
-        let info = self.log.topic(&topic)?;
+        let info = self.shared.log.topic(&topic)?;
         if let Some(dead_letter_topic) = &spec.dead_letter_topic {
             let dead_letter_topic = TopicName::new(dead_letter_topic.clone())?;
             if dead_letter_topic == topic {
@@ -161,8 +176,10 @@ impl Subscriptions {
                     message: "must differ from the subscription's topic".into(),
                 });
             }
-            if let Err(LogError::TopicNotFound(_)) = self.log.topic(&dead_letter_topic) {
-                self.log.create_topic(&dead_letter_topic, info.partitions)?;
+            if let Err(LogError::TopicNotFound(_)) = self.shared.log.topic(&dead_letter_topic) {
+                self.shared
+                    .log
+                    .create_topic(&dead_letter_topic, info.partitions)?;
             }
         }
         let mut subscriptions = self.subscriptions.write().map_err(|_| poisoned())?;
@@ -175,23 +192,22 @@ impl Subscriptions {
         }
         let committed = (0..info.partitions)
             .map(|p| {
-                let offsets = self.log.offsets(&topic, p)?;
+                let offsets = self.shared.log.offsets(&topic, p)?;
                 Ok(match spec.start {
                     StartPosition::Earliest => offsets.start,
                     StartPosition::Latest => offsets.end,
-                    StartPosition::Time(ms) => self.log.offset_for_time(&topic, p, ms)?,
+                    StartPosition::Time(ms) => self.shared.log.offset_for_time(&topic, p, ms)?,
                 })
             })
             .collect::<Result<Vec<u64>, LogError>>()?;
         let sub_dir = self.dir.join(name.as_str());
-        let redrive = ensure_redrive_topic(self.log.as_ref(), &spec)?;
+        let redrive = ensure_redrive_topic(self.shared.log.as_ref(), &spec)?;
         store::create(&sub_dir, &spec, &committed)?;
         let subscription = Arc::new(Subscription::new(
             spec,
             info,
             committed,
-            Arc::clone(&self.log),
-            &self.config,
+            &self.shared,
             sub_dir,
             redrive,
         )?);
@@ -233,11 +249,11 @@ impl Subscriptions {
         };
         let topic = TopicName::new(topic.clone())?;
         let mut found = Vec::new();
-        for partition in 0..self.log.topic(&topic)?.partitions {
-            let range = self.log.offsets(&topic, partition)?;
+        for partition in 0..self.shared.log.topic(&topic)?.partitions {
+            let range = self.shared.log.offsets(&topic, partition)?;
             let mut from = range.start;
             while from < range.end && found.len() < limit {
-                let records = self.log.read(&topic, partition, from, 1024)?;
+                let records = self.shared.log.read(&topic, partition, from, 1024)?;
                 let Some(last) = records.last() else { break };
                 from = last.offset + 1;
                 for record in records {
@@ -305,7 +321,8 @@ impl Subscriptions {
             let mut record = dead.record.clone();
             record.dead_letter = None;
             let span = spans::redrive(name, record.event.as_ref());
-            self.log
+            self.shared
+                .log
                 .append(&redrive_topic, 0, vec![record.to_bytes()])
                 .instrument(span)
                 .await?;
@@ -332,13 +349,28 @@ impl Subscriptions {
         subscription.mark_deleted();
         store::remove(&self.dir.join(key.as_str()))?;
         if subscription.spec().dead_letter_topic.is_some() {
-            match self.log.delete_topic(&redrive_topic_name(name)?) {
+            match self.shared.log.delete_topic(&redrive_topic_name(name)?) {
                 Ok(()) | Err(LogError::TopicNotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         tracing::info!(subscription = %name, "subscription deleted");
         Ok(())
+    }
+
+    /// How far behind each subscription is (for the lag metrics); one
+    /// that cannot be read is left out and logged.
+    pub fn lag(&self) -> Vec<SubscriptionLag> {
+        self.list()
+            .iter()
+            .filter_map(|subscription| match subscription.lag() {
+                Ok(lag) => Some(lag),
+                Err(error) => {
+                    tracing::warn!(subscription = %subscription.name(), %error, "cannot measure lag");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Writes every subscription's changed committed offsets to disk.
@@ -353,7 +385,7 @@ impl Subscriptions {
     /// Flushes offsets every `offset_commit_interval` until `shutdown`,
     /// then once more.
     pub async fn run_flusher(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.config.offset_commit_interval);
+        let mut tick = tokio::time::interval(self.shared.config.offset_commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

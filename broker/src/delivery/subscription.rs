@@ -1,14 +1,15 @@
 //! One subscription: cursors per partition, connected consumers with
 //! credits, polling for deliveries and settling them.
 
-use super::DeliveryError;
 use super::cursor::{Cursor, Due, InFlight};
 use super::ordering::KeyOrder;
 use super::store;
-use crate::config::{DeliveryConfig, Ordering, SubscriptionConfig};
+use super::{DeliveryError, Shared};
+use crate::config::{Ordering, SubscriptionConfig};
 use crate::log::{EventLog, LogError, LogRecord, PartitionOffsets, TopicInfo};
 use crate::model::{DeadLetter, StoredEvent, TopicName, partition_for, partition_key};
 use crate::rules::{Pattern, event_view};
+use crate::telemetry::metrics::{SubscriptionLag, SubscriptionMetrics};
 use crate::telemetry::spans::{self, Settlement};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -161,6 +162,8 @@ pub struct Subscription {
     settled: Notify,
     /// Woken by the log after appends to the topic.
     appended: Arc<Notify>,
+    /// Its delivery counters and latency histogram.
+    metrics: SubscriptionMetrics,
 }
 
 impl Subscription {
@@ -168,8 +171,7 @@ impl Subscription {
         spec: SubscriptionConfig,
         topic: TopicInfo,
         mut committed: Vec<u64>,
-        log: Arc<dyn EventLog>,
-        config: &DeliveryConfig,
+        shared: &Shared,
         dir: PathBuf,
         redrive_topic: Option<TopicName>,
     ) -> Result<Subscription, DeliveryError> {
@@ -181,6 +183,7 @@ impl Subscription {
         }
         committed.resize(sources.len(), 0);
         let cursor_count = sources.len();
+        let log = Arc::clone(&shared.log);
         let appended = log.appended(&topic.name)?;
         let dead_letter_topic = spec
             .dead_letter_topic
@@ -201,7 +204,8 @@ impl Subscription {
             sources,
             dead_letter_topic,
             filter,
-            max_unacked: config.max_unacked_per_partition,
+            max_unacked: shared.config.max_unacked_per_partition,
+            metrics: shared.metrics.subscription(&spec.name),
             dir,
             state: Mutex::new(State {
                 cursors: committed.iter().map(|&c| Cursor::new(c)).collect(),
@@ -436,6 +440,7 @@ impl Subscription {
         for cursor in &mut state.cursors {
             let backoff = |attempt: u32| self.backoff(attempt, now_ms as u64);
             for holder in cursor.expire(now, backoff) {
+                self.metrics.timeouts.inc();
                 release_credit(&mut state.consumers, holder);
             }
         }
@@ -514,6 +519,7 @@ impl Subscription {
                             state.epoch,
                             &record.payload,
                         )?;
+                        self.observe_first_delivery(&record, now_ms);
                         polled.deliveries.push(delivery);
                         cursor.dispatched(offset, first_attempt);
                         budget -= 1;
@@ -551,6 +557,7 @@ impl Subscription {
                         cursor.hold(record.offset);
                         continue;
                     }
+                    self.observe_first_delivery(&record, now_ms);
                     polled.deliveries.push(delivery);
                     cursor.dispatched(record.offset, first_attempt);
                     budget -= 1;
@@ -561,6 +568,10 @@ impl Subscription {
         if exporting() {
             self.trace_deliveries(&mut state.traces, &mut polled.deliveries);
         }
+        let delivered = polled.deliveries.len() as u64;
+        let retried = polled.deliveries.iter().filter(|d| d.attempt > 1).count() as u64;
+        self.metrics.deliveries.inc_by(delivered);
+        self.metrics.redeliveries.inc_by(retried);
         if let Some(slot) = state.consumers.get_mut(&consumer) {
             slot.in_flight += polled.deliveries.len();
         }
@@ -578,6 +589,39 @@ impl Subscription {
             }
         }
         Ok(polled)
+    }
+
+    /// Records how long an event waited between its append and its first
+    /// delivery.
+    fn observe_first_delivery(&self, record: &LogRecord, now_ms: i64) {
+        let waited_ms = (now_ms - record.timestamp_ms).max(0);
+        self.metrics
+            .observe_publish_to_deliver(waited_ms as f64 / 1000.0);
+    }
+
+    /// How far behind the subscription is: events from the committed
+    /// offsets to the ends, and the age of the oldest of them.
+    pub(super) fn lag(&self) -> Result<SubscriptionLag, DeliveryError> {
+        let committed = self.state()?.durable.clone();
+        let mut events = 0;
+        let mut oldest_ms: Option<i64> = None;
+        for (index, committed) in committed.into_iter().enumerate() {
+            let offsets = self.offsets_of(index as u32)?;
+            let from = committed.max(offsets.start);
+            if from >= offsets.end {
+                continue;
+            }
+            events += offsets.end - from;
+            if let Some(record) = self.read_from(index as u32, from, 1)?.first() {
+                oldest_ms =
+                    Some(oldest_ms.map_or(record.timestamp_ms, |t| t.min(record.timestamp_ms)));
+            }
+        }
+        Ok(SubscriptionLag {
+            subscription: self.spec.name.clone(),
+            events,
+            seconds: oldest_ms.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0),
+        })
     }
 
     /// Opens a `deliver` span per delivery (ending the span of an earlier
@@ -635,6 +679,7 @@ impl Subscription {
         let cursor = &mut state.cursors[partition as usize];
         match outcome {
             Ok(()) => {
+                self.metrics.dead_letters.inc();
                 cursor.ack(offset);
                 state.keys[partition as usize].finish(offset);
                 state.dirty = true;
@@ -762,6 +807,7 @@ impl Subscription {
                 tracing::debug!(subscription = %self.spec.name, id, "ignoring ack of an unknown delivery id");
                 continue;
             };
+            self.metrics.acks.inc();
             if let Some(span) = state.traces.remove(&(partition, offset)) {
                 spans::settle(span, &self.spec.name, Settlement::Acked);
             }
@@ -786,6 +832,7 @@ impl Subscription {
             else {
                 continue;
             };
+            self.metrics.nacks.inc();
             if let Some(span) = state.traces.remove(&(partition, offset)) {
                 spans::settle(span, &self.spec.name, Settlement::Nacked(&nack.reason));
             }

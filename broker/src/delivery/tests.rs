@@ -26,7 +26,13 @@ fn spec(name: &str, max_in_flight: u32) -> SubscriptionConfig {
 fn open(dir: &Path) -> (Arc<dyn EventLog>, Subscriptions) {
     let log: Arc<dyn EventLog> =
         Arc::new(EmbeddedLog::open(dir, &StorageConfig::default()).expect("log"));
-    let subs = Subscriptions::open(dir, Arc::clone(&log), DeliveryConfig::default()).expect("subs");
+    let subs = Subscriptions::open(
+        dir,
+        Arc::clone(&log),
+        DeliveryConfig::default(),
+        Default::default(),
+    )
+    .expect("subs");
     (log, subs)
 }
 
@@ -117,8 +123,13 @@ async fn nack_redelivers_after_the_delay() {
     let (log, _) = open(dir.path());
     log.create_topic(&TopicName::new("orders").expect("valid"), 1)
         .expect("topic");
-    let subs =
-        Subscriptions::open(dir.path(), Arc::clone(&log), DeliveryConfig::default()).expect("subs");
+    let subs = Subscriptions::open(
+        dir.path(),
+        Arc::clone(&log),
+        DeliveryConfig::default(),
+        Default::default(),
+    )
+    .expect("subs");
     let mut fast = spec("billing", 10);
     fast.backoff.initial = Duration::from_millis(50);
     let sub = subs.create(fast).expect("create");

@@ -2,16 +2,107 @@
 //! listener (`metrics_listen`). Names follow Prometheus conventions with
 //! the `switchyard_` prefix.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+/// Labels of per-bus metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BusLabels {
+    /// The bus.
+    pub bus: String,
+}
+
+/// Labels of rejected publishes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// The bus.
+    pub bus: String,
+    /// `invalid`, `unroutable` or `storage`.
+    pub reason: String,
+}
+
+/// Labels of per-rule metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// The bus the rule listens on.
+    pub bus: String,
+    /// The rule.
+    pub rule: String,
+}
+
+/// Labels of per-topic metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// The topic.
+    pub topic: String,
+}
+
+/// Labels of per-subscription metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabels {
+    /// The subscription.
+    pub subscription: String,
+}
+
+/// How far behind one subscription is, sampled at scrape time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionLag {
+    /// The subscription.
+    pub subscription: String,
+    /// Events stored but not yet acked (committed offset to end).
+    pub events: u64,
+    /// Age of the oldest of them, in seconds (0 when caught up).
+    pub seconds: f64,
+}
+
+/// Where lag comes from: the delivery layer, asked at each scrape.
+pub type LagSource = Arc<dyn Fn() -> Vec<SubscriptionLag> + Send + Sync>;
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 0.1 ms to ~3.3 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Handles on one subscription's metrics, made once so that delivering
+/// costs no label lookups.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionMetrics {
+    /// Deliveries handed to consumers (every attempt).
+    pub deliveries: Counter,
+    /// Of those, attempts after the first.
+    pub redeliveries: Counter,
+    /// Deliveries acked.
+    pub acks: Counter,
+    /// Deliveries nacked.
+    pub nacks: Counter,
+    /// Deliveries not settled before their ack deadline.
+    pub timeouts: Counter,
+    /// Events written to the dead-letter topic.
+    pub dead_letters: Counter,
+    /// Seconds from an event's append to its first delivery.
+    pub publish_to_deliver: Option<Histogram>,
+}
+
+impl SubscriptionMetrics {
+    /// Records how long an event waited before its first delivery.
+    pub fn observe_publish_to_deliver(&self, seconds: f64) {
+        if let Some(histogram) = &self.publish_to_deliver {
+            histogram.observe(seconds);
+        }
+    }
+}
 
 /// The broker's metrics.
-#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     /// Version of the rule set in force (1 at start, +1 per reload).
@@ -21,6 +112,30 @@ pub struct Metrics {
     pub rules_last_reload_ok: Gauge,
     /// Failed rules reloads since start.
     pub rules_reload_failures: Counter<u64, AtomicU64>,
+    /// Events accepted and stored (duplicates not counted), per bus.
+    pub events_published: Family<BusLabels, Counter>,
+    /// Events that repeated an id already accepted, per bus.
+    pub events_duplicate: Family<BusLabels, Counter>,
+    /// Events refused, per bus and reason.
+    pub events_rejected: Family<RejectLabels, Counter>,
+    /// Events accepted that matched no rule, per bus.
+    pub events_unmatched: Family<BusLabels, Counter>,
+    /// Rule matches, per bus and rule.
+    pub events_routed: Family<RuleLabels, Counter>,
+    /// Event copies appended, per topic.
+    pub events_stored: Family<TopicLabels, Counter>,
+    /// Publish call latency (validate, route, durable append), per bus.
+    pub publish_duration: HistogramFamily<BusLabels>,
+    deliveries: Family<SubscriptionLabels, Counter>,
+    redeliveries: Family<SubscriptionLabels, Counter>,
+    acks: Family<SubscriptionLabels, Counter>,
+    nacks: Family<SubscriptionLabels, Counter>,
+    timeouts: Family<SubscriptionLabels, Counter>,
+    dead_letters: Family<SubscriptionLabels, Counter>,
+    publish_to_deliver: HistogramFamily<SubscriptionLabels>,
+    lag_events: Family<SubscriptionLabels, Gauge>,
+    lag_seconds: Family<SubscriptionLabels, Gauge<f64, AtomicU64>>,
+    lag_source: Mutex<Option<LagSource>>,
 }
 
 impl Default for Metrics {
@@ -29,40 +144,182 @@ impl Default for Metrics {
     }
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("switchyard");
-        let rules_version = Gauge::default();
-        let rules_last_reload_ok = Gauge::default();
-        let rules_reload_failures = Counter::default();
+        let metrics = Metrics {
+            rules_version: Gauge::default(),
+            rules_last_reload_ok: Gauge::default(),
+            rules_reload_failures: Counter::default(),
+            events_published: Family::default(),
+            events_duplicate: Family::default(),
+            events_rejected: Family::default(),
+            events_unmatched: Family::default(),
+            events_routed: Family::default(),
+            events_stored: Family::default(),
+            publish_duration: Family::new_with_constructor(latency_histogram),
+            deliveries: Family::default(),
+            redeliveries: Family::default(),
+            acks: Family::default(),
+            nacks: Family::default(),
+            timeouts: Family::default(),
+            dead_letters: Family::default(),
+            publish_to_deliver: Family::new_with_constructor(latency_histogram),
+            lag_events: Family::default(),
+            lag_seconds: Family::default(),
+            lag_source: Mutex::new(None),
+            registry: Registry::default(),
+        };
+        let m = &metrics;
         registry.register(
             "rules_version",
             "Version of the rule set in force (1 at start, +1 per successful reload)",
-            rules_version.clone(),
+            m.rules_version.clone(),
         );
         registry.register(
             "rules_last_reload_ok",
             "1 when the last rules reload succeeded, 0 when it failed and older rules are in force",
-            rules_last_reload_ok.clone(),
+            m.rules_last_reload_ok.clone(),
         );
         registry.register(
             "rules_reload_failures",
             "Failed rules reloads since start",
-            rules_reload_failures.clone(),
+            m.rules_reload_failures.clone(),
         );
-        rules_version.set(1);
-        rules_last_reload_ok.set(1);
+        registry.register(
+            "events_published",
+            "Events accepted and stored, per bus (duplicates not counted)",
+            m.events_published.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Events that repeated an accepted (source, id), per bus",
+            m.events_duplicate.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Events refused, per bus and reason (invalid, unroutable, storage)",
+            m.events_rejected.clone(),
+        );
+        registry.register(
+            "events_unmatched",
+            "Events accepted that matched no rule (stored nowhere), per bus",
+            m.events_unmatched.clone(),
+        );
+        registry.register(
+            "events_routed",
+            "Rule matches, per bus and rule",
+            m.events_routed.clone(),
+        );
+        registry.register(
+            "events_stored",
+            "Event copies appended durably, per topic",
+            m.events_stored.clone(),
+        );
+        registry.register(
+            "publish_duration_seconds",
+            "Publish call latency: validate, route and durable append, per bus",
+            m.publish_duration.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Deliveries handed to consumers (every attempt), per subscription",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "redeliveries",
+            "Delivery attempts after the first, per subscription",
+            m.redeliveries.clone(),
+        );
+        registry.register("acks", "Deliveries acked, per subscription", m.acks.clone());
+        registry.register(
+            "nacks",
+            "Deliveries nacked, per subscription",
+            m.nacks.clone(),
+        );
+        registry.register(
+            "delivery_timeouts",
+            "Deliveries not settled before their ack deadline, per subscription",
+            m.timeouts.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Events written to a dead-letter topic, per subscription",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "publish_to_deliver_seconds",
+            "Time from an event's durable append to its first delivery, per subscription",
+            m.publish_to_deliver.clone(),
+        );
+        registry.register(
+            "subscription_lag_events",
+            "Events stored but not yet acked, per subscription",
+            m.lag_events.clone(),
+        );
+        registry.register(
+            "subscription_lag_seconds",
+            "Age of the oldest event not yet acked, per subscription (0 when caught up)",
+            m.lag_seconds.clone(),
+        );
+        metrics.rules_version.set(1);
+        metrics.rules_last_reload_ok.set(1);
         Metrics {
             registry,
-            rules_version,
-            rules_last_reload_ok,
-            rules_reload_failures,
+            ..metrics
+        }
+    }
+
+    /// The handles of one subscription's metrics.
+    pub fn subscription(&self, name: &str) -> SubscriptionMetrics {
+        let labels = SubscriptionLabels {
+            subscription: name.to_string(),
+        };
+        SubscriptionMetrics {
+            deliveries: self.deliveries.get_or_create_owned(&labels),
+            redeliveries: self.redeliveries.get_or_create_owned(&labels),
+            acks: self.acks.get_or_create_owned(&labels),
+            nacks: self.nacks.get_or_create_owned(&labels),
+            timeouts: self.timeouts.get_or_create_owned(&labels),
+            dead_letters: self.dead_letters.get_or_create_owned(&labels),
+            publish_to_deliver: Some(self.publish_to_deliver.get_or_create_owned(&labels)),
+        }
+    }
+
+    /// Where subscription lag is read from at each scrape.
+    pub fn set_lag_source(&self, source: LagSource) {
+        if let Ok(mut slot) = self.lag_source.lock() {
+            *slot = Some(source);
+        }
+    }
+
+    /// Samples lag into the gauges (deleted subscriptions disappear).
+    fn sample_lag(&self) {
+        let source = self.lag_source.lock().ok().and_then(|s| s.clone());
+        let Some(source) = source else { return };
+        self.lag_events.clear();
+        self.lag_seconds.clear();
+        for lag in source() {
+            let labels = SubscriptionLabels {
+                subscription: lag.subscription,
+            };
+            self.lag_events
+                .get_or_create(&labels)
+                .set(i64::try_from(lag.events).unwrap_or(i64::MAX));
+            self.lag_seconds.get_or_create(&labels).set(lag.seconds);
         }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.sample_lag();
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {
             text.clear();

@@ -1,0 +1,187 @@
+//! `/metrics` after a known workload: publish, duplicate, unmatched and
+//! invalid events; deliveries, acks, nacks, a retry and a dead letter; lag
+//! of a subscription nobody consumes.
+
+mod support;
+
+use support::*;
+use switchyard_sdk::proto;
+
+const CONFIG: &str = "
+topics:
+  - name: orders
+    partitions: 1
+subscriptions:
+  - name: workers
+    topic: orders
+    max_attempts: 2
+    backoff: {initial: 50ms, multiplier: 2.0, max: 1s, jitter: 0.0}
+    dead_letter_topic: orders.dlq
+  - name: idle
+    topic: orders
+";
+
+const RULES: &str = "
+rules:
+  - name: placed
+    pattern:
+      type: [com.example.order.placed]
+    targets:
+      - topic: orders
+";
+
+/// The value of one sample line, e.g. `switchyard_acks_total{subscription="workers"}`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+}
+
+#[tokio::test]
+async fn counters_latencies_and_lag_after_a_known_workload() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let placed = |id: &str| {
+        event(
+            id,
+            "com.example.order.placed",
+            id,
+            serde_json::json!({"n": id}),
+        )
+    };
+    // Five orders in one call, then a duplicate, an unmatched event and an
+    // invalid one in another.
+    let first = client
+        .publish_batch(
+            "default",
+            (1..=5).map(|n| placed(&format!("o{n}"))).collect(),
+        )
+        .await
+        .expect("publish");
+    assert!(first.iter().all(Result::is_ok));
+    let mut invalid = placed("bad");
+    invalid.source.clear();
+    let second = client
+        .publish_batch(
+            "default",
+            vec![
+                placed("o1"),
+                event("x1", "com.example.other", "x1", serde_json::json!({})),
+                invalid,
+            ],
+        )
+        .await
+        .expect("publish");
+    assert!(second[0].as_ref().is_ok_and(|p| p.duplicate));
+    assert!(second[2].is_err());
+
+    // workers: ack o1..o4; o5 fails twice and is dead-lettered.
+    let mut stream = RawStream::open(&broker.url, "workers", 10)
+        .await
+        .expect("open");
+    let mut acks = Vec::new();
+    let mut failures = 0;
+    while acks.len() < 4 || failures < 2 {
+        let delivery: proto::Delivery = stream.next().await.expect("delivery");
+        let id = delivery
+            .event
+            .as_ref()
+            .map(|e| e.id.clone())
+            .unwrap_or_default();
+        if id == "o5" {
+            failures += 1;
+            stream.nack(delivery.delivery_id, "boom").await;
+        } else {
+            acks.push(delivery.delivery_id.clone());
+            stream.ack(vec![delivery.delivery_id]).await;
+        }
+    }
+    let admin = broker.admin().await;
+    until_fully_committed(&admin, "workers").await;
+
+    let text = broker.metrics();
+    for (series, expected) in [
+        ("switchyard_events_published_total{bus=\"default\"}", 6.0),
+        ("switchyard_events_duplicate_total{bus=\"default\"}", 1.0),
+        ("switchyard_events_unmatched_total{bus=\"default\"}", 1.0),
+        (
+            "switchyard_events_rejected_total{bus=\"default\",reason=\"invalid\"}",
+            1.0,
+        ),
+        (
+            "switchyard_events_routed_total{bus=\"default\",rule=\"placed\"}",
+            5.0,
+        ),
+        ("switchyard_events_stored_total{topic=\"orders\"}", 5.0),
+        (
+            "switchyard_publish_duration_seconds_count{bus=\"default\"}",
+            2.0,
+        ),
+        ("switchyard_deliveries_total{subscription=\"workers\"}", 6.0),
+        (
+            "switchyard_redeliveries_total{subscription=\"workers\"}",
+            1.0,
+        ),
+        ("switchyard_acks_total{subscription=\"workers\"}", 4.0),
+        ("switchyard_nacks_total{subscription=\"workers\"}", 2.0),
+        (
+            "switchyard_dead_letters_total{subscription=\"workers\"}",
+            1.0,
+        ),
+        (
+            "switchyard_publish_to_deliver_seconds_count{subscription=\"workers\"}",
+            5.0,
+        ),
+        (
+            "switchyard_subscription_lag_events{subscription=\"workers\"}",
+            0.0,
+        ),
+        (
+            "switchyard_subscription_lag_seconds{subscription=\"workers\"}",
+            0.0,
+        ),
+        (
+            "switchyard_subscription_lag_events{subscription=\"idle\"}",
+            5.0,
+        ),
+    ] {
+        assert_eq!(value(&text, series), expected, "{series}");
+    }
+    assert!(
+        text.contains("# TYPE switchyard_publish_to_deliver_seconds histogram"),
+        "{text}"
+    );
+    // The idle subscription's oldest event ages.
+    eventually("the idle lag has an age", || {
+        let text = broker.metrics();
+        async move {
+            value(
+                &text,
+                "switchyard_subscription_lag_seconds{subscription=\"idle\"}",
+            ) > 0.0
+        }
+    })
+    .await;
+
+    // A deleted subscription's lag disappears.
+    let mut admin = admin;
+    admin
+        .delete_subscription(proto::DeleteSubscriptionRequest {
+            name: "idle".into(),
+        })
+        .await
+        .expect("delete");
+    let text = broker.metrics();
+    assert!(
+        sample(
+            &text,
+            "switchyard_subscription_lag_events{subscription=\"idle\"}"
+        )
+        .is_none(),
+        "{text}"
+    );
+}
