@@ -34,6 +34,7 @@ fn help_teaches_every_command() {
         "topics",
         "subscriptions",
         "rules",
+        "graph",
     ] {
         assert!(help.contains(command), "{help}");
     }
@@ -249,5 +250,49 @@ fn rules_explain_names_the_failing_field() {
     assert!(
         output.contains("rule 'not-test' (bus default): MATCHES"),
         "{output}"
+    );
+}
+
+#[test]
+fn graph_maps_the_live_choreography() {
+    let (_dir, broker) = start_saga_broker(&[]);
+    let mermaid = broker.cli(&["graph", "--format", "mermaid"]);
+    let node = |label: &str| {
+        mermaid
+            .lines()
+            .find(|line| line.contains(&format!("\"{label}\"")))
+            .and_then(|line| line.trim().split(['(', '[', '{']).next())
+            .unwrap_or_else(|| panic!("node {label} in\n{mermaid}"))
+            .to_string()
+    };
+    let edge = |from: &str, to: &str| format!("{} --> {}", node(from), node(to));
+    for (from, to) in [
+        (
+            "com.example.payment.failed",
+            "rule payment-failed-release-stock",
+        ),
+        ("com.example.payment.failed", "rule order-outcomes"),
+        ("rule payment-failed-release-stock", "topic stock-releases"),
+        ("topic stock-releases", "inventory-compensation"),
+        ("topic payments", "payment-service"),
+    ] {
+        assert!(
+            mermaid.contains(&edge(from, to)),
+            "{from} -> {to} in\n{mermaid}"
+        );
+    }
+    assert!(
+        mermaid.contains(&format!(
+            "{} -. dead letters .-> {}",
+            node("payment-service"),
+            node("topic payment-service.dlq")
+        )),
+        "{mermaid}"
+    );
+    let dot = broker.cli(&["graph"]);
+    assert!(dot.starts_with("digraph switchyard {"), "{dot}");
+    assert_eq!(
+        dot.matches(" -> ").count(),
+        mermaid.matches("-->").count() + 1
     );
 }

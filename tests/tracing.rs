@@ -212,31 +212,10 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
     let receiver = Receiver::default();
     let collector = receiver.start().await;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let saga_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/order-saga");
-    std::fs::copy(
-        saga_dir.join("switchyard.yaml"),
-        dir.path().join("config.yaml"),
-    )
-    .expect("config");
-    std::fs::copy(saga_dir.join("rules.yaml"), dir.path().join("rules.yaml")).expect("rules");
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8 path");
-    let mut broker = BrokerProcess::start_with_env(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data,
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    );
+    let (_dir, mut broker) = start_saga_broker(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
 
     let guard = telemetry::init_with(TelemetryOptions {
         service_name: "saga-services".into(),

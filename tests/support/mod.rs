@@ -52,6 +52,26 @@ pub fn start_broker(config: &str, rules: &str) -> (tempfile::TempDir, BrokerProc
     (dir, broker)
 }
 
+/// Starts a broker with the order saga's config and rules
+/// (examples/order-saga) on ephemeral ports, with extra environment.
+pub fn start_saga_broker(env: &[(&str, &str)]) -> (tempfile::TempDir, BrokerProcess) {
+    let saga = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/order-saga");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(saga.join("switchyard.yaml"), dir.path().join("config.yaml")).expect("config");
+    std::fs::copy(saga.join("rules.yaml"), dir.path().join("rules.yaml")).expect("rules");
+    let data = dir.path().join("data");
+    let flags = [
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+    ];
+    let broker = BrokerProcess::start_with_env(dir.path(), &flags, env);
+    (dir, broker)
+}
+
 impl BrokerProcess {
     /// Starts `switchyard serve --config DIR/config.yaml` and waits for it
     /// to listen.

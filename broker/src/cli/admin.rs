@@ -359,7 +359,7 @@ pub(crate) enum RulesCommand {
 }
 
 /// An Admin client of the broker at `connection`.
-async fn admin(connection: &Connection) -> Result<AdminClient<Channel>, Failure> {
+pub(super) async fn admin(connection: &Connection) -> Result<AdminClient<Channel>, Failure> {
     Ok(Client::connect(&connection.url).await?.admin())
 }
 

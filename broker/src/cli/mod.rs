@@ -2,6 +2,7 @@
 //! gRPC clients (through the SDK) of a running broker.
 
 mod admin;
+mod graph;
 mod log;
 mod publish;
 mod serve;
@@ -92,6 +93,15 @@ enum Command {
     /// Register or list protobuf schemas for payload matching.
     #[command(subcommand)]
     Schemas(admin::SchemasCommand),
+    /// Print the choreography map: event type → rule → topic →
+    /// subscription (→ dead-letter topic), from the broker's live rules and
+    /// subscriptions, as Graphviz DOT or Mermaid.
+    ///
+    /// Examples:
+    ///   switchyard graph | dot -Tsvg > choreography.svg
+    ///   switchyard graph --format mermaid
+    #[command(verbatim_doc_comment)]
+    Graph(graph::GraphArgs),
     /// Check the embedded log's files offline.
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -108,6 +118,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rules(command) => admin::rules(command).await,
         Command::Schemas(command) => admin::schemas(command).await,
         Command::Dlq(command) => admin::dlq(command).await,
+        Command::Graph(args) => graph::run(args).await,
         Command::Log(command) => log::run(command),
     }
 }
