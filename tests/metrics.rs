@@ -41,6 +41,81 @@ fn value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
 }
 
+fn deploy_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(name)
+}
+
+fn yaml(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(deploy_file(name)).expect("read deploy file");
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("deploy/{name}: {e}"))
+}
+
+/// The `switchyard_*` series named in deploy/alerts.yaml's expressions.
+fn alert_series() -> Vec<String> {
+    let alerts = yaml("alerts.yaml");
+    let mut series = Vec::new();
+    let rules = alerts["groups"][0]["rules"].as_array().expect("rules");
+    assert!(
+        rules.len() >= 4,
+        "alerts for DLQ growth, lag, error rate, broker down"
+    );
+    for rule in rules {
+        let expr = rule["expr"].as_str().expect("expr");
+        assert!(rule["alert"].is_string() && rule["annotations"]["summary"].is_string());
+        let mut rest = expr;
+        while let Some(at) = rest.find("switchyard_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            series.push(name);
+        }
+    }
+    series.sort();
+    series.dedup();
+    series
+}
+
+#[test]
+fn compose_wires_broker_jaeger_and_prometheus_with_the_alerts() {
+    let compose = yaml("docker-compose.yml");
+    let services = &compose["services"];
+    for service in ["switchyard", "jaeger", "prometheus"] {
+        assert!(services[service].is_object(), "service {service}");
+    }
+    assert_eq!(
+        services["switchyard"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://jaeger:4317"
+    );
+    // Mounted files and folders exist.
+    for service in ["switchyard", "prometheus"] {
+        for volume in services[service]["volumes"].as_array().expect("volumes") {
+            let source = volume
+                .as_str()
+                .expect("volume")
+                .split(':')
+                .next()
+                .expect("source");
+            if source.starts_with('.') {
+                assert!(
+                    deploy_file(source).exists(),
+                    "{service} mounts missing {source}"
+                );
+            }
+        }
+    }
+    let prometheus = yaml("prometheus.yml");
+    assert_eq!(prometheus["rule_files"][0], "/etc/prometheus/alerts.yaml");
+    assert_eq!(
+        prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0],
+        "switchyard:9464"
+    );
+    assert!(deploy_file("Dockerfile").exists());
+}
+
 #[tokio::test]
 async fn counters_latencies_and_lag_after_a_known_workload() {
     let (_dir, broker) = start_broker(CONFIG, RULES);
@@ -155,6 +230,15 @@ async fn counters_latencies_and_lag_after_a_known_workload() {
         text.contains("# TYPE switchyard_publish_to_deliver_seconds histogram"),
         "{text}"
     );
+    // Every series the shipped alert rules use exists.
+    for series in alert_series() {
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(&format!("{series}{{"))
+                    || line.starts_with(&format!("{series} "))),
+            "deploy/alerts.yaml uses {series}, which /metrics does not export:\n{text}"
+        );
+    }
     // The idle subscription's oldest event ages.
     eventually("the idle lag has an age", || {
         let text = broker.metrics();

@@ -7,6 +7,8 @@
 #
 #   examples/order-saga/run.sh               # 10 orders, then stop
 #   ORDERS=20 KEEP_RUNNING=1 examples/order-saga/run.sh
+#   SWITCHYARD_URL=http://127.0.0.1:50051 examples/order-saga/run.sh
+#                                            # use a running broker (e.g. deploy/docker-compose.yml)
 #
 # With OTEL_EXPORTER_OTLP_ENDPOINT set (e.g. http://127.0.0.1:4317 with
 # deploy/docker-compose.yml up), broker and services export their spans:
@@ -16,22 +18,27 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard-target}"
 port="${SWITCHYARD_DEMO_PORT:-50051}"
 metrics_port="${SWITCHYARD_DEMO_METRICS_PORT:-9464}"
-export SWITCHYARD_URL="http://127.0.0.1:$port"
 work="$(mktemp -d)"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 echo "== building (first time: a few minutes)"
 cargo build -q -p switchyard-broker -p switchyard-examples --bins
 bin="$CARGO_TARGET_DIR/debug"
 
-echo "== broker on $SWITCHYARD_URL, metrics on :$metrics_port, data and logs in $work"
-"$bin/switchyard" serve --config examples/order-saga/switchyard.yaml \
-  --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
-  --data-dir "$work/data" 2>"$work/broker.log" &
-pids=($!)
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+if [ -n "${SWITCHYARD_URL:-}" ]; then
+  echo "== using the broker at $SWITCHYARD_URL (started with examples/order-saga/switchyard.yaml)"
+else
+  export SWITCHYARD_URL="http://127.0.0.1:$port"
+  echo "== broker on $SWITCHYARD_URL, metrics on :$metrics_port, data and logs in $work"
+  "$bin/switchyard" serve --config examples/order-saga/switchyard.yaml \
+    --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
+    --data-dir "$work/data" 2>"$work/broker.log" &
+  pids+=($!)
+fi
 for _ in $(seq 1 100); do
   "$bin/switchyard" topics list >/dev/null 2>&1 && break
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/broker.log"; exit 1; }
+  if [ "${#pids[@]}" -gt 0 ] && ! kill -0 "${pids[0]}" 2>/dev/null; then cat "$work/broker.log"; exit 1; fi
   sleep 0.1
 done
 
