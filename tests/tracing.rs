@@ -185,6 +185,73 @@ impl Trace {
     }
 }
 
+impl Trace {
+    /// The trace as an indented tree, children in start order (printed
+    /// with `--no-capture`; the example's README shows one).
+    fn tree(&self) -> String {
+        let mut out = String::new();
+        let mut roots: Vec<&Collected> = self
+            .0
+            .iter()
+            .filter(|s| self.by_id(&s.span.parent_span_id).is_none())
+            .collect();
+        roots.sort_by_key(|s| s.span.start_time_unix_nano);
+        for root in roots {
+            self.write_tree(root, 0, &mut out);
+        }
+        out
+    }
+
+    fn write_tree(&self, span: &Collected, depth: usize, out: &mut String) {
+        let mut notes = Vec::new();
+        for key in [
+            "switchyard.rules",
+            "switchyard.delivery.attempt",
+            "switchyard.outcome",
+            "switchyard.nack.reason",
+        ] {
+            if span.attribute(key).is_some() {
+                let value = match span.attribute(key) {
+                    Some(Value::ArrayValue(values)) => values
+                        .values
+                        .iter()
+                        .filter_map(|v| match &v.value {
+                            Some(Value::StringValue(s)) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    _ => span.text(key),
+                };
+                notes.push(format!("{}={value}", key.trim_start_matches("switchyard.")));
+            }
+        }
+        if span.name().starts_with("route") {
+            notes.push(span.text("cloudevents.event_type"));
+        }
+        if !span.span.links.is_empty() {
+            notes.push(format!("links: {}", span.span.links.len()));
+        }
+        out.push_str(&format!(
+            "{}{} [{}]{}{}\n",
+            "  ".repeat(depth),
+            span.name(),
+            span.service,
+            if span.is_error() { " ERROR" } else { "" },
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", notes.join(" "))
+            }
+        ));
+        let mut children: Vec<&Collected> = self.0.iter().filter(|c| c.child_of(span)).collect();
+        children.sort_by_key(|c| c.span.start_time_unix_nano);
+        for child in children {
+            self.write_tree(child, depth + 1, out);
+        }
+    }
+}
+
 fn trace_of(spans: &[Collected], order_id: &str, event_type: &str) -> Trace {
     let route = spans
         .iter()
@@ -284,6 +351,7 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
 
     // order-3: declined → stock released, order cancelled; one trace.
     let declined = trace_of(&spans, "order-3", types::ORDER_PLACED);
+    println!("{}", declined.tree());
     let route = declined
         .named("route default")
         .into_iter()
@@ -360,6 +428,7 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
 
     // order-2: the first payment attempt is nacked, the second acked.
     let retried = trace_of(&spans, "order-2", types::ORDER_PLACED);
+    println!("{}", retried.tree());
     let mut attempts: Vec<(String, String, bool)> = retried
         .named("deliver payment-service")
         .iter()
@@ -394,6 +463,7 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
 
     // order-5: every attempt fails; the dead-letter write keeps the trace.
     let poisoned = trace_of(&spans, "order-5", types::ORDER_PLACED);
+    println!("{}", poisoned.tree());
     assert_eq!(
         poisoned.named("deliver payment-service").len(),
         3,

@@ -184,7 +184,7 @@ pub fn settle(deliver: Span, subscription: &str, settlement: Settlement<'_>) {
         deliver.record("otel.status_description", reason);
     }
     if !matches!(settlement, Settlement::TimedOut) {
-        let _settle = tracing::info_span!(
+        let settle = tracing::info_span!(
             parent: &deliver,
             "settle",
             otel.name = %format_args!("{} {subscription}", if failure.is_some() { "nack" } else { "ack" }),
@@ -192,8 +192,11 @@ pub fn settle(deliver: Span, subscription: &str, settlement: Settlement<'_>) {
             messaging.system = SYSTEM,
             messaging.operation.type = "settle",
             messaging.consumer.group.name = subscription,
-            switchyard.nack.reason = failure.unwrap_or(""),
+            switchyard.nack.reason = tracing::field::Empty,
         );
+        if let Some(reason) = failure {
+            settle.record("switchyard.nack.reason", reason);
+        }
     }
 }
 
