@@ -7,7 +7,11 @@
 //! - steady: one publisher paced at a fixed rate; prints the percentiles.
 //!
 //! `cargo bench -p switchyard-broker --bench publish_deliver -- [--events N]
-//! [--publishers P] [--batch B] [--rate R] [--seconds S] [--partitions N]`
+//! [--publishers P] [--batch B] [--rate R] [--seconds S] [--partitions N]
+//! [--otlp URL]`
+//!
+//! `--otlp URL` turns tracing on (SDK and broker spans exported to URL), to
+//! measure what spans cost.
 
 use hdrhistogram::Histogram;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ struct Options {
     nack_percent: u64,
     /// Events published to a stalled subscriber (0: skip that scenario).
     backlog: u64,
+    /// OTLP endpoint: export spans there (tracing on).
+    otlp: Option<String>,
 }
 
 fn options() -> Options {
@@ -50,6 +56,7 @@ fn options() -> Options {
         partitions: 4,
         nack_percent: 0,
         backlog: 0,
+        otlp: None,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -63,6 +70,7 @@ fn options() -> Options {
             "--partitions" => options.partitions = value as u32,
             "--nack-percent" => options.nack_percent = value,
             "--backlog" => options.backlog = value,
+            "--otlp" => options.otlp = Some(pair[1].clone()),
             _ => {}
         }
     }
@@ -381,6 +389,12 @@ fn main() -> anyhow::Result<()> {
         std::env::consts::ARCH
     );
     runtime.block_on(async {
+        // As the `switchyard` binary: JSON logs (RUST_LOG), spans when asked.
+        let _telemetry =
+            switchyard_sdk::telemetry::init_with(switchyard_sdk::telemetry::TelemetryOptions {
+                service_name: "publish-deliver-bench".into(),
+                otlp_endpoint: options.otlp.clone(),
+            })?;
         if options.backlog > 0 {
             return stalled(&options).await;
         }

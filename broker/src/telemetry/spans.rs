@@ -16,25 +16,44 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// `messaging.system` of every span.
 const SYSTEM: &str = "switchyard";
 
+/// The event's creation context, when spans of it should be built: spans
+/// are exported and the event's trace is sampled (an event without a
+/// context is left to the sampler). `None`: build no span — so a sampled-out
+/// publisher costs the broker nothing per event.
+fn event_trace(event: Option<&CloudEvent>) -> Option<opentelemetry::Context> {
+    if !exporting() {
+        return None;
+    }
+    let creation = event.map(context::from_event).unwrap_or_default();
+    let sampled_out = {
+        let span = creation.span();
+        let span_context = span.span_context();
+        span_context.is_valid() && !span_context.is_sampled()
+    };
+    (!sampled_out).then_some(creation)
+}
+
 /// Makes `span` a child of the event's creation context when it has one;
 /// otherwise it stays a child of the current span. Links the current span
 /// (the publish request) when the event belongs to another trace.
-fn continue_event_trace(span: &Span, event: Option<&CloudEvent>, link_current: bool) {
-    let creation = event.map(context::from_event).unwrap_or_default();
-    let creation_span = creation.span();
-    let creation_context = creation_span.span_context();
-    if !creation_context.is_valid() {
-        return;
-    }
+fn continue_event_trace(span: &Span, creation: opentelemetry::Context, link_current: bool) {
+    let trace_id = {
+        let creation_span = creation.span();
+        let creation_context = creation_span.span_context();
+        if !creation_context.is_valid() {
+            return;
+        }
+        creation_context.trace_id()
+    };
     if link_current {
         let current = Span::current().context();
         let current_span = current.span();
         let current_context = current_span.span_context();
-        if current_context.is_valid() && current_context.trace_id() != creation_context.trace_id() {
+        if current_context.is_valid() && current_context.trace_id() != trace_id {
             span.add_link(current_context.clone());
         }
     }
-    let _ = span.set_parent(creation.clone());
+    let _ = span.set_parent(creation);
 }
 
 /// The server span of one `Publish` call, continuing the caller's context
@@ -66,9 +85,9 @@ pub fn publish_request(
 /// Routing one event on `bus`; record the matched rules with
 /// [`record_rules`].
 pub fn route(bus: &str, event: &CloudEvent) -> Span {
-    if !exporting() {
+    let Some(creation) = event_trace(Some(event)) else {
         return Span::none();
-    }
+    };
     let span = tracing::info_span!(
         "route",
         otel.name = %format_args!("route {bus}"),
@@ -80,7 +99,7 @@ pub fn route(bus: &str, event: &CloudEvent) -> Span {
         cloudevents.event_type = %event.r#type,
         cloudevents.event_subject = event.subject.as_deref().unwrap_or(""),
     );
-    continue_event_trace(&span, Some(event), true);
+    continue_event_trace(&span, creation, true);
     span
 }
 
@@ -128,9 +147,9 @@ pub fn deliver(
     attempt: u32,
     event: Option<&CloudEvent>,
 ) -> Span {
-    if !exporting() {
+    let Some(creation) = event_trace(event) else {
         return Span::none();
-    }
+    };
     let span = tracing::info_span!(
         parent: None,
         "deliver",
@@ -149,7 +168,7 @@ pub fn deliver(
         switchyard.delivery.attempt = attempt,
         switchyard.outcome = tracing::field::Empty,
     );
-    continue_event_trace(&span, event, false);
+    continue_event_trace(&span, creation, false);
     span
 }
 
@@ -208,9 +227,9 @@ pub fn dead_letter(
     attempts: u32,
     reason: &str,
 ) -> Span {
-    if !exporting() {
+    let Some(creation) = event_trace(event) else {
         return Span::none();
-    }
+    };
     let span = tracing::info_span!(
         parent: None,
         "dead_letter",
@@ -225,15 +244,15 @@ pub fn dead_letter(
         switchyard.delivery.attempts = attempts,
         switchyard.dead_letter.reason = reason,
     );
-    continue_event_trace(&span, event, false);
+    continue_event_trace(&span, creation, false);
     span
 }
 
 /// Sending a dead letter back to its subscription.
 pub fn redrive(subscription: &str, event: Option<&CloudEvent>) -> Span {
-    if !exporting() {
+    let Some(creation) = event_trace(event) else {
         return Span::none();
-    }
+    };
     let span = tracing::info_span!(
         parent: None,
         "redrive",
@@ -245,6 +264,6 @@ pub fn redrive(subscription: &str, event: Option<&CloudEvent>) -> Span {
         messaging.consumer.group.name = subscription,
         messaging.message.id = event.map_or("", |e| e.id.as_str()),
     );
-    continue_event_trace(&span, event, false);
+    continue_event_trace(&span, creation, false);
     span
 }
