@@ -334,6 +334,40 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
     })
     .await;
     until_fully_committed(&admin, "order-service").await;
+    // Redrive: order-5 comes back, fails 3 more times, is dead-lettered
+    // again. Replay: inventory-compensation goes back to the start and
+    // releases order-3's stock a second time.
+    let mut redriving = admin.clone();
+    let redriven = redriving
+        .redrive_dead_letters(switchyard_sdk::proto::RedriveDeadLettersRequest {
+            subscription: "payment-service".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("redrive")
+        .into_inner();
+    assert_eq!(redriven.redriven, 1);
+    eventually("order-5 is dead-lettered again", || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_dead_letters(switchyard_sdk::proto::ListDeadLettersRequest {
+                    subscription: "payment-service".into(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().dead_letters.len() == 2)
+        }
+    })
+    .await;
+    redriving
+        .seek_subscription(switchyard_sdk::proto::SeekSubscriptionRequest {
+            name: "inventory-compensation".into(),
+            target: Some(switchyard_sdk::proto::seek_subscription_request::Target::Earliest(true)),
+        })
+        .await
+        .expect("seek");
+    until_fully_committed(&admin, "inventory-compensation").await;
     shutdown.cancel();
     for service in services {
         service.await.expect("joined").expect("service ran cleanly");
@@ -401,6 +435,17 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
     ] {
         declined.assert_hop(subscription);
     }
+    let replayed = declined.named("deliver inventory-compensation");
+    assert_eq!(
+        replayed.len(),
+        2,
+        "the replay is delivered in the original trace"
+    );
+    assert!(
+        replayed
+            .iter()
+            .all(|d| d.span.parent_span_id == replayed[0].span.parent_span_id)
+    );
     let (_, paid) = declined.assert_hop("payment-service");
     assert_eq!(paid.text("switchyard.outcome"), "acked");
     assert!(
@@ -461,24 +506,28 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
         "the failed attempt's process span is an error"
     );
 
-    // order-5: every attempt fails; the dead-letter write keeps the trace.
+    // order-5: every attempt fails; the dead-letter writes and the redrive
+    // keep the trace.
     let poisoned = trace_of(&spans, "order-5", types::ORDER_PLACED);
     println!("{}", poisoned.tree());
     assert_eq!(
         poisoned.named("deliver payment-service").len(),
-        3,
+        6,
         "{}",
         poisoned.names()
     );
-    let dead = poisoned.one("dead_letter payment-service.dlq");
-    let created = poisoned
-        .by_id(&dead.span.parent_span_id)
-        .expect("dead letter parent");
-    assert_eq!(
-        created.name(),
-        "send default",
-        "under the event's creation context"
-    );
+    let mut dead_letters = poisoned.named("dead_letter payment-service.dlq");
+    dead_letters.sort_by_key(|s| s.span.start_time_unix_nano);
+    assert_eq!(dead_letters.len(), 2, "before and after the redrive");
+    let redrive = poisoned.one("redrive payment-service");
+    for span in dead_letters.iter().copied().chain([redrive]) {
+        let created = poisoned
+            .by_id(&span.span.parent_span_id)
+            .expect("parent in the trace");
+        assert_eq!(created.name(), "send default", "under the creation context");
+        assert_eq!(span.service, "switchyard");
+    }
+    let dead = dead_letters[0];
     assert_eq!(dead.text("switchyard.delivery.attempts"), "3");
 
     // Logs: JSON lines; the dead-letter warning carries the order's trace.
