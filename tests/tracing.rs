@@ -270,6 +270,29 @@ fn trace_of(spans: &[Collected], order_id: &str, event_type: &str) -> Trace {
     )
 }
 
+/// Waits until payment-service has `count` dead letters.
+async fn until_dead_letters(
+    admin: &switchyard_sdk::proto::admin_client::AdminClient<tonic::transport::Channel>,
+    count: usize,
+) {
+    eventually(
+        &format!("{count} dead letter(s) of payment-service"),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .list_dead_letters(switchyard_sdk::proto::ListDeadLettersRequest {
+                        subscription: "payment-service".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().dead_letters.len() == count)
+            }
+        },
+    )
+    .await;
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -320,19 +343,7 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
     .await
     .expect("four sagas end");
     let admin = broker.admin().await;
-    eventually("order-5 is dead-lettered", || {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .list_dead_letters(switchyard_sdk::proto::ListDeadLettersRequest {
-                    subscription: "payment-service".into(),
-                    ..Default::default()
-                })
-                .await
-                .is_ok_and(|r| r.into_inner().dead_letters.len() == 1)
-        }
-    })
-    .await;
+    until_dead_letters(&admin, 1).await;
     until_fully_committed(&admin, "order-service").await;
     // Redrive: order-5 comes back, fails 3 more times, is dead-lettered
     // again. Replay: inventory-compensation goes back to the start and
@@ -347,19 +358,7 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
         .expect("redrive")
         .into_inner();
     assert_eq!(redriven.redriven, 1);
-    eventually("order-5 is dead-lettered again", || {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .list_dead_letters(switchyard_sdk::proto::ListDeadLettersRequest {
-                    subscription: "payment-service".into(),
-                    ..Default::default()
-                })
-                .await
-                .is_ok_and(|r| r.into_inner().dead_letters.len() == 2)
-        }
-    })
-    .await;
+    until_dead_letters(&admin, 2).await;
     redriving
         .seek_subscription(switchyard_sdk::proto::SeekSubscriptionRequest {
             name: "inventory-compensation".into(),
@@ -368,6 +367,30 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
         .await
         .expect("seek");
     until_fully_committed(&admin, "inventory-compensation").await;
+    // An auditor that starts its own traces, linked to the events'.
+    redriving
+        .create_subscription(switchyard_sdk::proto::CreateSubscriptionRequest {
+            subscription: Some(switchyard_sdk::proto::Subscription {
+                name: "auditor".into(),
+                topic: "audit".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create auditor");
+    let (audited, mut audits) = tokio::sync::mpsc::unbounded_channel();
+    services.push(tokio::spawn(
+        client.subscribe("auditor").link_traces(true).run_until(
+            move |_: switchyard_sdk::Received| {
+                let audited = audited.clone();
+                async move { audited.send(()).map_err(|e| e.to_string()) }
+            },
+            shutdown.clone().cancelled_owned(),
+        ),
+    ));
+    for _ in 0..3 {
+        audits.recv().await.expect("audited");
+    }
     shutdown.cancel();
     for service in services {
         service.await.expect("joined").expect("service ran cleanly");
@@ -529,6 +552,27 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
     }
     let dead = dead_letters[0];
     assert_eq!(dead.text("switchyard.delivery.attempts"), "3");
+
+    // link_traces(true): process spans are roots linking to the creation
+    // context (another trace) and to the broker's deliver span.
+    let audits: Vec<&Collected> = spans
+        .iter()
+        .filter(|s| s.name() == "process auditor")
+        .collect();
+    assert!(audits.len() >= 3, "{} auditor spans", audits.len());
+    for audit in audits {
+        assert!(audit.span.parent_span_id.is_empty(), "a new root");
+        let created = spans
+            .iter()
+            .find(|s| s.name() == "send default" && audit.links_to(s))
+            .expect("links to the creation context");
+        assert_ne!(created.span.trace_id, audit.span.trace_id);
+        assert!(
+            spans
+                .iter()
+                .any(|d| d.name() == "deliver auditor" && audit.links_to(d))
+        );
+    }
 
     // Logs: JSON lines; the dead-letter warning carries the order's trace.
     let log = broker.log();
