@@ -116,6 +116,7 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
             ordering: Default::default(),
             rate_limit: None,
             filter: None,
+            push: None,
             backoff: switchyard_broker::config::BackoffConfig {
                 initial: Duration::from_millis(10),
                 max: Duration::from_millis(100),

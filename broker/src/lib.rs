@@ -13,6 +13,7 @@
 //! api (tonic services) ──▶ ingest ──▶ rules
 //!          │                  └─────▶ log (EventLog: embedded segments)
 //!          └──────────────▶ delivery ─▶ log
+//!                   push ────▶ delivery
 //! config, model: leaves used by all; server wires everything.
 //! ```
 //!
@@ -24,6 +25,7 @@
 //! - [`schema`]: protobuf schemas registered at run time, for matching and validation.
 //! - [`ingest`]: validate → dedup → route → durable append.
 //! - [`delivery`]: subscriptions, credits, ack floor, redelivery, offsets.
+//! - [`push`]: push subscriptions: deliveries POSTed to HTTP endpoints.
 //! - [`api`]: gRPC services; the only module that knows tonic.
 //! - [`reload`]: hot reload of rule files (SIGHUP, file changes).
 //! - [`server`]: start-up, serving and ordered shutdown.
@@ -34,6 +36,7 @@ pub mod delivery;
 pub mod ingest;
 pub mod log;
 pub mod model;
+pub mod push;
 pub mod reload;
 pub mod rules;
 pub mod schema;

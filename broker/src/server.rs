@@ -158,6 +158,10 @@ impl Broker {
             metrics,
         );
         tokio::spawn(reloader.run(self.config.rules_poll_interval, token.clone()));
+        let pushers = tokio::spawn(crate::push::supervise(
+            Arc::clone(&self.subscriptions),
+            token.clone(),
+        ));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<PublisherServer<PublisherService>>()
@@ -204,6 +208,7 @@ impl Broker {
             () = deadline => tracing::warn!("drain deadline passed; closing remaining connections"),
         }
         token.cancel();
+        let _ = pushers.await;
         let _ = flusher.await;
         let log = Arc::clone(&self.log);
         let _ = tokio::task::spawn_blocking(move || log.close()).await;

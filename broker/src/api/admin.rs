@@ -1,7 +1,8 @@
 //! `Admin`: topics, subscriptions, rules.
 
 use crate::config::{
-    BackoffConfig, DEFAULT_ACK_DEADLINE, Ordering, StartPosition, SubscriptionConfig,
+    BackoffConfig, ClientErrorPolicy, DEFAULT_ACK_DEADLINE, DEFAULT_PUSH_TIMEOUT, Ordering,
+    PushConfig, PushMode, StartPosition, SubscriptionConfig,
 };
 use crate::delivery::{SeekTarget, SubscriptionDescription, Subscriptions};
 use crate::ingest::Ingest;
@@ -79,6 +80,40 @@ fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
             jitter: spec.backoff.jitter,
         }),
         dead_letter_topic: spec.dead_letter_topic.clone().unwrap_or_default(),
+        push: spec.push.as_ref().map(|push| proto::PushConfig {
+            endpoint: push.endpoint.clone(),
+            structured: push.mode == PushMode::Structured,
+            timeout_ms: push.timeout.as_millis() as u32,
+            on_client_error: match push.on_client_error {
+                None => proto::ClientErrorPolicy::Unspecified,
+                Some(ClientErrorPolicy::DeadLetter) => proto::ClientErrorPolicy::DeadLetter,
+                Some(ClientErrorPolicy::Retry) => proto::ClientErrorPolicy::Retry,
+            } as i32,
+            secret: String::new(),
+            signed: push.secret.is_some(),
+        }),
+    }
+}
+
+fn push_from_proto(push: proto::PushConfig) -> PushConfig {
+    PushConfig {
+        mode: if push.structured {
+            PushMode::Structured
+        } else {
+            PushMode::Binary
+        },
+        timeout: if push.timeout_ms == 0 {
+            DEFAULT_PUSH_TIMEOUT
+        } else {
+            Duration::from_millis(u64::from(push.timeout_ms))
+        },
+        on_client_error: match proto::ClientErrorPolicy::try_from(push.on_client_error) {
+            Ok(proto::ClientErrorPolicy::DeadLetter) => Some(ClientErrorPolicy::DeadLetter),
+            Ok(proto::ClientErrorPolicy::Retry) => Some(ClientErrorPolicy::Retry),
+            _ => None,
+        },
+        secret: (!push.secret.is_empty()).then_some(push.secret),
+        endpoint: push.endpoint,
     }
 }
 
@@ -123,6 +158,7 @@ fn subscription_from_proto(sub: proto::Subscription) -> Result<SubscriptionConfi
                 jitter: b.jitter,
             }),
         dead_letter_topic: (!sub.dead_letter_topic.is_empty()).then_some(sub.dead_letter_topic),
+        push: sub.push.map(push_from_proto),
         name: sub.name,
         topic: sub.topic,
     })
@@ -148,6 +184,12 @@ fn description_to_proto(description: SubscriptionDescription) -> proto::Subscrip
         total_lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
         consumers: description.consumers,
+        push: description.push.map(|push| proto::PushState {
+            circuit: push.circuit.as_str().into(),
+            retry_at_unix_ms: push.retry_at_ms,
+            consecutive_failures: push.consecutive_failures,
+            last_error: push.last_error.unwrap_or_default(),
+        }),
     }
 }
 

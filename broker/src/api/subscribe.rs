@@ -99,6 +99,7 @@ impl Subscriber for SubscriberService {
                                 reason: n.reason,
                                 delay: (n.delay_ms > 0)
                                     .then(|| Duration::from_millis(u64::from(n.delay_ms))),
+                                dead_letter: false,
                             })
                             .collect();
                         let extensions: Vec<(String, Duration)> = settle

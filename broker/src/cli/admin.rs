@@ -12,6 +12,70 @@ use switchyard_sdk::proto;
 use switchyard_sdk::proto::admin_client::AdminClient;
 use tonic::transport::Channel;
 
+/// Push delivery flags of `subscriptions create`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PushArgs {
+    /// POST each event to this http(s) URL (CloudEvents HTTP binding)
+    /// instead of waiting for stream consumers; 2xx acks, 408/429/5xx retry
+    /// (honouring Retry-After), other 4xx dead-letter; --max-in-flight caps
+    /// concurrent requests, --rate-limit their rate.
+    #[arg(long)]
+    push_endpoint: Option<String>,
+    /// Send the whole event as application/cloudevents+json (structured
+    /// mode) instead of ce-* headers with the data as body (binary mode).
+    #[arg(long, requires = "push_endpoint")]
+    push_structured: bool,
+    /// Time limit of one request [default: 10s].
+    #[arg(long, requires = "push_endpoint", value_parser = humantime::parse_duration)]
+    push_timeout: Option<Duration>,
+    /// Environment variable holding the signing secret (whsec_ + base64;
+    /// Standard Webhooks headers), so the secret stays out of shell history.
+    #[arg(long, requires = "push_endpoint")]
+    push_secret_env: Option<String>,
+    /// What 4xx answers do [default: dead-letter with --dead-letter-topic,
+    /// else retry].
+    #[arg(long, requires = "push_endpoint", value_enum)]
+    push_client_errors: Option<ClientErrors>,
+}
+
+/// What 4xx push answers do.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ClientErrors {
+    /// Dead-letter at once: retrying cannot help.
+    DeadLetter,
+    /// Retry with the backoff.
+    Retry,
+}
+
+impl PushArgs {
+    fn into_proto(self) -> Result<Option<proto::PushConfig>, Failure> {
+        let Some(endpoint) = self.push_endpoint else {
+            return Ok(None);
+        };
+        let secret = match &self.push_secret_env {
+            Some(name) => std::env::var(name).map_err(|_| Failure {
+                error: anyhow::anyhow!(
+                    "--push-secret-env {name}: that environment variable is not set"
+                ),
+                code: EXIT_INVALID,
+            })?,
+            None => String::new(),
+        };
+        Ok(Some(proto::PushConfig {
+            endpoint,
+            structured: self.push_structured,
+            timeout_ms: self.push_timeout.map_or(0, |t| t.as_millis().max(1) as u32),
+            on_client_error: match self.push_client_errors {
+                None => proto::ClientErrorPolicy::Unspecified,
+                Some(ClientErrors::DeadLetter) => proto::ClientErrorPolicy::DeadLetter,
+                Some(ClientErrors::Retry) => proto::ClientErrorPolicy::Retry,
+            } as i32,
+            secret,
+            signed: false,
+        }))
+    }
+}
+
 /// `switchyard topics ...`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum TopicsCommand {
@@ -91,6 +155,8 @@ pub(crate) enum SubscriptionsCommand {
         /// the topic are skipped, e.g. '{"data": {"region": ["eu"]}}'.
         #[arg(long)]
         filter: Option<String>,
+        #[command(flatten)]
+        push: PushArgs,
     },
     /// Show committed offset, end offset, lag and in-flight per partition.
     Describe {
@@ -440,7 +506,9 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
             ordered_by_key,
             rate_limit,
             filter,
+            push,
         } => {
+            let push = push.into_proto()?;
             let mut admin = admin(&connection).await?;
             let defaults = BackoffConfig::default();
             let backoff = proto::Backoff {
@@ -473,6 +541,7 @@ pub(super) async fn subscriptions(command: SubscriptionsCommand) -> Result<(), F
                 } as i32,
                 backoff: Some(backoff),
                 dead_letter_topic: dead_letter_topic.unwrap_or_default(),
+                push,
             };
             let created = admin
                 .create_subscription(proto::CreateSubscriptionRequest {
@@ -580,6 +649,30 @@ fn print_description(description: proto::SubscriptionDescription) {
         println!(
             "after {} failed attempts events go to {}",
             sub.max_attempts, sub.dead_letter_topic
+        );
+    }
+    if let Some(push) = &sub.push {
+        let state = description.push.clone().unwrap_or_default();
+        println!(
+            "pushes to {} ({} mode{}): circuit {}, {} failure(s) in a row{}",
+            push.endpoint,
+            if push.structured {
+                "structured"
+            } else {
+                "binary"
+            },
+            if push.signed { ", signed" } else { "" },
+            if state.circuit.is_empty() {
+                "closed"
+            } else {
+                &state.circuit
+            },
+            state.consecutive_failures,
+            if state.last_error.is_empty() {
+                String::new()
+            } else {
+                format!("; last: {}", state.last_error)
+            }
         );
     }
     println!(

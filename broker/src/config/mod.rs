@@ -421,6 +421,107 @@ pub struct SubscriptionConfig {
     /// that do not match are skipped by this subscription.
     #[serde(default)]
     pub filter: Option<serde_json::Value>,
+    /// Push delivery: the broker POSTs each event to an HTTP(S) endpoint
+    /// (serverless functions) instead of waiting for stream consumers.
+    /// `max_in_flight` caps the concurrent requests, `rate_limit` their
+    /// rate; retries, dead letters and ordering work as for streams.
+    #[serde(default)]
+    pub push: Option<PushConfig>,
+}
+
+/// How a push subscription reaches its endpoint.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub endpoint: String,
+    /// CloudEvents HTTP content mode: `binary` (attributes in `ce-*`
+    /// headers, data as the body) or `structured` (the whole event as
+    /// `application/cloudevents+json`).
+    #[serde(default)]
+    pub mode: PushMode,
+    /// Longest a request may take; longer counts as a failure and is
+    /// retried.
+    #[serde(default = "default_push_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// What a 4xx answer other than 408 and 429 does: `dead_letter` at once
+    /// (the default when the subscription has a `dead_letter_topic`) or
+    /// `retry` like a 5xx (the default otherwise).
+    #[serde(default)]
+    pub on_client_error: Option<ClientErrorPolicy>,
+    /// Secret to sign requests with, Standard Webhooks style (`whsec_`
+    /// followed by base64); unset: requests are not signed. Never logged.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for PushConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConfig")
+            .field("endpoint", &self.endpoint)
+            .field("mode", &self.mode)
+            .field("timeout", &self.timeout)
+            .field("on_client_error", &self.on_client_error)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl PushConfig {
+    /// The signing key in `secret` (`whsec_` + base64 of at least 16
+    /// bytes); the error says what is wrong without repeating the secret.
+    pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        let encoded = secret.strip_prefix("whsec_").ok_or(
+            "must start with `whsec_` followed by base64 (e.g. whsec_ + `openssl rand -base64 32`)",
+        )?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| "the part after `whsec_` is not valid base64".to_string())?;
+        if key.len() < 16 {
+            return Err("must hold at least 16 random bytes (24 to 64 recommended)".into());
+        }
+        Ok(key)
+    }
+
+    /// A push to `endpoint` with the defaults.
+    pub fn new(endpoint: impl Into<String>) -> PushConfig {
+        PushConfig {
+            endpoint: endpoint.into(),
+            mode: PushMode::default(),
+            timeout: DEFAULT_PUSH_TIMEOUT,
+            on_client_error: None,
+            secret: None,
+        }
+    }
+}
+
+/// CloudEvents HTTP content mode of a push.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushMode {
+    /// Attributes as `ce-*` headers, data as the body.
+    #[default]
+    Binary,
+    /// The event as one `application/cloudevents+json` document.
+    Structured,
+}
+
+/// What a non-retryable (4xx) push answer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientErrorPolicy {
+    /// Dead-letter the event at once: retrying cannot help.
+    DeadLetter,
+    /// Retry with the backoff, like a 5xx.
+    Retry,
+}
+
+/// Default time limit of one push request.
+pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn default_push_timeout() -> Duration {
+    DEFAULT_PUSH_TIMEOUT
 }
 
 /// Delivery ordering of a subscription.

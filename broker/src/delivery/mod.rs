@@ -9,8 +9,8 @@ mod store;
 mod subscription;
 
 pub use subscription::{
-    Consumer, Delivery, NackRequest, PartitionProgress, SeekTarget, Subscription,
-    SubscriptionDescription,
+    Circuit, Consumer, Delivery, NackRequest, PartitionProgress, PushStatus, SeekTarget,
+    Subscription, SubscriptionDescription,
 };
 
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
@@ -423,6 +423,48 @@ fn redrive_topic_name(subscription: &str) -> Result<TopicName, DeliveryError> {
 }
 
 /// Checks the retry policy of a subscription definition.
+/// A push endpoint must be an http(s) URL; dead-lettering 4xx answers
+/// needs a dead-letter topic; a secret must be a usable signing key.
+fn validate_push(
+    spec: &SubscriptionConfig,
+    push: &crate::config::PushConfig,
+) -> Result<(), DeliveryError> {
+    let invalid = |field, message: String| DeliveryError::InvalidSpec { field, message };
+    let url = reqwest::Url::parse(&push.endpoint).map_err(|e| {
+        invalid(
+            "push.endpoint",
+            format!(
+                "{:?} is not a URL ({e}); give the full address, e.g. https://fn.example.com/events",
+                push.endpoint
+            ),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            "push.endpoint",
+            format!(
+                "{:?} must be an http:// or https:// URL with a host",
+                push.endpoint
+            ),
+        ));
+    }
+    if push.timeout.is_zero() {
+        return Err(invalid("push.timeout", "must be above 0".into()));
+    }
+    if push.on_client_error == Some(crate::config::ClientErrorPolicy::DeadLetter)
+        && spec.dead_letter_topic.is_none()
+    {
+        return Err(invalid(
+            "push.on_client_error",
+            "dead_letter needs a dead_letter_topic; set one, or use retry".into(),
+        ));
+    }
+    if let Some(secret) = &push.secret {
+        crate::config::PushConfig::signing_key(secret).map_err(|e| invalid("push.secret", e))?;
+    }
+    Ok(())
+}
+
 fn validate_policy(spec: &SubscriptionConfig) -> Result<(), DeliveryError> {
     let invalid = |field, message: &str| {
         Err(DeliveryError::InvalidSpec {
@@ -448,6 +490,9 @@ fn validate_policy(spec: &SubscriptionConfig) -> Result<(), DeliveryError> {
     }
     if !(backoff.multiplier >= 1.0 && backoff.multiplier.is_finite()) {
         return invalid("backoff.multiplier", "must be at least 1");
+    }
+    if let Some(push) = &spec.push {
+        validate_push(spec, push)?;
     }
     if let Some(filter) = &spec.filter
         && let Err(error) = crate::rules::Pattern::compile(filter)

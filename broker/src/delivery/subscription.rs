@@ -76,6 +76,9 @@ pub struct NackRequest {
     pub reason: String,
     /// Wait this long instead of the backoff (a Retry-After).
     pub delay: Option<Duration>,
+    /// Retrying cannot help: dead-letter the event at once (when the
+    /// subscription has a dead-letter topic; otherwise it is retried).
+    pub dead_letter: bool,
 }
 
 /// Where a seek moves a subscription.
@@ -111,6 +114,45 @@ pub struct SubscriptionDescription {
     pub partitions: Vec<PartitionProgress>,
     /// Connected consumers.
     pub consumers: u32,
+    /// How the push endpoint is doing (push subscriptions only).
+    pub push: Option<PushStatus>,
+}
+
+/// How a push subscription's endpoint is doing, as its pusher reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushStatus {
+    /// Whether pushes flow.
+    pub circuit: Circuit,
+    /// While open: when a trial request goes out (ms since the Unix epoch).
+    pub retry_at_ms: i64,
+    /// Retryable failures in a row.
+    pub consecutive_failures: u32,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// Circuit-breaker state of a push endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Circuit {
+    /// Pushing normally.
+    #[default]
+    Closed,
+    /// Paused after repeated failures: no requests (and no attempts used)
+    /// until the cool-down ends.
+    Open,
+    /// One trial request decides whether to close or open again.
+    HalfOpen,
+}
+
+impl Circuit {
+    /// `closed`, `open` or `half_open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -137,6 +179,11 @@ struct State {
     /// Rate limit token bucket: tokens left and when they were counted.
     tokens: f64,
     tokens_at: Instant,
+    /// The push endpoint's state, reported by the pusher.
+    push: Option<PushStatus>,
+    /// Nacked as non-retryable: (cursor index, offset) to dead-letter as
+    /// soon as they come due, whatever `max_attempts` says.
+    dead_letter_now: std::collections::HashSet<(u32, u64)>,
     /// Open `deliver` spans by (cursor index, offset), ended when the
     /// delivery is settled or delivered again; empty unless spans are
     /// exported.
@@ -220,6 +267,8 @@ impl Subscription {
                 tokens: spec.rate_limit.map_or(0.0, |rate| rate.max(1.0)),
                 tokens_at: Instant::now(),
                 traces: HashMap::new(),
+                dead_letter_now: Default::default(),
+                push: None,
             }),
             settled: Notify::new(),
             appended,
@@ -337,7 +386,24 @@ impl Subscription {
             spec: self.spec.clone(),
             partitions,
             consumers: state.consumers.len() as u32,
+            push: state.push.clone(),
         })
+    }
+
+    /// Records the push endpoint's state (from the pusher), for `describe`
+    /// and the metrics.
+    pub fn report_push(&self, status: PushStatus) {
+        self.metrics
+            .push_circuit_open
+            .set(i64::from(status.circuit != Circuit::Closed));
+        if let Ok(mut state) = self.state.lock() {
+            state.push = Some(status);
+        }
+    }
+
+    /// Its metric handles (the pusher counts requests).
+    pub fn metrics(&self) -> &SubscriptionMetrics {
+        &self.metrics
     }
 
     /// Moves the subscription (seek / replay): each partition in scope
@@ -382,6 +448,7 @@ impl Subscription {
             state.epoch = state.epoch.wrapping_add(1);
             state.dirty = true;
             state.traces.clear();
+            state.dead_letter_now.clear();
         }
         tracing::info!(subscription = %self.spec.name, ?target, "subscription seeked");
         self.flush()?;
@@ -471,7 +538,11 @@ impl Subscription {
             }
             keys.forget_below(offsets.start);
             for due in cursor.take_due_retries(now, budget) {
-                if self.spec.max_attempts.is_some_and(|max| due.attempt > max) {
+                let no_retry = state
+                    .dead_letter_now
+                    .remove(&(partition as u32, due.offset))
+                    && self.dead_letter_topic.is_some();
+                if no_retry || self.spec.max_attempts.is_some_and(|max| due.attempt > max) {
                     cursor.dying(due.offset);
                     polled.dead_letters.push((partition as u32, due));
                     continue;
@@ -839,9 +910,13 @@ impl Subscription {
             let Some(cursor) = state.cursors.get_mut(partition as usize) else {
                 continue;
             };
-            let delay = nack
-                .delay
-                .unwrap_or_else(|| self.backoff(attempt + 1, offset ^ now_ms() as u64));
+            let delay = if nack.dead_letter && self.dead_letter_topic.is_some() {
+                state.dead_letter_now.insert((partition, offset));
+                Duration::ZERO
+            } else {
+                nack.delay
+                    .unwrap_or_else(|| self.backoff(attempt + 1, offset ^ now_ms() as u64))
+            };
             let reason: Arc<str> = Arc::from(nack.reason.as_str());
             if let Some(holder) = cursor.nack(offset, attempt, now + delay, reason) {
                 tracing::info!(subscription = %self.spec.name, partition, offset, attempt, reason = %nack.reason, ?delay, "delivery nacked");

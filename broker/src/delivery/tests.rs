@@ -20,6 +20,7 @@ fn spec(name: &str, max_in_flight: u32) -> SubscriptionConfig {
         ordering: Default::default(),
         rate_limit: None,
         filter: None,
+        push: None,
     }
 }
 
@@ -140,6 +141,7 @@ async fn nack_redelivers_after_the_delay() {
         delivery_id: first[0].id.clone(),
         reason: "boom".into(),
         delay: None,
+        dead_letter: false,
     };
     consumer.settle(&[], &[nack]).expect("nack");
     let again = consumer.next_batch().await.expect("batch");

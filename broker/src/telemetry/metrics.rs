@@ -52,6 +52,15 @@ pub struct SubscriptionLabels {
     pub subscription: String,
 }
 
+/// Labels of push request counts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    /// The subscription.
+    pub subscription: String,
+    /// `delivered`, `retried` or `rejected`.
+    pub outcome: String,
+}
+
 /// How far behind one subscription is, sampled at scrape time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionLag {
@@ -91,6 +100,15 @@ pub struct SubscriptionMetrics {
     pub dead_letters: Counter,
     /// Seconds from an event's append to its first delivery.
     pub publish_to_deliver: Option<Histogram>,
+    /// Push requests answered 2xx.
+    pub push_delivered: Counter,
+    /// Push requests that failed and will be retried (408, 429, 5xx,
+    /// timeouts, connection errors).
+    pub push_retried: Counter,
+    /// Push requests refused as non-retryable (other 4xx).
+    pub push_rejected: Counter,
+    /// 1 while the push circuit is open or half-open.
+    pub push_circuit_open: Gauge,
 }
 
 impl SubscriptionMetrics {
@@ -133,6 +151,8 @@ pub struct Metrics {
     timeouts: Family<SubscriptionLabels, Counter>,
     dead_letters: Family<SubscriptionLabels, Counter>,
     publish_to_deliver: HistogramFamily<SubscriptionLabels>,
+    push_requests: Family<PushLabels, Counter>,
+    push_circuit_open: Family<SubscriptionLabels, Gauge>,
     lag_events: Family<SubscriptionLabels, Gauge>,
     lag_seconds: Family<SubscriptionLabels, Gauge<f64, AtomicU64>>,
     lag_source: Mutex<Option<LagSource>>,
@@ -172,6 +192,8 @@ impl Metrics {
             timeouts: Family::default(),
             dead_letters: Family::default(),
             publish_to_deliver: Family::new_with_constructor(latency_histogram),
+            push_requests: Family::default(),
+            push_circuit_open: Family::default(),
             lag_events: Family::default(),
             lag_seconds: Family::default(),
             lag_source: Mutex::new(None),
@@ -260,6 +282,16 @@ impl Metrics {
             m.publish_to_deliver.clone(),
         );
         registry.register(
+            "push_requests",
+            "Push requests per subscription and outcome (delivered, retried, rejected)",
+            m.push_requests.clone(),
+        );
+        registry.register(
+            "push_circuit_open",
+            "1 while a push subscription's circuit breaker holds pushes back",
+            m.push_circuit_open.clone(),
+        );
+        registry.register(
             "subscription_lag_events",
             "Events stored but not yet acked, per subscription",
             m.lag_events.clone(),
@@ -290,7 +322,18 @@ impl Metrics {
             timeouts: self.timeouts.get_or_create_owned(&labels),
             dead_letters: self.dead_letters.get_or_create_owned(&labels),
             publish_to_deliver: Some(self.publish_to_deliver.get_or_create_owned(&labels)),
+            push_delivered: self.push_request_counter(name, "delivered"),
+            push_retried: self.push_request_counter(name, "retried"),
+            push_rejected: self.push_request_counter(name, "rejected"),
+            push_circuit_open: self.push_circuit_open.get_or_create_owned(&labels),
         }
+    }
+
+    fn push_request_counter(&self, subscription: &str, outcome: &str) -> Counter {
+        self.push_requests.get_or_create_owned(&PushLabels {
+            subscription: subscription.to_string(),
+            outcome: outcome.to_string(),
+        })
     }
 
     /// Where subscription lag is read from at each scrape.
