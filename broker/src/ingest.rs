@@ -7,6 +7,7 @@ use crate::model::{
     CloudEvent, EventError, EventLimits, StoredEvent, TopicName, partition_for, validate_event,
 };
 use crate::rules::{RuleSet, event_view_with};
+use crate::schedule::{Schedule, deliver_after};
 use crate::schema::SchemaRegistry;
 use crate::telemetry::metrics::{BusLabels, Metrics, RejectLabels, RuleLabels, TopicLabels};
 use crate::telemetry::spans;
@@ -67,6 +68,9 @@ pub struct Stored {
     pub offsets: Vec<(TopicName, u32, u64)>,
     /// True when the event was a duplicate and nothing new was stored.
     pub duplicate: bool,
+    /// Set when the event was scheduled: when it will be routed (ms since
+    /// the Unix epoch).
+    pub deliver_after_ms: Option<i64>,
 }
 
 /// The outcome for one event of a batch.
@@ -161,6 +165,10 @@ pub struct Ingest {
     max_batch_events: usize,
     dedup: Mutex<DedupWindow>,
     metrics: Arc<Metrics>,
+    /// Where events with a future `deliverafter` wait.
+    schedule: Schedule,
+    /// Longest accepted delay.
+    max_delay: Duration,
 }
 
 /// The events of a batch bound for one topic partition.
@@ -178,6 +186,8 @@ struct AppendGroup {
 struct Planned {
     rules: Vec<String>,
     targets: Vec<(TopicName, u32, Vec<String>)>,
+    /// Set for a scheduled event: stored in the schedule, routed then.
+    fire_ms: Option<i64>,
 }
 
 impl Ingest {
@@ -189,6 +199,7 @@ impl Ingest {
         schemas: Arc<SchemaRegistry>,
         config: &BrokerConfig,
         metrics: Arc<Metrics>,
+        schedule: Schedule,
     ) -> Ingest {
         let limits = &config.limits;
         Ingest {
@@ -209,6 +220,8 @@ impl Ingest {
             max_batch_events: limits.max_batch_events,
             dedup: Mutex::new(DedupWindow::new(config.dedup.clone())),
             metrics,
+            schedule,
+            max_delay: limits.max_delay,
         }
     }
 
@@ -361,7 +374,7 @@ impl Ingest {
                 continue; // resolved after the first copy is stored
             }
             seen_in_batch.insert(key, i);
-            match route_spans[i].in_scope(|| self.plan(&rules, bus, event)) {
+            match route_spans[i].in_scope(|| self.plan(&rules, bus, event, true)) {
                 Ok(plan) => {
                     spans::record_rules(&route_spans[i], &plan.rules);
                     planned[i] = Some(plan);
@@ -372,6 +385,7 @@ impl Ingest {
         self.append(&events, bus, &planned, &route_spans, &mut outcomes)
             .await;
         drop(route_spans);
+        self.arm_timers(bus, &events, &planned, &outcomes);
         let mut dedup = self.dedup.lock().ok();
         for (key, first) in &seen_in_batch {
             if let (Some(Some(Ok(stored))), Some(dedup)) = (outcomes.get(*first), dedup.as_mut()) {
@@ -411,16 +425,67 @@ impl Ingest {
         Ok(results)
     }
 
+    /// Arms a timer for every event this batch stored in the schedule.
+    fn arm_timers(
+        &self,
+        bus: &str,
+        events: &[CloudEvent],
+        planned: &[Option<Planned>],
+        outcomes: &[Option<Outcome>],
+    ) {
+        for ((event, plan), outcome) in events.iter().zip(planned).zip(outcomes) {
+            if let (
+                Some(Planned {
+                    fire_ms: Some(fire_ms),
+                    ..
+                }),
+                Some(Ok(stored)),
+            ) = (plan, outcome)
+                && let Some((_, _, offset)) = stored.offsets.first()
+            {
+                self.schedule.timers().add(
+                    *fire_ms,
+                    *offset,
+                    crate::schedule::identity(bus, &event.source, &event.id),
+                );
+            }
+        }
+    }
+
+    /// Routes an event whose scheduled time came (its `deliverafter` is
+    /// ignored now) by the rules in force.
+    pub async fn route_scheduled(&self, bus: &str, event: CloudEvent) -> Result<(), String> {
+        let rules = self.rules();
+        let events = [event];
+        let route_spans = [spans::route(bus, &events[0])];
+        let plan = route_spans[0]
+            .in_scope(|| self.plan(&rules, bus, &events[0], false))
+            .map_err(|e| e.to_string())?;
+        spans::record_rules(&route_spans[0], &plan.rules);
+        let planned = [Some(plan)];
+        let mut outcomes = [None];
+        self.append(&events, bus, &planned, &route_spans, &mut outcomes)
+            .await;
+        let results: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+        self.count(bus, &planned, &results);
+        match results.into_iter().next() {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(rejection)) => Err(rejection.to_string()),
+            None => Err("the event was not routed".into()),
+        }
+    }
+
     /// Counts a batch's outcomes: published, duplicate, rejected (by
     /// reason), unmatched, matches per rule and copies per topic.
     fn count(&self, bus: &str, planned: &[Option<Planned>], results: &[Outcome]) {
-        let (mut published, mut duplicates, mut unmatched) = (0, 0, 0);
+        let (mut published, mut duplicates, mut unmatched, mut scheduled) = (0, 0, 0, 0);
         let mut rejected: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut routed: BTreeMap<&str, u64> = BTreeMap::new();
         let mut stored_in: BTreeMap<&str, u64> = BTreeMap::new();
         for (plan, result) in planned.iter().zip(results) {
             match result {
                 Ok(stored) if stored.duplicate => duplicates += 1,
+                Ok(stored) if stored.deliver_after_ms.is_some() => scheduled += 1,
                 Ok(stored) => {
                     published += 1;
                     unmatched += u64::from(stored.rules.is_empty());
@@ -442,6 +507,7 @@ impl Ingest {
             (&m.events_published, published),
             (&m.events_duplicate, duplicates),
             (&m.events_unmatched, unmatched),
+            (&m.events_scheduled, scheduled),
         ] {
             if count > 0 {
                 family.get_or_create(&labels).inc_by(count);
@@ -504,7 +570,22 @@ impl Ingest {
         }
     }
 
-    fn plan(&self, rules: &RuleSet, bus: &str, event: &CloudEvent) -> Result<Planned, Rejection> {
+    /// Where an event goes: the schedule when `deliverafter` is in the
+    /// future (and `schedule` is set), else the topics its rules pick.
+    fn plan(
+        &self,
+        rules: &RuleSet,
+        bus: &str,
+        event: &CloudEvent,
+        schedule: bool,
+    ) -> Result<Planned, Rejection> {
+        if schedule && let Some(fire_ms) = deliver_after(event, now_ms(), self.max_delay)? {
+            return Ok(Planned {
+                rules: Vec::new(),
+                targets: vec![(self.schedule.topic().clone(), 0, Vec::new())],
+                fire_ms: Some(fire_ms),
+            });
+        }
         let data = self.decoded_data(bus, event)?;
         let routes = rules.route(bus, &event_view_with(event, data));
         let mut matched: Vec<String> = routes.values().flatten().cloned().collect();
@@ -524,6 +605,7 @@ impl Ingest {
         Ok(Planned {
             rules: matched,
             targets,
+            fire_ms: None,
         })
     }
 
@@ -542,6 +624,7 @@ impl Ingest {
             let Some(plan) = plan else { continue };
             outcomes[i] = Some(Ok(Stored {
                 rules: plan.rules.clone(),
+                deliver_after_ms: plan.fire_ms,
                 ..Stored::default()
             }));
             for (topic, partition, rule_names) in &plan.targets {

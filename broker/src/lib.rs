@@ -24,6 +24,7 @@
 //! - [`rules`]: YAML rules compiled into patterns; routes events to topics.
 //! - [`schema`]: protobuf schemas registered at run time, for matching and validation.
 //! - [`ingest`]: validate → dedup → route → durable append.
+//! - [`schedule`]: delayed events (`deliverafter`), stored now, routed later.
 //! - [`delivery`]: subscriptions, credits, ack floor, redelivery, offsets.
 //! - [`push`]: push subscriptions: deliveries POSTed to HTTP endpoints.
 //! - [`api`]: gRPC services; the only module that knows tonic.
@@ -39,6 +40,7 @@ pub mod model;
 pub mod push;
 pub mod reload;
 pub mod rules;
+pub mod schedule;
 pub mod schema;
 pub mod server;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use crate::log::{EmbeddedLog, EventLog, LogError};
 use crate::model::{NameError, TopicName};
 use crate::reload::{RuleReloader, ensure_topics};
 use crate::rules::{RuleSet, RulesError};
+use crate::schedule::{Schedule, ScheduleError};
 use crate::schema::{SchemaError, SchemaRegistry};
 use crate::telemetry::metrics::{self, Metrics};
 use std::future::Future;
@@ -51,6 +52,9 @@ pub enum StartError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The schedule of delayed events could not be opened.
+    #[error("cannot open the schedule of delayed events: {0}")]
+    Schedule(#[from] ScheduleError),
 }
 
 /// An opened broker, ready to serve.
@@ -61,6 +65,7 @@ pub struct Broker {
     subscriptions: Arc<Subscriptions>,
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
+    schedule: Schedule,
 }
 
 impl Broker {
@@ -104,12 +109,15 @@ impl Broker {
             &config.schemas.include,
             Some(&config.data_dir.join("schemas")),
         )?);
+        let (schedule, armed) = Schedule::open(Arc::clone(&log))?;
+        tracing::info!(armed, "scheduled events re-armed");
         let ingest = Arc::new(Ingest::new(
             Arc::clone(&log),
             rules,
             schemas,
             &config,
             Arc::clone(&metrics),
+            schedule.clone(),
         ));
         let restored = ingest.recover_dedup()?;
         tracing::info!(restored, "dedup window restored from the log");
@@ -121,6 +129,7 @@ impl Broker {
             subscriptions,
             ingest,
             metrics,
+            schedule,
         })
     }
 
@@ -158,6 +167,14 @@ impl Broker {
             metrics,
         );
         tokio::spawn(reloader.run(self.config.rules_poll_interval, token.clone()));
+        let router = Arc::clone(&self.ingest);
+        let scheduler = tokio::spawn(self.schedule.clone().run(
+            move |bus: String, event| {
+                let router = Arc::clone(&router);
+                async move { router.route_scheduled(&bus, event).await }
+            },
+            token.clone(),
+        ));
         let pushers = tokio::spawn(crate::push::supervise(
             Arc::clone(&self.subscriptions),
             token.clone(),
@@ -182,6 +199,7 @@ impl Broker {
             Arc::clone(&self.log),
             Arc::clone(&self.subscriptions),
             Arc::clone(&self.ingest),
+            self.schedule.clone(),
             self.config.storage.default_partitions,
         ));
         // Accepted sockets get TCP_NODELAY: without it, small responses
@@ -209,6 +227,7 @@ impl Broker {
         }
         token.cancel();
         let _ = pushers.await;
+        let _ = scheduler.await;
         let _ = flusher.await;
         let log = Arc::clone(&self.log);
         let _ = tokio::task::spawn_blocking(move || log.close()).await;

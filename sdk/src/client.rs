@@ -27,6 +27,9 @@ pub struct Published {
     pub offsets: Vec<TopicOffset>,
     /// True when the broker had already accepted this `(source, id)`.
     pub duplicate: bool,
+    /// Set when the event was scheduled (`deliverafter` in the future):
+    /// when it will be routed, in ms since the Unix epoch.
+    pub deliver_after_unix_ms: Option<i64>,
 }
 
 impl Client {
@@ -156,6 +159,8 @@ fn published(result: PublishResult) -> Result<Published, SdkError> {
             rules: result.rules,
             offsets: result.offsets,
             duplicate: result.duplicate,
+            deliver_after_unix_ms: (result.deliver_after_unix_ms > 0)
+                .then_some(result.deliver_after_unix_ms),
         }),
     }
 }

@@ -48,6 +48,20 @@ impl Event {
         self.extension("partitionkey", key)
     }
 
+    /// Delays the event: the broker stores it at once and routes it no
+    /// earlier than `delay` from now (the `deliverafter` extension, RFC
+    /// 3339). Cancel it before then with the Admin `CancelScheduled` call
+    /// (`switchyard scheduled cancel`).
+    pub fn deliver_after(self, delay: std::time::Duration) -> Self {
+        self.deliver_at(std::time::SystemTime::now() + delay)
+    }
+
+    /// Schedules the event: routed no earlier than `at` (see
+    /// [`Event::deliver_after`]).
+    pub fn deliver_at(self, at: std::time::SystemTime) -> Self {
+        self.extension("deliverafter", Timestamp::from(at).to_string())
+    }
+
     /// Sets an extension attribute (lower-case a-z0-9 name).
     pub fn extension(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.event.extensions.insert(name.into(), value.into());

@@ -8,6 +8,7 @@ use crate::delivery::{SeekTarget, SubscriptionDescription, Subscriptions};
 use crate::ingest::Ingest;
 use crate::log::{EventLog, TopicInfo};
 use crate::model::TopicName;
+use crate::schedule::Schedule;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_proto::v1 as proto;
@@ -20,6 +21,7 @@ pub struct AdminService {
     log: Arc<dyn EventLog>,
     subscriptions: Arc<Subscriptions>,
     ingest: Arc<Ingest>,
+    schedule: Schedule,
     default_partitions: u32,
 }
 
@@ -29,12 +31,14 @@ impl AdminService {
         log: Arc<dyn EventLog>,
         subscriptions: Arc<Subscriptions>,
         ingest: Arc<Ingest>,
+        schedule: Schedule,
         default_partitions: u32,
     ) -> Self {
         Self {
             log,
             subscriptions,
             ingest,
+            schedule,
             default_partitions,
         }
     }
@@ -299,6 +303,47 @@ impl Admin for AdminService {
             .get(&request.into_inner().name)?
             .describe()?;
         Ok(Response::new(description_to_proto(description)))
+    }
+
+    async fn list_scheduled(
+        &self,
+        request: Request<proto::ListScheduledRequest>,
+    ) -> Result<Response<proto::ListScheduledResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 100,
+            n => n as usize,
+        };
+        let schedule = self.schedule.clone();
+        let pending = tokio::task::spawn_blocking(move || schedule.pending(limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(proto::ListScheduledResponse {
+            events: pending
+                .into_iter()
+                .map(|p| proto::ScheduledEvent {
+                    bus: p.bus,
+                    event: Some(p.event),
+                    deliver_after_unix_ms: p.fire_ms,
+                })
+                .collect(),
+            pending: self.schedule.timers().len() as u64,
+        }))
+    }
+
+    async fn cancel_scheduled(
+        &self,
+        request: Request<proto::CancelScheduledRequest>,
+    ) -> Result<Response<proto::CancelScheduledResponse>, Status> {
+        let request = request.into_inner();
+        let bus = if request.bus.is_empty() {
+            crate::rules::DEFAULT_BUS
+        } else {
+            &request.bus
+        };
+        self.schedule
+            .cancel(bus, &request.source, &request.id)
+            .await?;
+        Ok(Response::new(proto::CancelScheduledResponse {}))
     }
 
     async fn list_dead_letters(

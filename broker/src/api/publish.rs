@@ -64,6 +64,7 @@ impl Publisher for PublisherService {
                         })
                         .collect(),
                     duplicate: stored.duplicate,
+                    deliver_after_unix_ms: stored.deliver_after_ms.unwrap_or(0),
                     error: None,
                 },
                 Err(rejection) => PublishResult {

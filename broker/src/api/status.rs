@@ -5,8 +5,19 @@ use crate::delivery::DeliveryError;
 use crate::ingest::{IngestError, Rejection};
 use crate::log::LogError;
 use crate::model::NameError;
+use crate::schedule::ScheduleError;
 use crate::schema::SchemaError;
 use tonic::{Code, Status};
+
+impl From<ScheduleError> for Status {
+    fn from(error: ScheduleError) -> Status {
+        match error {
+            ScheduleError::NotFound { .. } => Status::not_found(error.to_string()),
+            ScheduleError::Log(e) => e.into(),
+            ScheduleError::Name(e) => Status::internal(e.to_string()),
+        }
+    }
+}
 
 impl From<LogError> for Status {
     fn from(error: LogError) -> Status {

@@ -76,6 +76,77 @@ impl PushArgs {
     }
 }
 
+/// `switchyard scheduled ...`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ScheduledCommand {
+    /// List events waiting for their delivery time, next first.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        /// Most events shown.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Cancel a scheduled event before it fires.
+    Cancel {
+        #[command(flatten)]
+        connection: Connection,
+        /// The event id.
+        id: String,
+        /// The event source.
+        #[arg(long)]
+        source: String,
+        /// The bus it was published on.
+        #[arg(long, default_value = "default")]
+        bus: String,
+    },
+}
+
+pub(super) async fn scheduled(command: ScheduledCommand) -> Result<(), Failure> {
+    match command {
+        ScheduledCommand::List { connection, limit } => {
+            let mut admin = admin(&connection).await?;
+            let response = admin
+                .list_scheduled(proto::ListScheduledRequest { limit })
+                .await?
+                .into_inner();
+            println!("{} scheduled event(s) pending", response.pending);
+            println!(
+                "{:<26} {:<10} {:<38} {:<24} TYPE",
+                "DELIVER AFTER", "BUS", "EVENT ID", "SOURCE"
+            );
+            for scheduled in response.events {
+                let event = scheduled.event.unwrap_or_default();
+                println!(
+                    "{:<26} {:<10} {:<38} {:<24} {}",
+                    super::publish::rfc3339(scheduled.deliver_after_unix_ms),
+                    scheduled.bus,
+                    event.id,
+                    event.source,
+                    event.r#type
+                );
+            }
+        }
+        ScheduledCommand::Cancel {
+            connection,
+            id,
+            source,
+            bus,
+        } => {
+            let mut admin = admin(&connection).await?;
+            admin
+                .cancel_scheduled(proto::CancelScheduledRequest {
+                    bus,
+                    source,
+                    id: id.clone(),
+                })
+                .await?;
+            println!("cancelled scheduled event {id}");
+        }
+    }
+    Ok(())
+}
+
 /// `switchyard topics ...`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum TopicsCommand {

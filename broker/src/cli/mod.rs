@@ -93,6 +93,9 @@ enum Command {
     /// Register or list protobuf schemas for payload matching.
     #[command(subcommand)]
     Schemas(admin::SchemasCommand),
+    /// List or cancel events scheduled with --deliver-after / deliverafter.
+    #[command(subcommand)]
+    Scheduled(admin::ScheduledCommand),
     /// Print the choreography map: event type → rule → topic →
     /// subscription (→ dead-letter topic), from the broker's live rules and
     /// subscriptions, as Graphviz DOT or Mermaid.
@@ -119,6 +122,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schemas(command) => admin::schemas(command).await,
         Command::Dlq(command) => admin::dlq(command).await,
         Command::Graph(args) => graph::run(args).await,
+        Command::Scheduled(command) => admin::scheduled(command).await,
         Command::Log(command) => log::run(command),
     }
 }

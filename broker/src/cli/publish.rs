@@ -43,6 +43,13 @@ pub(crate) struct PublishArgs {
     /// Extension attribute NAME=VALUE; repeat for several.
     #[arg(long = "ext", value_parser = parse_extension)]
     extensions: Vec<(String, String)>,
+    /// Delay the event(s): stored now, routed no earlier than this long
+    /// from now, e.g. 15m (sets the `deliverafter` extension).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "deliver_at")]
+    deliver_after: Option<std::time::Duration>,
+    /// Schedule the event(s) for an RFC 3339 time, e.g. 2026-11-25T18:00:00Z.
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    deliver_at: Option<std::time::SystemTime>,
 }
 
 fn parse_extension(text: &str) -> Result<(String, String), String> {
@@ -82,20 +89,44 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
         };
         vec![event]
     };
+    let deliver_at = args.deliver_at.or_else(|| {
+        args.deliver_after
+            .map(|delay| std::time::SystemTime::now() + delay)
+    });
+    let events: Vec<switchyard_sdk::CloudEvent> = match deliver_at {
+        Some(at) => events
+            .into_iter()
+            .map(|event| {
+                let mut scheduled = event;
+                scheduled
+                    .extensions
+                    .entry("deliverafter".into())
+                    .or_insert_with(|| prost_types::Timestamp::from(at).to_string());
+                scheduled
+            })
+            .collect(),
+        None => events,
+    };
     let total = events.len();
     let mut rejected = 0usize;
     for (n, chunk) in events.chunks(STDIN_BATCH).enumerate() {
         let results = client.publish_batch(&args.bus, chunk.to_vec()).await?;
         for result in results {
             let line = match result {
-                Ok(published) => serde_json::json!({
-                    "id": published.id,
-                    "rules": published.rules,
-                    "duplicate": published.duplicate,
-                    "offsets": published.offsets.iter().map(|o| serde_json::json!({
-                        "topic": o.topic, "partition": o.partition, "offset": o.offset
-                    })).collect::<Vec<_>>(),
-                }),
+                Ok(published) => {
+                    let mut line = serde_json::json!({
+                        "id": published.id,
+                        "rules": published.rules,
+                        "duplicate": published.duplicate,
+                        "offsets": published.offsets.iter().map(|o| serde_json::json!({
+                            "topic": o.topic, "partition": o.partition, "offset": o.offset
+                        })).collect::<Vec<_>>(),
+                    });
+                    if let Some(ms) = published.deliver_after_unix_ms {
+                        line["deliver_after"] = rfc3339(ms).into();
+                    }
+                    line
+                }
                 Err(e) => {
                     rejected += 1;
                     serde_json::json!({"error": e.to_string()})
@@ -114,6 +145,15 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
         return Err(anyhow::anyhow!("{rejected} of {total} events were rejected").into());
     }
     Ok(())
+}
+
+/// ms since the Unix epoch as RFC 3339.
+pub(super) fn rfc3339(ms: i64) -> String {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+    .to_string()
 }
 
 fn read_stdin_events() -> anyhow::Result<Vec<switchyard_sdk::CloudEvent>> {

@@ -174,6 +174,9 @@ pub struct LimitsConfig {
     pub max_extensions: usize,
     /// Longest attribute value, in bytes.
     pub max_attribute_bytes: usize,
+    /// Longest delay a `deliverafter` time may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -183,6 +186,7 @@ impl Default for LimitsConfig {
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
             max_extensions: DEFAULT_MAX_EXTENSIONS,
             max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
+            max_delay: DEFAULT_MAX_DELAY,
         }
     }
 }
@@ -516,6 +520,9 @@ pub enum ClientErrorPolicy {
     /// Retry with the backoff, like a 5xx.
     Retry,
 }
+
+/// Default longest `deliverafter` delay: 30 days.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
 
 /// Default time limit of one push request.
 pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);

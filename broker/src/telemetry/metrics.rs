@@ -138,6 +138,8 @@ pub struct Metrics {
     pub events_rejected: Family<RejectLabels, Counter>,
     /// Events accepted that matched no rule, per bus.
     pub events_unmatched: Family<BusLabels, Counter>,
+    /// Events stored to be routed later (`deliverafter`), per bus.
+    pub events_scheduled: Family<BusLabels, Counter>,
     /// Rule matches, per bus and rule.
     pub events_routed: Family<RuleLabels, Counter>,
     /// Event copies appended, per topic.
@@ -182,6 +184,7 @@ impl Metrics {
             events_duplicate: Family::default(),
             events_rejected: Family::default(),
             events_unmatched: Family::default(),
+            events_scheduled: Family::default(),
             events_routed: Family::default(),
             events_stored: Family::default(),
             publish_duration: Family::new_with_constructor(latency_histogram),
@@ -234,6 +237,11 @@ impl Metrics {
             "events_unmatched",
             "Events accepted that matched no rule (stored nowhere), per bus",
             m.events_unmatched.clone(),
+        );
+        registry.register(
+            "events_scheduled",
+            "Events stored to be routed at their deliverafter time, per bus",
+            m.events_scheduled.clone(),
         );
         registry.register(
             "events_routed",

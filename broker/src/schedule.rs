@@ -1,0 +1,439 @@
+//! Delayed and scheduled events. An event whose `deliverafter` extension
+//! (an RFC 3339 time) is in the future is stored durably at once in the
+//! internal topic `__scheduled` and routed — by the rules in force then —
+//! no earlier than that time. When it fires (or is cancelled), its offset
+//! is recorded in `__scheduled.done`, so a restart re-arms exactly the
+//! pending ones. Events stay on disk; memory holds a compact index per
+//! pending timer (time, offset, identity hash), never a task per event.
+//!
+//! Firing is at-least-once: a crash between routing an event and
+//! recording it done routes it again after the restart.
+
+use crate::log::{EventLog, LogError};
+use crate::model::{CloudEvent, EventError, StoredEvent, TopicName, now_unix_ms};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Extension attribute holding the earliest delivery time (RFC 3339).
+pub const DELIVER_AFTER: &str = "deliverafter";
+/// Internal topic holding scheduled events until they fire.
+pub const SCHEDULED_TOPIC: &str = "__scheduled";
+/// Internal topic recording the scheduled offsets that fired or were
+/// cancelled.
+pub const DONE_TOPIC: &str = "__scheduled.done";
+
+/// The time in an event's `deliverafter`, when it is later than `now_ms`;
+/// `None` for events to route now. A time past `max_delay` or one that does
+/// not parse is an error naming the attribute.
+pub fn deliver_after(
+    event: &CloudEvent,
+    now_ms: i64,
+    max_delay: Duration,
+) -> Result<Option<i64>, EventError> {
+    let Some(text) = event.extensions.get(DELIVER_AFTER) else {
+        return Ok(None);
+    };
+    let at = crate::config::parse_rfc3339_ms(text).ok_or_else(|| EventError {
+        field: DELIVER_AFTER.into(),
+        message: format!(
+            "deliverafter {text:?} is not an RFC 3339 time; use e.g. 2026-11-25T10:15:00Z (the SDK's Event::deliver_after sets it)"
+        ),
+    })?;
+    if at <= now_ms {
+        return Ok(None);
+    }
+    let max_ms = now_ms.saturating_add(i64::try_from(max_delay.as_millis()).unwrap_or(i64::MAX));
+    if at > max_ms {
+        return Err(EventError {
+            field: DELIVER_AFTER.into(),
+            message: format!(
+                "deliverafter {text} is more than {} ahead; the broker's limits.max_delay allows no later",
+                humantime::format_duration(max_delay)
+            ),
+        });
+    }
+    Ok(Some(at))
+}
+
+/// The identity of a scheduled event for cancelling: its bus, source and id.
+pub fn identity(bus: &str, source: &str, id: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (bus, source, id).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Pending timers: by fire time (to fire) and by identity (to cancel).
+#[derive(Debug, Default)]
+pub struct Timers {
+    index: Mutex<Index>,
+    /// Woken when a timer earlier than all others is added.
+    earlier: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// (fire time ms, offset in `__scheduled`) → identity.
+    by_time: BTreeMap<(i64, u64), u64>,
+    /// identity → (fire time ms, offset).
+    by_identity: HashMap<u64, (i64, u64)>,
+}
+
+impl Timers {
+    /// Arms a timer for the scheduled record at `offset`.
+    pub fn add(&self, fire_ms: i64, offset: u64, identity: u64) {
+        let Ok(mut index) = self.index.lock() else {
+            return;
+        };
+        let earliest = index
+            .by_time
+            .keys()
+            .next()
+            .is_none_or(|&(t, _)| fire_ms < t);
+        index.by_time.insert((fire_ms, offset), identity);
+        index.by_identity.insert(identity, (fire_ms, offset));
+        drop(index);
+        if earliest {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// Disarms the timer of an identity; returns its (time, offset).
+    fn remove(&self, identity: u64) -> Option<(i64, u64)> {
+        let mut index = self.index.lock().ok()?;
+        let (fire_ms, offset) = index.by_identity.remove(&identity)?;
+        index.by_time.remove(&(fire_ms, offset));
+        Some((fire_ms, offset))
+    }
+
+    /// Takes up to `max` timers due at `now_ms`, earliest first.
+    fn take_due(&self, now_ms: i64, max: usize) -> Vec<(i64, u64)> {
+        let Ok(mut index) = self.index.lock() else {
+            return Vec::new();
+        };
+        let mut due = Vec::new();
+        while due.len() < max {
+            let Some((&(fire_ms, offset), &identity)) = index.by_time.iter().next() else {
+                break;
+            };
+            if fire_ms > now_ms {
+                break;
+            }
+            index.by_time.remove(&(fire_ms, offset));
+            if index.by_identity.get(&identity) == Some(&(fire_ms, offset)) {
+                index.by_identity.remove(&identity);
+            }
+            due.push((fire_ms, offset));
+        }
+        due
+    }
+
+    /// When the next timer fires.
+    fn next(&self) -> Option<i64> {
+        self.index
+            .lock()
+            .ok()?
+            .by_time
+            .keys()
+            .next()
+            .map(|&(t, _)| t)
+    }
+
+    /// The `limit` earliest pending timers.
+    pub fn earliest(&self, limit: usize) -> Vec<(i64, u64)> {
+        self.index.lock().map_or_else(
+            |_| Vec::new(),
+            |index| index.by_time.keys().take(limit).copied().collect(),
+        )
+    }
+
+    /// How many timers are pending.
+    pub fn len(&self) -> usize {
+        self.index.lock().map_or(0, |i| i.by_time.len())
+    }
+
+    /// Whether no timer is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A pending scheduled event, as listed for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// When it fires (ms since the Unix epoch).
+    pub fire_ms: i64,
+    /// Its bus.
+    pub bus: String,
+    /// The event.
+    pub event: CloudEvent,
+}
+
+/// Why a scheduler operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// No pending event has this identity (never scheduled, already fired
+    /// or cancelled).
+    #[error(
+        "no scheduled event with source {event_source:?} and id {id:?} on bus {bus:?} is pending (it may have fired already)"
+    )]
+    NotFound {
+        /// The bus.
+        bus: String,
+        /// The event source.
+        event_source: String,
+        /// The event id.
+        id: String,
+    },
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// An internal topic name is invalid (a bug).
+    #[error(transparent)]
+    Name(#[from] crate::model::NameError),
+}
+
+/// The scheduled events' storage: the two internal topics and the timers.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    log: Arc<dyn EventLog>,
+    timers: Arc<Timers>,
+    scheduled: TopicName,
+    done: TopicName,
+}
+
+/// One done marker: the offset, little-endian.
+fn done_marker(offset: u64) -> Bytes {
+    Bytes::copy_from_slice(&offset.to_le_bytes())
+}
+
+impl Schedule {
+    /// Opens the internal topics (creating them when missing) and re-arms
+    /// every scheduled event not yet done. Returns it and how many timers
+    /// were re-armed.
+    pub fn open(log: Arc<dyn EventLog>) -> Result<(Schedule, usize), ScheduleError> {
+        let (scheduled, done) = (
+            TopicName::new(SCHEDULED_TOPIC)?,
+            TopicName::new(DONE_TOPIC)?,
+        );
+        for topic in [&scheduled, &done] {
+            if let Err(LogError::TopicNotFound(_)) = log.topic(topic) {
+                log.create_topic(topic, 1)?;
+            }
+        }
+        let mut finished = HashSet::new();
+        for_each_record(log.as_ref(), &done, |record| {
+            if let Ok(bytes) = <[u8; 8]>::try_from(record.payload.as_ref()) {
+                finished.insert(u64::from_le_bytes(bytes));
+            }
+        })?;
+        let timers = Arc::new(Timers::default());
+        let now_ms = now_unix_ms();
+        for_each_record(log.as_ref(), &scheduled, |record| {
+            if finished.contains(&record.offset) {
+                return;
+            }
+            let Ok(stored) = StoredEvent::from_bytes(&record.payload) else {
+                return;
+            };
+            let Some(event) = stored.event else { return };
+            // Already due (or past) fires at once; the limit applied at
+            // publish time.
+            let fire_ms = deliver_after(&event, now_ms, Duration::MAX)
+                .ok()
+                .flatten()
+                .unwrap_or(now_ms);
+            timers.add(
+                fire_ms,
+                record.offset,
+                identity(&stored.bus, &event.source, &event.id),
+            );
+        })?;
+        let armed = timers.len();
+        Ok((
+            Schedule {
+                log,
+                timers,
+                scheduled,
+                done,
+            },
+            armed,
+        ))
+    }
+
+    /// The timers (ingest arms them when it stores a scheduled event).
+    pub fn timers(&self) -> &Arc<Timers> {
+        &self.timers
+    }
+
+    /// The internal topic scheduled events are stored in.
+    pub fn topic(&self) -> &TopicName {
+        &self.scheduled
+    }
+
+    /// Cancels a pending event by bus, source and id; it will never be
+    /// routed.
+    pub async fn cancel(&self, bus: &str, source: &str, id: &str) -> Result<(), ScheduleError> {
+        let (_, offset) = self
+            .timers
+            .remove(identity(bus, source, id))
+            .ok_or_else(|| ScheduleError::NotFound {
+                bus: bus.into(),
+                event_source: source.into(),
+                id: id.into(),
+            })?;
+        self.mark_done(offset).await?;
+        tracing::info!(bus, source, id, "scheduled event cancelled");
+        Ok(())
+    }
+
+    /// The `limit` next events to fire.
+    pub fn pending(&self, limit: usize) -> Result<Vec<Pending>, LogError> {
+        let mut pending = Vec::new();
+        for (fire_ms, offset) in self.timers.earliest(limit) {
+            if let Some(stored) = self.read(offset)?
+                && let Some(event) = stored.event
+            {
+                pending.push(Pending {
+                    fire_ms,
+                    bus: stored.bus,
+                    event,
+                });
+            }
+        }
+        Ok(pending)
+    }
+
+    fn read(&self, offset: u64) -> Result<Option<StoredEvent>, LogError> {
+        Ok(self
+            .log
+            .read(&self.scheduled, 0, offset, 1)?
+            .into_iter()
+            .find(|r| r.offset == offset)
+            .and_then(|r| StoredEvent::from_bytes(&r.payload).ok()))
+    }
+
+    async fn mark_done(&self, offset: u64) -> Result<(), LogError> {
+        self.log
+            .append(&self.done, 0, vec![done_marker(offset)])
+            .await
+            .map(|_| ())
+    }
+
+    /// Fires due events through `route` (the ingest pipeline, skipping
+    /// the schedule) until `stop` is cancelled.
+    pub async fn run<F, Fut>(self, route: F, stop: tokio_util::sync::CancellationToken)
+    where
+        F: Fn(String, CloudEvent) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        loop {
+            let wait = self.timers.next().map_or(Duration::from_secs(60), |at| {
+                Duration::from_millis((at - now_unix_ms()).max(0) as u64)
+            });
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.timers.earlier.notified() => continue,
+                () = tokio::time::sleep(wait) => {}
+            }
+            for (_, offset) in self.timers.take_due(now_unix_ms(), 1024) {
+                let fired = match self.read(offset) {
+                    Ok(Some(StoredEvent {
+                        event: Some(event),
+                        bus,
+                        ..
+                    })) => route(bus, event).await,
+                    Ok(_) => Err("the scheduled record is gone (retention?)".to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(error) = &fired {
+                    tracing::error!(offset, %error, "scheduled event not routed");
+                }
+                if let Err(error) = self.mark_done(offset).await {
+                    tracing::error!(offset, %error, "cannot record a fired scheduled event; it fires again after a restart");
+                }
+            }
+        }
+    }
+}
+
+/// Calls `visit` on every record of partition 0 of `topic`.
+fn for_each_record(
+    log: &dyn EventLog,
+    topic: &TopicName,
+    mut visit: impl FnMut(&crate::log::LogRecord),
+) -> Result<(), LogError> {
+    let offsets = log.offsets(topic, 0)?;
+    let mut from = offsets.start;
+    while from < offsets.end {
+        let records = log.read(topic, 0, from, 4096)?;
+        let Some(last) = records.last() else { break };
+        from = last.offset + 1;
+        records.iter().for_each(&mut visit);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_at(at: &str) -> CloudEvent {
+        let mut event = CloudEvent::default();
+        event.extensions.insert(DELIVER_AFTER.into(), at.into());
+        event
+    }
+
+    #[test]
+    fn deliver_after_parses_limits_and_ignores_the_past() {
+        let now = crate::config::parse_rfc3339_ms("2026-11-25T10:00:00Z").expect("time");
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            deliver_after(&CloudEvent::default(), now, day).expect("ok"),
+            None
+        );
+        assert_eq!(
+            deliver_after(&event_at("2026-11-25T10:15:00Z"), now, day).expect("ok"),
+            Some(now + 15 * 60 * 1000)
+        );
+        assert_eq!(
+            deliver_after(&event_at("2026-11-25T09:00:00Z"), now, day).expect("ok"),
+            None,
+            "a past time routes now"
+        );
+        let too_far =
+            deliver_after(&event_at("2026-11-27T10:00:00Z"), now, day).expect_err("limit");
+        assert_eq!(too_far.field, DELIVER_AFTER);
+        assert!(too_far.message.contains("max_delay"), "{}", too_far.message);
+        assert!(
+            deliver_after(&event_at("2026-11-27T10:00:00Z"), now, Duration::MAX)
+                .expect("no limit")
+                .is_some(),
+            "an unlimited delay (re-arming after a restart) does not overflow"
+        );
+        let garbage = deliver_after(&event_at("tomorrow"), now, day).expect_err("parse");
+        assert!(garbage.message.contains("RFC 3339"));
+    }
+
+    #[test]
+    fn timers_fire_in_time_order_and_cancel_by_identity() {
+        let timers = Timers::default();
+        timers.add(300, 3, identity("b", "s", "c"));
+        timers.add(100, 1, identity("b", "s", "a"));
+        timers.add(200, 2, identity("b", "s", "b"));
+        assert_eq!(timers.next(), Some(100));
+        assert_eq!(timers.remove(identity("b", "s", "b")), Some((200, 2)));
+        assert_eq!(timers.remove(identity("b", "s", "b")), None, "once");
+        assert_eq!(timers.take_due(250, 10), vec![(100, 1)]);
+        assert_eq!(timers.take_due(1000, 10), vec![(300, 3)]);
+        assert!(timers.is_empty());
+        assert_eq!(
+            timers.remove(identity("b", "s", "c")),
+            None,
+            "fired ones are gone"
+        );
+    }
+}
