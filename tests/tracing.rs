@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use support::*;
 use switchyard_examples::saga::{self, Service, types};
 use switchyard_sdk::telemetry::{self, TelemetryOptions};
@@ -329,23 +330,42 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
         outcomes,
         shutdown.clone().cancelled_owned(),
     )));
-    // Orders 1..=5 take every path: completed, retried, declined
-    // (compensated), out of stock, dead-lettered.
-    for n in 1..=5 {
-        saga::place_order(&client, n).await.expect("place order");
+    // Orders 1..=6 take every path: completed, retried, declined
+    // (compensated), out of stock, payment deadline passed (compensated),
+    // dead-lettered (and compensated by its deadline).
+    for n in 1..=6 {
+        saga::place_order(&client, n, Duration::from_millis(1500))
+            .await
+            .expect("place order");
     }
     let mut ended = Vec::new();
     tokio::time::timeout(TIMEOUT, async {
-        while ended.len() < 4 {
+        while ended.len() < 6 {
             ended.push(closed.recv().await.expect("order-service runs"));
         }
     })
     .await
-    .expect("four sagas end");
+    .expect("six sagas end");
+    ended.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+    let why: Vec<(&str, &str)> = ended
+        .iter()
+        .map(|o| (o.event_type, o.because.as_str()))
+        .collect();
+    assert_eq!(
+        why,
+        [
+            (types::ORDER_COMPLETED, types::SHIPMENT_SCHEDULED),
+            (types::ORDER_COMPLETED, types::SHIPMENT_SCHEDULED),
+            (types::ORDER_CANCELLED, types::PAYMENT_FAILED),
+            (types::ORDER_CANCELLED, types::STOCK_UNAVAILABLE),
+            (types::ORDER_CANCELLED, types::PAYMENT_TIMED_OUT),
+            (types::ORDER_CANCELLED, types::PAYMENT_TIMED_OUT),
+        ]
+    );
     let admin = broker.admin().await;
     until_dead_letters(&admin, 1).await;
     until_fully_committed(&admin, "order-service").await;
-    // Redrive: order-5 comes back, fails 3 more times, is dead-lettered
+    // Redrive: order-6 comes back, fails 3 more times, is dead-lettered
     // again. Replay: inventory-compensation goes back to the start and
     // releases order-3's stock a second time.
     let mut redriving = admin.clone();
@@ -529,9 +549,35 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
         "the failed attempt's process span is an error"
     );
 
-    // order-5: every attempt fails; the dead-letter writes and the redrive
+    // order-5: the bank never answers; the payment deadline, scheduled
+    // when the order was placed, fires inside the order's trace and
+    // compensates (stock released, order cancelled).
+    let timed_out = trace_of(&spans, "order-5", types::ORDER_PLACED);
+    println!("{}", timed_out.tree());
+    for event_type in [
+        types::PAYMENT_TIMED_OUT,
+        types::STOCK_RELEASED,
+        types::ORDER_CANCELLED,
+    ] {
+        assert!(
+            timed_out
+                .named("route default")
+                .iter()
+                .any(|r| r.text("cloudevents.event_type") == event_type),
+            "{event_type} in the order's trace: {}",
+            timed_out.names()
+        );
+    }
+    assert!(
+        timed_out
+            .named("nack payment-service")
+            .iter()
+            .any(|n| n.text("switchyard.nack.reason") == "the bank does not answer")
+    );
+
+    // order-6: every attempt fails; the dead-letter writes and the redrive
     // keep the trace.
-    let poisoned = trace_of(&spans, "order-5", types::ORDER_PLACED);
+    let poisoned = trace_of(&spans, "order-6", types::ORDER_PLACED);
     println!("{}", poisoned.tree());
     assert_eq!(
         poisoned.named("deliver payment-service").len(),

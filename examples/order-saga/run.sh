@@ -52,7 +52,7 @@ echo "== order-service places ${ORDERS:-10} orders"
 "$bin/order_saga" orders --count "${ORDERS:-10}" 2>"$work/orders.log"
 
 echo "== the dead-letter topic of payment-service (orders with an invalid amount, after 3 attempts)"
-poison=$(( ${ORDERS:-10} / 5 ))
+poison=$(( ${ORDERS:-10} / 6 ))
 for _ in $(seq 1 100); do
   [ "$("$bin/switchyard" dlq list payment-service | tail -n +2 | wc -l)" -ge "$poison" ] && break
   sleep 0.1

@@ -46,9 +46,13 @@ enum Role {
     /// from the other services' events, and exits when every order that
     /// can end has ended.
     Orders {
-        /// Orders to place; order N takes path N % 5 (see the README).
+        /// Orders to place; order N takes path N % 6 (see the README).
         #[arg(long, default_value_t = 10)]
         count: u32,
+        /// Payment deadline of each order: a scheduled payment.timed_out
+        /// event cancels the order when the payment has not come by then.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        payment_timeout: Duration,
         /// Give up waiting for the sagas after this long.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -78,7 +82,14 @@ async fn main() -> anyhow::Result<()> {
         (Some(service), _) => saga::run_service(service, client, shutdown)
             .await
             .map_err(anyhow::Error::from),
-        (None, Role::Orders { count, timeout }) => orders(client, count, timeout, shutdown).await,
+        (
+            None,
+            Role::Orders {
+                count,
+                payment_timeout,
+                timeout,
+            },
+        ) => orders(client, count, payment_timeout, timeout, shutdown).await,
         (None, _) => Ok(()),
     };
     // Flushing the last spans blocks; keep it off the async workers.
@@ -90,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
 async fn orders(
     client: Client,
     count: u32,
+    payment_timeout: Duration,
     timeout: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -100,15 +112,20 @@ async fn orders(
         shutdown.clone().cancelled_owned(),
     ));
     for n in 1..=count {
-        saga::place_order(&client, n).await?;
+        saga::place_order(&client, n, payment_timeout).await?;
     }
-    let expected = (1..=count).filter(|&n| saga::ends(n)).count();
+    let expected = count as usize;
     let mut summary = BTreeMap::new();
     let waited = tokio::time::timeout(timeout, async {
         while summary.len() < expected {
             match closed.recv().await {
                 Some(outcome) => {
-                    summary.insert(outcome.order_id.clone(), outcome);
+                    let n: u32 = outcome
+                        .order_id
+                        .trim_start_matches("order-")
+                        .parse()
+                        .unwrap_or(0);
+                    summary.insert(n, outcome);
                 }
                 None => break,
             }
