@@ -31,14 +31,25 @@ impl Hit {
             .unwrap_or("")
     }
 
-    /// The event type: a `ce-type` header, or the structured body's `type`.
+    /// The event type: a `ce-type` header, or the structured body's (or
+    /// the batch's first event's) `type`.
     fn event_type(&self) -> String {
         match self.headers.get("ce-type") {
             Some(value) => value.to_str().unwrap_or("").to_string(),
-            None => serde_json::from_slice::<serde_json::Value>(&self.body)
-                .ok()
+            None => self
+                .events()
+                .first()
                 .and_then(|v| v["type"].as_str().map(String::from))
                 .unwrap_or_default(),
+        }
+    }
+
+    /// The events of a structured or batch body.
+    fn events(&self) -> Vec<serde_json::Value> {
+        match serde_json::from_slice::<serde_json::Value>(&self.body) {
+            Ok(serde_json::Value::Array(events)) => events,
+            Ok(event) => vec![event],
+            Err(_) => Vec::new(),
         }
     }
 }
@@ -59,7 +70,7 @@ impl Endpoint {
         path: String,
         headers: HeaderMap,
         body: Vec<u8>,
-    ) -> (StatusCode, HeaderMap) {
+    ) -> (StatusCode, HeaderMap, String) {
         let hit = Hit {
             path,
             headers,
@@ -68,7 +79,20 @@ impl Endpoint {
         };
         let attempt: u32 = hit.header("switchyard-attempt").parse().unwrap_or(0);
         let event_type = hit.event_type();
+        // The first batch holding x.batch-2 reports that one event failed.
+        let failed_in_batch = event_type == "x.batch"
+            && hit.events().iter().any(|e| e["id"] == "x.batch-2")
+            && !self
+                .hits
+                .lock()
+                .expect("hits")
+                .iter()
+                .any(|h| h.event_type() == "x.batch");
         self.hits.lock().expect("hits").push(hit);
+        if failed_in_batch {
+            let body = r#"{"failed": [{"id": "x.batch-2", "reason": "out of stock"}]}"#;
+            return (StatusCode::OK, HeaderMap::new(), body.to_string());
+        }
         let mut answer = HeaderMap::new();
         let status = match event_type.as_str() {
             "x.retry" if attempt <= 2 => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,7 +111,7 @@ impl Endpoint {
             }
             _ => StatusCode::NO_CONTENT,
         };
-        (status, answer)
+        (status, answer, String::new())
     }
 
     fn hits(&self, event_type: &str) -> Vec<Hit> {
@@ -167,6 +191,11 @@ fn config(url: &str) -> String {
         ),
         sub("flaky", "x.flaky", &push("flaky", "")),
         sub("stream", "x.flaky", ""),
+        sub(
+            "batched",
+            "x.batch",
+            &push("batched", "      batch: {max_events: 5, max_wait: 200ms}\n"),
+        ),
     ]
     .concat()
 }
@@ -446,4 +475,64 @@ async fn bad_push_endpoints_are_refused_at_creation() {
             "secrets are not echoed"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_carry_several_events_and_retry_only_the_failed_ones() {
+    let (endpoint, _dir, broker) = start().await;
+    let client = broker.client().await;
+    let events = (0..5)
+        .map(|n| {
+            event(
+                &format!("x.batch-{n}"),
+                "x.batch",
+                &format!("key-{n}"),
+                serde_json::json!({"n": n}),
+            )
+        })
+        .collect();
+    client
+        .publish_batch("default", events)
+        .await
+        .expect("publish");
+    eventually("the failed event comes again, alone", || {
+        let done = endpoint.hits("x.batch").len() >= 2;
+        async move { done }
+    })
+    .await;
+    let hits = endpoint.hits("x.batch");
+    let ids = |hit: &Hit| -> Vec<String> {
+        hit.events()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        hits[0].header("content-type"),
+        "application/cloudevents-batch+json; charset=utf-8"
+    );
+    let mut first = ids(&hits[0]);
+    first.sort();
+    assert_eq!(
+        first,
+        [
+            "x.batch-0",
+            "x.batch-1",
+            "x.batch-2",
+            "x.batch-3",
+            "x.batch-4"
+        ]
+    );
+    assert_eq!(
+        ids(&hits[1]),
+        ["x.batch-2"],
+        "only the failed event is retried"
+    );
+    let admin = broker.admin().await;
+    eventually("everything is acked", || {
+        let mut admin = admin.clone();
+        async move { describe(&mut admin, "batched").await.total_lag == 0 }
+    })
+    .await;
+    assert_eq!(endpoint.hits("x.batch").len(), 2);
 }

@@ -2,7 +2,7 @@
 
 use crate::config::{
     BackoffConfig, ClientErrorPolicy, DEFAULT_ACK_DEADLINE, DEFAULT_PUSH_TIMEOUT, Ordering,
-    PushConfig, PushMode, StartPosition, SubscriptionConfig,
+    PushBatch, PushConfig, PushMode, StartPosition, SubscriptionConfig,
 };
 use crate::delivery::{SeekTarget, SubscriptionDescription, Subscriptions};
 use crate::ingest::Ingest;
@@ -95,6 +95,8 @@ fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
             } as i32,
             secret: String::new(),
             signed: push.secret.is_some(),
+            batch_max_events: push.batch.map_or(0, |b| b.max_events as u32),
+            batch_max_wait_ms: push.batch.map_or(0, |b| b.max_wait.as_millis() as u32),
         }),
     }
 }
@@ -117,6 +119,10 @@ fn push_from_proto(push: proto::PushConfig) -> PushConfig {
             _ => None,
         },
         secret: (!push.secret.is_empty()).then_some(push.secret),
+        batch: (push.batch_max_events > 0).then(|| PushBatch {
+            max_events: push.batch_max_events as usize,
+            max_wait: Duration::from_millis(u64::from(push.batch_max_wait_ms)),
+        }),
         endpoint: push.endpoint,
     }
 }

@@ -36,6 +36,13 @@ pub(crate) struct PushArgs {
     /// else retry].
     #[arg(long, requires = "push_endpoint", value_enum)]
     push_client_errors: Option<ClientErrors>,
+    /// Up to this many events per request, as a CloudEvents JSON batch
+    /// (application/cloudevents-batch+json).
+    #[arg(long, requires = "push_endpoint")]
+    push_batch: Option<u32>,
+    /// Longest a partial batch waits for more events [default: 100ms].
+    #[arg(long, requires = "push_batch", value_parser = humantime::parse_duration)]
+    push_batch_wait: Option<Duration>,
 }
 
 /// What 4xx push answers do.
@@ -72,6 +79,8 @@ impl PushArgs {
             } as i32,
             secret,
             signed: false,
+            batch_max_events: self.push_batch.unwrap_or(0),
+            batch_max_wait_ms: self.push_batch_wait.map_or(100, |w| w.as_millis() as u32),
         }))
     }
 }

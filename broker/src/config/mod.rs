@@ -457,6 +457,25 @@ pub struct PushConfig {
     /// followed by base64); unset: requests are not signed. Never logged.
     #[serde(default)]
     pub secret: Option<String>,
+    /// Several events per request, as a CloudEvents JSON batch
+    /// (`application/cloudevents-batch+json`); unset: one event per
+    /// request.
+    #[serde(default)]
+    pub batch: Option<PushBatch>,
+}
+
+/// Batched push delivery: up to `max_events` per request, waiting at most
+/// `max_wait` to fill one. A 2xx answer may name failed events in its body
+/// (`{"failed": [{"id": "...", "reason": "..."}]}`): only those are
+/// retried. `max_in_flight` still caps the events in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushBatch {
+    /// Most events in one request.
+    pub max_events: usize,
+    /// Longest a partial batch waits for more events.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
 }
 
 impl std::fmt::Debug for PushConfig {
@@ -467,6 +486,7 @@ impl std::fmt::Debug for PushConfig {
             .field("timeout", &self.timeout)
             .field("on_client_error", &self.on_client_error)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("batch", &self.batch)
             .finish()
     }
 }
@@ -496,6 +516,7 @@ impl PushConfig {
             timeout: DEFAULT_PUSH_TIMEOUT,
             on_client_error: None,
             secret: None,
+            batch: None,
         }
     }
 }

@@ -451,6 +451,14 @@ fn validate_push(
     if push.timeout.is_zero() {
         return Err(invalid("push.timeout", "must be above 0".into()));
     }
+    if let Some(batch) = push.batch
+        && !(1..=1000).contains(&batch.max_events)
+    {
+        return Err(invalid(
+            "push.batch.max_events",
+            format!("must be between 1 and 1000, not {}", batch.max_events),
+        ));
+    }
     if push.on_client_error == Some(crate::config::ClientErrorPolicy::DeadLetter)
         && spec.dead_letter_topic.is_none()
     {

@@ -114,18 +114,83 @@ pub fn build_request(
     }
     insert(&mut headers, "switchyard-attempt", &attempt.to_string());
     if let Some(signer) = signer {
-        let timestamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        insert(&mut headers, "webhook-id", &event.id);
-        insert(&mut headers, "webhook-timestamp", &timestamp.to_string());
-        insert(
-            &mut headers,
-            "webhook-signature",
-            &signer.sign(&event.id, timestamp, &body),
-        );
+        sign(&mut headers, signer, &event.id, &body);
     }
     PushRequest { headers, body }
+}
+
+/// Builds one request for several events: a CloudEvents JSON batch
+/// (`application/cloudevents-batch+json`), signed as a whole. The trace
+/// context is the first event's.
+pub fn build_batch_request(
+    events: &[CloudEvent],
+    trace: &HashMap<String, String>,
+    signer: Option<&Signer>,
+) -> PushRequest {
+    let mut headers = HeaderMap::new();
+    insert(
+        &mut headers,
+        CONTENT_TYPE.as_str(),
+        "application/cloudevents-batch+json; charset=utf-8",
+    );
+    let body = serde_json::Value::Array(events.iter().map(switchyard_sdk::json::to_json).collect())
+        .to_string()
+        .into_bytes();
+    if let Some(traceparent) = trace.get("traceparent") {
+        insert(&mut headers, "traceparent", traceparent);
+    }
+    if let Some(signer) = signer {
+        let id = format!(
+            "batch-{}-{}",
+            events.first().map_or("", |e| e.id.as_str()),
+            events.len()
+        );
+        sign(&mut headers, signer, &id, &body);
+    }
+    PushRequest { headers, body }
+}
+
+/// The events a 2xx batch answer reports as failed, by event id, with the
+/// reason: a body `{"failed": [{"id": "...", "reason": "..."}, "id", ...]}`.
+/// Anything else (an empty body, other JSON) means every event succeeded.
+pub fn batch_failures(body: &[u8]) -> HashMap<String, String> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return HashMap::new();
+    };
+    let Some(failed) = value.get("failed").and_then(|f| f.as_array()) else {
+        return HashMap::new();
+    };
+    failed
+        .iter()
+        .filter_map(|entry| match entry {
+            serde_json::Value::String(id) => {
+                Some((id.clone(), "the endpoint reported it failed".into()))
+            }
+            serde_json::Value::Object(fields) => {
+                let id = fields.get("id")?.as_str()?.to_string();
+                let reason = fields
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("the endpoint reported it failed");
+                Some((id, reason.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sets the Standard Webhooks headers for `body`.
+fn sign(headers: &mut HeaderMap, signer: &Signer, id: &str, body: &[u8]) {
+    let timestamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    insert(headers, "webhook-id", id);
+    insert(headers, "webhook-timestamp", &timestamp.to_string());
+    insert(
+        headers,
+        "webhook-signature",
+        &signer.sign(id, timestamp, body),
+    );
 }
 
 /// The content type and body of binary mode.
@@ -295,6 +360,25 @@ mod tests {
         assert!(Signer::new("whsec_???").is_err());
         assert!(Signer::new(&format!("whsec_{}", BASE64.encode([1u8; 4]))).is_err());
         assert_eq!(format!("{signer:?}"), "Signer(<redacted>)");
+    }
+
+    #[test]
+    fn batches_are_json_arrays_and_answers_may_name_failed_events() {
+        let mut second = event();
+        second.id = "e2".into();
+        let request = build_batch_request(&[event(), second], &HashMap::new(), None);
+        assert_eq!(
+            request.headers["content-type"],
+            "application/cloudevents-batch+json; charset=utf-8"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&request.body).expect("json");
+        assert_eq!(body[0]["id"], "e1");
+        assert_eq!(body[1]["id"], "e2");
+        let failed = batch_failures(br#"{"failed": [{"id": "e2", "reason": "no stock"}, "e9"]}"#);
+        assert_eq!(failed["e2"], "no stock");
+        assert!(failed.contains_key("e9"));
+        assert!(batch_failures(b"").is_empty());
+        assert!(batch_failures(b"ok").is_empty());
     }
 
     #[test]

@@ -71,10 +71,12 @@ pub async fn supervise(subscriptions: Arc<Subscriptions>, stop: CancellationToke
     }
 }
 
-/// What a finished request settles.
+/// What a finished request settles: one answer for the request, and the
+/// deliveries an otherwise successful batch reported as failed.
 struct Pushed {
-    delivery_id: String,
+    delivery_ids: Vec<String>,
     answer: Answer,
+    failed: Vec<(String, String)>,
 }
 
 /// Pushes one subscription's deliveries to its endpoint.
@@ -116,6 +118,13 @@ impl Pusher {
         })
     }
 
+    /// Events per request, and how long a partial batch may wait.
+    fn batching(&self) -> (usize, Duration) {
+        self.push
+            .batch
+            .map_or((1, Duration::ZERO), |b| (b.max_events.max(1), b.max_wait))
+    }
+
     async fn run(mut self, stop: CancellationToken) {
         let consumer = match self.subscription.connect(0) {
             Ok(consumer) => consumer,
@@ -124,25 +133,35 @@ impl Pusher {
                 return;
             }
         };
+        let (batch_size, max_wait) = self.batching();
         let mut waiting: VecDeque<Delivery> = VecDeque::new();
+        // When the oldest waiting delivery arrived (for partial batches).
+        let mut oldest = Instant::now();
         let mut requests: JoinSet<Pushed> = JoinSet::new();
         self.report();
         loop {
-            while let Some(delivery) = self
-                .breaker
-                .admits(requests.len())
-                .then(|| waiting.pop_front())
-                .flatten()
+            while !waiting.is_empty()
+                && self.breaker.admits(requests.len())
+                && (waiting.len() >= batch_size || oldest.elapsed() >= max_wait)
             {
-                requests.spawn(self.request(delivery));
+                let take = waiting.len().min(batch_size);
+                let batch: Vec<Delivery> = waiting.drain(..take).collect();
+                requests.spawn(self.request(batch));
+                oldest = Instant::now();
             }
             // Half-open fetches too: the trial request needs a delivery.
-            let fetch = waiting.is_empty() && self.breaker.circuit != Circuit::Open;
+            let fetch = waiting.len() < batch_size && self.breaker.circuit != Circuit::Open;
             let reopen = self.breaker.retry_at;
+            let partial = !waiting.is_empty() && self.breaker.admits(requests.len());
             tokio::select! {
                 () = stop.cancelled() => break,
                 batch = consumer.next_batch(), if fetch => match batch {
-                    Ok(deliveries) => waiting.extend(deliveries),
+                    Ok(deliveries) => {
+                        if waiting.is_empty() {
+                            oldest = Instant::now();
+                        }
+                        waiting.extend(deliveries);
+                    }
                     Err(DeliveryError::SubscriptionNotFound(_)) => break,
                     Err(error) => {
                         tracing::error!(subscription = %self.subscription.name(), %error, "push poll failed");
@@ -154,6 +173,7 @@ impl Pusher {
                         self.settle(&consumer, pushed, &waiting);
                     }
                 }
+                () = tokio::time::sleep_until(oldest + max_wait), if partial => {}
                 () = tokio::time::sleep_until(reopen), if self.breaker.circuit == Circuit::Open => {
                     self.breaker.half_open();
                     self.report();
@@ -164,19 +184,33 @@ impl Pusher {
         requests.abort_all();
     }
 
-    /// The request for one delivery, as a task result.
-    fn request(&self, delivery: Delivery) -> impl std::future::Future<Output = Pushed> + use<> {
+    /// The request for one delivery, or a batch, as a task result.
+    fn request(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> impl std::future::Future<Output = Pushed> + use<> {
         let client = self.client.clone();
         let endpoint = self.push.endpoint.clone();
         let timeout = self.push.timeout;
-        let event = delivery.record.event.clone().unwrap_or_default();
-        let request = http::build_request(
-            &event,
-            self.push.mode,
-            &delivery.trace_context,
-            self.signer.as_ref(),
-            delivery.attempt,
-        );
+        let batched = self.push.batch.is_some();
+        let events: Vec<_> = deliveries
+            .iter()
+            .map(|d| d.record.event.clone().unwrap_or_default())
+            .collect();
+        let first = &deliveries[0];
+        let request = if batched {
+            http::build_batch_request(&events, &first.trace_context, self.signer.as_ref())
+        } else {
+            http::build_request(
+                &events[0],
+                self.push.mode,
+                &first.trace_context,
+                self.signer.as_ref(),
+                first.attempt,
+            )
+        };
+        let delivery_ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
+        let event_ids: Vec<String> = events.into_iter().map(|e| e.id).collect();
         async move {
             let sent = client
                 .post(endpoint)
@@ -185,17 +219,39 @@ impl Pusher {
                 .body(request.body)
                 .send()
                 .await;
-            let answer = match sent {
-                Ok(response) => http::classify(response.status(), response.headers()),
+            let (answer, failed) = match sent {
+                Ok(response) => {
+                    let answer = http::classify(response.status(), response.headers());
+                    let body = if batched && answer == Answer::Delivered {
+                        response.bytes().await.unwrap_or_default()
+                    } else {
+                        Default::default()
+                    };
+                    let failed_events = http::batch_failures(&body);
+                    let failed = delivery_ids
+                        .iter()
+                        .zip(&event_ids)
+                        .filter_map(|(delivery, event)| {
+                            failed_events
+                                .get(event)
+                                .map(|reason| (delivery.clone(), reason.clone()))
+                        })
+                        .collect();
+                    (answer, failed)
+                }
                 // Without the URL: it may carry a token.
-                Err(error) => Answer::Retry {
-                    reason: format!("push failed: {}", error.without_url()),
-                    after: None,
-                },
+                Err(error) => (
+                    Answer::Retry {
+                        reason: format!("push failed: {}", error.without_url()),
+                        after: None,
+                    },
+                    Vec::new(),
+                ),
             };
             Pushed {
-                delivery_id: delivery.id,
+                delivery_ids,
                 answer,
+                failed,
             }
         }
     }
@@ -203,27 +259,54 @@ impl Pusher {
     /// Acks or nacks a finished push and feeds the circuit breaker.
     fn settle(&mut self, consumer: &Consumer, pushed: Pushed, waiting: &VecDeque<Delivery>) {
         let metrics = self.subscription.metrics();
-        let nack = |reason: String, delay: Option<Duration>, dead_letter: bool| NackRequest {
-            delivery_id: pushed.delivery_id.clone(),
-            reason,
-            delay,
-            dead_letter,
-        };
-        let settled = match pushed.answer {
+        let nacks =
+            |reason: &str, delay: Option<Duration>, dead_letter: bool| -> Vec<NackRequest> {
+                pushed
+                    .delivery_ids
+                    .iter()
+                    .map(|id| NackRequest {
+                        delivery_id: id.clone(),
+                        reason: reason.to_string(),
+                        delay,
+                        dead_letter,
+                    })
+                    .collect()
+            };
+        let settled = match &pushed.answer {
             Answer::Delivered => {
                 metrics.push_delivered.inc();
                 self.breaker.succeeded();
-                consumer.settle(std::slice::from_ref(&pushed.delivery_id), &[])
+                // A batch may report some of its events as failed: only
+                // those are retried.
+                let (failed, acked): (Vec<&String>, Vec<&String>) = pushed
+                    .delivery_ids
+                    .iter()
+                    .partition(|id| pushed.failed.iter().any(|(f, _)| f == *id));
+                let acks: Vec<String> = acked.into_iter().cloned().collect();
+                let retries: Vec<NackRequest> = failed
+                    .into_iter()
+                    .map(|id| NackRequest {
+                        delivery_id: id.clone(),
+                        reason: pushed
+                            .failed
+                            .iter()
+                            .find(|(f, _)| f == id)
+                            .map_or_else(String::new, |(_, reason)| reason.clone()),
+                        delay: None,
+                        dead_letter: false,
+                    })
+                    .collect();
+                consumer.settle(&acks, &retries)
             }
             Answer::Rejected { reason } => {
                 metrics.push_rejected.inc();
                 // The endpoint is up and answered: not a reason to back off.
                 self.breaker.succeeded();
-                consumer.settle(&[], &[nack(reason, None, self.dead_letter_rejected)])
+                consumer.settle(&[], &nacks(reason, None, self.dead_letter_rejected))
             }
             Answer::Retry { reason, after } => {
                 metrics.push_retried.inc();
-                let opened = self.breaker.failed(&reason);
+                let opened = self.breaker.failed(reason);
                 if opened {
                     tracing::warn!(subscription = %self.subscription.name(), failures = self.breaker.failures, %reason, "push endpoint keeps failing; pausing pushes");
                     // Waiting deliveries keep their attempts: give them time.
@@ -232,7 +315,7 @@ impl Pusher {
                         waiting.iter().map(|d| (d.id.clone(), extend_by)).collect();
                     let _ = consumer.extend(&extensions);
                 }
-                consumer.settle(&[], &[nack(reason, after, false)])
+                consumer.settle(&[], &nacks(reason, *after, false))
             }
         };
         if let Err(error) = settled {
