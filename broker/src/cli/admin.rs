@@ -184,6 +184,8 @@ pub(crate) enum TopicsCommand {
 }
 
 /// `switchyard subscriptions ...`
+// Parsed once per run: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum SubscriptionsCommand {
     /// List subscriptions.
