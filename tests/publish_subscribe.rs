@@ -287,3 +287,88 @@ async fn republishing_an_event_is_flagged_as_a_duplicate() {
         .sum();
     assert_eq!(end, 2, "each id stored once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_handler_gets_batches_and_only_its_failures_come_again() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let events = (0..12)
+        .map(|n| {
+            event(
+                &format!("b{n}"),
+                "order.placed",
+                &format!("k{n}"),
+                serde_json::json!({"n": n}),
+            )
+        })
+        .collect();
+    client
+        .publish_batch("default", events)
+        .await
+        .expect("publish");
+    // Each batch the handler got: (event id, attempt) per delivery.
+    type Batches = Vec<Vec<(String, u32)>>;
+    let seen: Arc<Mutex<Batches>> = Arc::default();
+    let recorded = Arc::clone(&seen);
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let done = Arc::new(Mutex::new(Some(done)));
+    let handled = client
+        .subscribe("billing")
+        .max_in_flight(20)
+        .run_batches_until(
+            4,
+            std::time::Duration::from_millis(100),
+            move |batch: Vec<switchyard_sdk::Received>| {
+                let recorded = Arc::clone(&recorded);
+                let done = Arc::clone(&done);
+                async move {
+                    let mut failures = switchyard_sdk::BatchFailures::new();
+                    for received in &batch {
+                        if received.event.id == "b7" && received.attempt == 1 {
+                            failures = failures.fail(received, "not yet");
+                        }
+                    }
+                    let mut seen = recorded.lock().expect("seen");
+                    seen.push(
+                        batch
+                            .iter()
+                            .map(|r| (r.event.id.clone(), r.attempt))
+                            .collect(),
+                    );
+                    let count: usize = seen.iter().map(Vec::len).sum();
+                    if count == 13
+                        && let Some(done) = done.lock().expect("done").take()
+                    {
+                        let _ = done.send(());
+                    }
+                    if failures.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(failures)
+                    }
+                }
+            },
+            async move {
+                let _ = tokio::time::timeout(TIMEOUT, finished).await;
+            },
+        );
+    handled.await.expect("run");
+    let seen = seen.lock().expect("seen").clone();
+    assert!(seen.iter().all(|batch| batch.len() <= 4), "{seen:?}");
+    assert!(
+        seen.iter().any(|batch| batch.len() > 1),
+        "batched: {seen:?}"
+    );
+    let deliveries: Vec<&(String, u32)> = seen.iter().flatten().collect();
+    assert_eq!(
+        deliveries.len(),
+        13,
+        "12 events, one of them twice: {seen:?}"
+    );
+    assert!(
+        deliveries.contains(&&("b7".to_string(), 2)),
+        "only the failed one came again"
+    );
+    let admin = broker.admin().await;
+    until_fully_committed(&admin, "billing").await;
+}

@@ -32,6 +32,6 @@ pub mod telemetry;
 pub use client::{Client, Published};
 pub use error::SdkError;
 pub use event::Event;
-pub use subscriber::{Received, RetryAfter, SubscriptionBuilder};
+pub use subscriber::{BatchFailures, Received, RetryAfter, SubscriptionBuilder};
 pub use switchyard_proto::v1 as proto;
 pub use switchyard_proto::v1::CloudEvent;

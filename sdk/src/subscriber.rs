@@ -180,10 +180,75 @@ impl SubscriptionBuilder {
         S: Future<Output = ()>,
     {
         let handler = Arc::new(handler);
+        let each: BatchHandler = Arc::new(move |mut batch: Vec<Received>| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                match batch.pop() {
+                    Some(received) => vec![handler(received).await.map_err(|e| nack_of(&e))],
+                    None => Vec::new(),
+                }
+            })
+        });
+        self.serve(each, 1, Duration::ZERO, shutdown).await
+    }
+
+    /// Like [`SubscriptionBuilder::run_until`], with a handler over batches
+    /// of up to `max_events` deliveries, waiting at most `max_wait` to fill
+    /// one. `Ok` acks the whole batch; `Err(failures)` nacks the deliveries
+    /// it names (with their reasons) and acks the rest. The stream's
+    /// credits (`max_in_flight`) should be at least `max_events`.
+    pub async fn run_batches_until<F, Fut, S>(
+        self,
+        max_events: usize,
+        max_wait: Duration,
+        handler: F,
+        shutdown: S,
+    ) -> Result<(), SdkError>
+    where
+        F: Fn(Vec<Received>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BatchFailures>> + Send + 'static,
+        S: Future<Output = ()>,
+    {
+        let handler = Arc::new(handler);
+        let batches: BatchHandler = Arc::new(move |batch: Vec<Received>| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let ids: Vec<String> = batch.iter().map(|r| r.delivery_id.clone()).collect();
+                match handler(batch).await {
+                    Ok(()) => ids.iter().map(|_| Ok(())).collect(),
+                    Err(failures) => ids
+                        .iter()
+                        .map(|id| match failures.0.get(id) {
+                            Some(reason) => Err((reason.clone(), 0)),
+                            None => Ok(()),
+                        })
+                        .collect(),
+                }
+            })
+        });
+        self.serve(batches, max_events.max(1), max_wait, shutdown)
+            .await
+    }
+
+    /// Runs sessions (reconnecting when allowed) until shutdown.
+    async fn serve<S>(
+        self,
+        handler: BatchHandler,
+        batch_size: usize,
+        max_wait: Duration,
+        shutdown: S,
+    ) -> Result<(), SdkError>
+    where
+        S: Future<Output = ()>,
+    {
         tokio::pin!(shutdown);
         let mut backoff = RECONNECT_MIN;
+        let batching = (batch_size, max_wait);
         loop {
-            match self.session(&handler, &mut shutdown, &mut backoff).await {
+            match self
+                .session(&handler, batching, &mut shutdown, &mut backoff)
+                .await
+            {
                 Err(error) if self.reconnect && is_transient(&error) => {
                     tracing::warn!(subscription = %self.subscription, %error, retry_in = ?backoff, "subscription stream lost; reconnecting");
                     tokio::select! {
@@ -198,16 +263,14 @@ impl SubscriptionBuilder {
     }
 
     /// One stream, from `open` until shutdown (Ok) or failure (Err).
-    async fn session<F, Fut, E, S>(
+    async fn session<S>(
         &self,
-        handler: &Arc<F>,
+        handler: &BatchHandler,
+        (batch_size, max_wait): (usize, Duration),
         shutdown: &mut std::pin::Pin<&mut S>,
         backoff: &mut Duration,
     ) -> Result<(), SdkError>
     where
-        F: Fn(Received) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
         S: Future<Output = ()>,
     {
         let (requests, outbound) = mpsc::channel(256);
@@ -225,7 +288,14 @@ impl SubscriptionBuilder {
             .into_inner();
         *backoff = RECONNECT_MIN;
         let mut running = Running::default();
+        let mut pending: Vec<(Received, Span)> = Vec::new();
+        let mut oldest = tokio::time::Instant::now();
         let failure = loop {
+            if !pending.is_empty() && (pending.len() >= batch_size || oldest.elapsed() >= max_wait)
+            {
+                running.start(handler, std::mem::take(&mut pending));
+            }
+            let partial = !pending.is_empty();
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => break None,
@@ -240,25 +310,19 @@ impl SubscriptionBuilder {
                 message = inbound.message() => match message {
                     Ok(Some(delivery)) => {
                         let span = process_span(&self.subscription, &delivery, self.link_traces);
-                        let received = Received::from_proto(delivery, requests.clone());
-                        let id = received.delivery_id.clone();
-                        let handler = Arc::clone(handler);
-                        let task = running.tasks.spawn(async move {
-                            let outcome = handler(received).await.map_err(|e| nack_of(&e));
-                            if let Err((reason, _)) = &outcome {
-                                let span = Span::current();
-                                span.record("otel.status_code", "error");
-                                span.record("otel.status_description", reason.as_str());
-                            }
-                            outcome
-                        }.instrument(span));
-                        running.ids.insert(task.id(), id);
+                        if pending.is_empty() {
+                            oldest = tokio::time::Instant::now();
+                        }
+                        pending.push((Received::from_proto(delivery, requests.clone()), span));
                     }
                     Ok(None) => break Some(SdkError::StreamEnded("the broker closed the stream".into())),
                     Err(status) => break Some(SdkError::Status(status)),
                 },
+                () = tokio::time::sleep_until(oldest + max_wait), if partial => {}
             }
         };
+        // Deliveries not handed to the handler yet come again.
+        drop(pending);
         // Running handlers finish either way; their acks are sent if the
         // stream still works (otherwise the events come again).
         let mut settle = Settle::default();
@@ -395,33 +459,95 @@ fn is_transient(error: &SdkError) -> bool {
 /// A handler's result: `Err((nack reason, delay in ms or 0))`.
 type Outcome = Result<(), (String, u32)>;
 
-/// Handler tasks in flight and the delivery each one handles.
+/// The handler as the session runs it: a batch in, one outcome per
+/// delivery out (a single-event handler sees batches of one).
+type BatchHandler = Arc<
+    dyn Fn(Vec<Received>) -> std::pin::Pin<Box<dyn Future<Output = Vec<Outcome>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a batch handler reports as failed: delivery id → reason. The
+/// deliveries it names are nacked (the subscription's backoff applies);
+/// the rest of the batch is acked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchFailures(HashMap<String, String>);
+
+impl BatchFailures {
+    /// No failures yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks one delivery of the batch as failed.
+    pub fn fail(mut self, delivery: &Received, reason: impl Into<String>) -> Self {
+        self.0.insert(delivery.delivery_id.clone(), reason.into());
+        self
+    }
+
+    /// Whether nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Handler tasks in flight and the deliveries each one handles.
 #[derive(Default)]
 struct Running {
-    tasks: JoinSet<Outcome>,
-    ids: HashMap<tokio::task::Id, String>,
+    tasks: JoinSet<Vec<Outcome>>,
+    ids: HashMap<tokio::task::Id, Vec<String>>,
 }
 
 impl Running {
+    /// Runs the handler on a batch, each delivery in its `process` span
+    /// (the handler future runs in the first one's).
+    fn start(&mut self, handler: &BatchHandler, batch: Vec<(Received, Span)>) {
+        let ids: Vec<String> = batch.iter().map(|(r, _)| r.delivery_id.clone()).collect();
+        let spans: Vec<Span> = batch.iter().map(|(_, span)| span.clone()).collect();
+        let received: Vec<Received> = batch.into_iter().map(|(r, _)| r).collect();
+        let run = handler(received);
+        let span = spans.first().cloned().unwrap_or_else(Span::none);
+        let task = self.tasks.spawn(
+            async move {
+                let outcomes = run.await;
+                for (span, outcome) in spans.iter().zip(&outcomes) {
+                    if let Err((reason, _)) = outcome {
+                        span.record("otel.status_code", "error");
+                        span.record("otel.status_description", reason.as_str());
+                    }
+                }
+                outcomes
+            }
+            .instrument(span),
+        );
+        self.ids.insert(task.id(), ids);
+    }
+
     fn record(
         &mut self,
-        done: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
+        done: Result<(tokio::task::Id, Vec<Outcome>), tokio::task::JoinError>,
         settle: &mut Settle,
     ) {
-        let (task, outcome) = match done {
-            Ok((task, outcome)) => (task, outcome),
-            Err(e) => (e.id(), Err((format!("handler panicked: {e}"), 0))),
+        let (task, outcomes) = match done {
+            Ok((task, outcomes)) => (task, outcomes),
+            Err(e) => (e.id(), Vec::new()),
         };
-        let Some(delivery_id) = self.ids.remove(&task) else {
+        let Some(delivery_ids) = self.ids.remove(&task) else {
             return;
         };
-        match outcome {
-            Ok(()) => settle.ack_ids.push(delivery_id),
-            Err((reason, delay_ms)) => settle.nacks.push(Nack {
-                delay_ms,
-                delivery_id,
-                reason,
-            }),
+        for (n, delivery_id) in delivery_ids.into_iter().enumerate() {
+            let outcome = outcomes
+                .get(n)
+                .cloned()
+                .unwrap_or_else(|| Err(("handler panicked".to_string(), 0)));
+            match outcome {
+                Ok(()) => settle.ack_ids.push(delivery_id),
+                Err((reason, delay_ms)) => settle.nacks.push(Nack {
+                    delay_ms,
+                    delivery_id,
+                    reason,
+                }),
+            }
         }
     }
 }
