@@ -452,26 +452,37 @@ impl Ingest {
         }
     }
 
-    /// Routes an event whose scheduled time came (its `deliverafter` is
-    /// ignored now) by the rules in force.
-    pub async fn route_scheduled(&self, bus: &str, event: CloudEvent) -> Result<(), String> {
+    /// Routes events whose scheduled time came (their `deliverafter` is
+    /// ignored now) by the rules in force, all appends at once. Returns
+    /// the first failure, if any.
+    pub async fn route_scheduled(&self, bus: &str, events: Vec<CloudEvent>) -> Result<(), String> {
         let rules = self.rules();
-        let events = [event];
-        let route_spans = [spans::route(bus, &events[0])];
-        let plan = route_spans[0]
-            .in_scope(|| self.plan(&rules, bus, &events[0], false))
-            .map_err(|e| e.to_string())?;
-        spans::record_rules(&route_spans[0], &plan.rules);
-        let planned = [Some(plan)];
-        let mut outcomes = [None];
+        let route_spans: Vec<Span> = events.iter().map(|e| spans::route(bus, e)).collect();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let planned: Vec<Option<Planned>> = events
+            .iter()
+            .zip(&route_spans)
+            .zip(&mut outcomes)
+            .map(|((event, span), outcome)| {
+                match span.in_scope(|| self.plan(&rules, bus, event, false)) {
+                    Ok(plan) => {
+                        spans::record_rules(span, &plan.rules);
+                        Some(plan)
+                    }
+                    Err(rejection) => {
+                        *outcome = Some(Err(rejection));
+                        None
+                    }
+                }
+            })
+            .collect();
         self.append(&events, bus, &planned, &route_spans, &mut outcomes)
             .await;
         let results: Vec<Outcome> = outcomes.into_iter().flatten().collect();
         self.count(bus, &planned, &results);
-        match results.into_iter().next() {
-            Some(Ok(_)) => Ok(()),
-            Some(Err(rejection)) => Err(rejection.to_string()),
-            None => Err("the event was not routed".into()),
+        match results.into_iter().find_map(Result::err) {
+            Some(rejection) => Err(rejection.to_string()),
+            None => Ok(()),
         }
     }
 

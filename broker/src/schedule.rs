@@ -285,7 +285,7 @@ impl Schedule {
                 event_source: source.into(),
                 id: id.into(),
             })?;
-        self.mark_done(offset).await?;
+        self.mark_done(&[offset]).await?;
         tracing::info!(bus, source, id, "scheduled event cancelled");
         Ok(())
     }
@@ -316,18 +316,53 @@ impl Schedule {
             .and_then(|r| StoredEvent::from_bytes(&r.payload).ok()))
     }
 
-    async fn mark_done(&self, offset: u64) -> Result<(), LogError> {
-        self.log
-            .append(&self.done, 0, vec![done_marker(offset)])
-            .await
-            .map(|_| ())
+    /// The stored events at sorted `offsets`, reading each run of
+    /// consecutive offsets at once; missing ones (retention) are logged.
+    fn read_runs(&self, offsets: &[u64]) -> Result<Vec<StoredEvent>, LogError> {
+        let mut found = Vec::with_capacity(offsets.len());
+        let mut rest = offsets;
+        while let Some(&first) = rest.first() {
+            let run = rest
+                .iter()
+                .enumerate()
+                .take_while(|&(i, &o)| o == first + i as u64)
+                .count();
+            let wanted = &rest[..run];
+            let records = self.log.read(&self.scheduled, 0, first, run)?;
+            let mut records = records.iter().peekable();
+            for &offset in wanted {
+                // Both are in offset order: skip to this offset's record.
+                while records.next_if(|r| r.offset < offset).is_some() {}
+                match records.next_if(|r| r.offset == offset) {
+                    Some(record) => match StoredEvent::from_bytes(&record.payload) {
+                        Ok(stored) => found.push(stored),
+                        Err(error) => {
+                            tracing::error!(offset, %error, "a scheduled event does not decode; not routed")
+                        }
+                    },
+                    None => tracing::error!(
+                        offset,
+                        "a scheduled event is gone (retention?); not routed"
+                    ),
+                }
+            }
+            rest = &rest[run..];
+        }
+        Ok(found)
+    }
+
+    async fn mark_done(&self, offsets: &[u64]) -> Result<(), LogError> {
+        let markers = offsets.iter().map(|&o| done_marker(o)).collect();
+        self.log.append(&self.done, 0, markers).await.map(|_| ())
     }
 
     /// Fires due events through `route` (the ingest pipeline, skipping
-    /// the schedule) until `stop` is cancelled.
+    /// the schedule; called with the due events of one bus at a time)
+    /// until `stop` is cancelled. Up to 1024 due events are routed and
+    /// recorded as done together.
     pub async fn run<F, Fut>(self, route: F, stop: tokio_util::sync::CancellationToken)
     where
-        F: Fn(String, CloudEvent) -> Fut,
+        F: Fn(String, Vec<CloudEvent>) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
         loop {
@@ -339,22 +374,31 @@ impl Schedule {
                 () = self.timers.earlier.notified() => continue,
                 () = tokio::time::sleep(wait) => {}
             }
-            for (_, offset) in self.timers.take_due(now_unix_ms(), 1024) {
-                let fired = match self.read(offset) {
-                    Ok(Some(StoredEvent {
-                        event: Some(event),
-                        bus,
-                        ..
-                    })) => route(bus, event).await,
-                    Ok(_) => Err("the scheduled record is gone (retention?)".to_string()),
-                    Err(error) => Err(error.to_string()),
-                };
-                if let Err(error) = &fired {
-                    tracing::error!(offset, %error, "scheduled event not routed");
+            let due = self.timers.take_due(now_unix_ms(), 1024);
+            if due.is_empty() {
+                continue;
+            }
+            let mut by_bus: BTreeMap<String, Vec<CloudEvent>> = BTreeMap::new();
+            let mut offsets: Vec<u64> = due.into_iter().map(|(_, offset)| offset).collect();
+            offsets.sort_unstable();
+            match self.read_runs(&offsets) {
+                Ok(records) => {
+                    for stored in records {
+                        if let Some(event) = stored.event {
+                            by_bus.entry(stored.bus).or_default().push(event);
+                        }
+                    }
                 }
-                if let Err(error) = self.mark_done(offset).await {
-                    tracing::error!(offset, %error, "cannot record a fired scheduled event; it fires again after a restart");
+                Err(error) => tracing::error!(%error, "cannot read scheduled events; not routed"),
+            }
+            for (bus, events) in by_bus {
+                let count = events.len();
+                if let Err(error) = route(bus.clone(), events).await {
+                    tracing::error!(%bus, count, %error, "scheduled events not routed");
                 }
+            }
+            if let Err(error) = self.mark_done(&offsets).await {
+                tracing::error!(%error, "cannot record fired scheduled events; they fire again after a restart");
             }
         }
     }

@@ -169,9 +169,9 @@ impl Broker {
         tokio::spawn(reloader.run(self.config.rules_poll_interval, token.clone()));
         let router = Arc::clone(&self.ingest);
         let scheduler = tokio::spawn(self.schedule.clone().run(
-            move |bus: String, event| {
+            move |bus: String, events| {
                 let router = Arc::clone(&router);
-                async move { router.route_scheduled(&bus, event).await }
+                async move { router.route_scheduled(&bus, events).await }
             },
             token.clone(),
         ));
