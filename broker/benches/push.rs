@@ -15,17 +15,9 @@ use switchyard_broker::config::BrokerConfig;
 use switchyard_broker::server::Broker;
 use switchyard_sdk::{Client, Event};
 
-/// The same allocator as the `switchyard` binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod support;
 
-fn flag(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|pair| pair[0] == name)
-        .and_then(|pair| pair[1].parse().ok())
-        .unwrap_or(default)
-}
+use support::flag;
 
 fn now_nanos() -> u64 {
     SystemTime::now()

@@ -20,17 +20,9 @@ use switchyard_broker::model::{StoredEvent, TopicName, now_unix_ms};
 use switchyard_broker::schedule::{DELIVER_AFTER, SCHEDULED_TOPIC, Schedule};
 use switchyard_sdk::Event;
 
-/// The same allocator as the `switchyard` binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod support;
 
-fn flag(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|pair| pair[0] == name)
-        .and_then(|pair| pair[1].parse().ok())
-        .unwrap_or(default)
-}
+use support::flag;
 
 /// Resident set size of this process, in bytes (Linux).
 fn rss_bytes() -> u64 {
