@@ -11,6 +11,7 @@ use switchyard_sdk::{Event, proto};
 const CONFIG: &str = "
 limits:
   max_delay: 1h
+  max_scheduled: 3
 topics:
   - name: orders
     partitions: 1
@@ -176,6 +177,22 @@ async fn bad_delivery_times_are_refused_naming_the_attribute() {
         .await
         .expect_err("not a time");
     assert!(refused.to_string().contains("RFC 3339"), "{refused}");
+    // At most limits.max_scheduled (3) pending at once.
+    for n in 0..3 {
+        client
+            .publish(
+                "default",
+                timeout_event(&format!("p{n}"), Duration::from_secs(60)),
+            )
+            .await
+            .expect("within the limit");
+    }
+    let full = client
+        .publish("default", timeout_event("p3", Duration::from_secs(60)))
+        .await
+        .expect_err("over the limit");
+    assert!(full.to_string().contains("ResourceExhausted"), "{full}");
+    assert!(full.to_string().contains("max_scheduled"), "{full}");
     // A time in the past routes at once.
     let past = Event::new("/orders", "com.example.payment.timed_out")
         .deliver_at(SystemTime::now() - Duration::from_secs(60))

@@ -46,6 +46,10 @@ pub enum Rejection {
     /// The log could not store it (UNAVAILABLE: retry).
     #[error("storage failed: {0}")]
     Storage(String),
+    /// A limit is reached (RESOURCE_EXHAUSTED), e.g. too many scheduled
+    /// events pending.
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 impl Rejection {
@@ -55,6 +59,7 @@ impl Rejection {
             Rejection::Invalid(_) => "invalid",
             Rejection::Unroutable(_) => "unroutable",
             Rejection::Storage(_) => "storage",
+            Rejection::Exhausted(_) => "exhausted",
         }
     }
 }
@@ -169,6 +174,8 @@ pub struct Ingest {
     schedule: Schedule,
     /// Longest accepted delay.
     max_delay: Duration,
+    /// Most scheduled events pending at once (memory bound).
+    max_scheduled: usize,
 }
 
 /// The events of a batch bound for one topic partition.
@@ -222,6 +229,7 @@ impl Ingest {
             metrics,
             schedule,
             max_delay: limits.max_delay,
+            max_scheduled: limits.max_scheduled,
         }
     }
 
@@ -591,6 +599,12 @@ impl Ingest {
         schedule: bool,
     ) -> Result<Planned, Rejection> {
         if schedule && let Some(fire_ms) = deliver_after(event, now_ms(), self.max_delay)? {
+            let pending = self.schedule.timers().len();
+            if pending >= self.max_scheduled {
+                return Err(Rejection::Exhausted(format!(
+                    "{pending} scheduled events are pending, the limit (limits.max_scheduled); publish it later or raise the limit"
+                )));
+            }
             return Ok(Planned {
                 rules: Vec::new(),
                 targets: vec![(self.schedule.topic().clone(), 0, Vec::new())],

@@ -73,7 +73,9 @@ impl Publisher for PublisherService {
                         code: rejection_code(&rejection) as i32,
                         field: match &rejection {
                             Rejection::Invalid(e) => e.field.clone(),
-                            Rejection::Unroutable(_) | Rejection::Storage(_) => String::new(),
+                            Rejection::Unroutable(_)
+                            | Rejection::Storage(_)
+                            | Rejection::Exhausted(_) => String::new(),
                         },
                         message: rejection.to_string(),
                     }),

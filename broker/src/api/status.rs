@@ -81,5 +81,6 @@ pub(super) fn rejection_code(rejection: &Rejection) -> Code {
         Rejection::Invalid(_) => Code::InvalidArgument,
         Rejection::Unroutable(_) => Code::FailedPrecondition,
         Rejection::Storage(_) => Code::Unavailable,
+        Rejection::Exhausted(_) => Code::ResourceExhausted,
     }
 }

@@ -177,6 +177,10 @@ pub struct LimitsConfig {
     /// Longest delay a `deliverafter` time may ask for.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
+    /// Most scheduled events pending at once; more are refused with
+    /// RESOURCE_EXHAUSTED. Each pending one costs ~160 B of memory (the
+    /// event itself stays on disk).
+    pub max_scheduled: usize,
 }
 
 impl Default for LimitsConfig {
@@ -187,6 +191,7 @@ impl Default for LimitsConfig {
             max_extensions: DEFAULT_MAX_EXTENSIONS,
             max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
             max_delay: DEFAULT_MAX_DELAY,
+            max_scheduled: 10_000_000,
         }
     }
 }
