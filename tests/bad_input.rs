@@ -223,3 +223,45 @@ fn malformed_rules_refuse_to_start_naming_file_and_line() {
     assert!(stderr.contains(&rules.display().to_string()), "{stderr}");
     assert!(stderr.contains("line"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_broker_internal_topics_cannot_be_created_deleted_or_subscribed() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let mut admin = broker.admin().await;
+    let deleted = admin
+        .delete_topic(proto::DeleteTopicRequest {
+            name: "__scheduled".into(),
+        })
+        .await
+        .expect_err("reserved");
+    assert_eq!(deleted.code(), Code::InvalidArgument);
+    assert!(
+        deleted.message().contains("reserved"),
+        "{}",
+        deleted.message()
+    );
+    let created = admin
+        .create_topic(proto::CreateTopicRequest {
+            name: "__mine".into(),
+            partitions: 1,
+        })
+        .await
+        .expect_err("reserved");
+    assert_eq!(created.code(), Code::InvalidArgument);
+    let subscribed = admin
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "peek".into(),
+                topic: "__scheduled.done".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("reserved");
+    assert_eq!(
+        subscribed.code(),
+        Code::InvalidArgument,
+        "{}",
+        subscribed.message()
+    );
+}

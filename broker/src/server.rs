@@ -78,7 +78,7 @@ impl Broker {
         let declared = config
             .topics
             .iter()
-            .map(|t| Ok((TopicName::new(t.name.clone())?, t.partitions)))
+            .map(|t| Ok((TopicName::user(t.name.clone())?, t.partitions)))
             .collect::<Result<Vec<_>, NameError>>()?;
         let targeted = rules.target_topics().into_iter().map(|t| (t, None));
         ensure_topics(

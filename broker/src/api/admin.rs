@@ -210,7 +210,7 @@ impl Admin for AdminService {
         request: Request<proto::CreateTopicRequest>,
     ) -> Result<Response<proto::Topic>, Status> {
         let request = request.into_inner();
-        let name = TopicName::new(request.name)?;
+        let name = TopicName::user(request.name)?;
         let partitions = if request.partitions == 0 {
             self.default_partitions
         } else {
@@ -233,7 +233,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::DeleteTopicRequest>,
     ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
-        let name = TopicName::new(request.into_inner().name)?;
+        let name = TopicName::user(request.into_inner().name)?;
         self.log.topic(&name)?;
         let readers: Vec<String> = self
             .subscriptions

@@ -153,7 +153,7 @@ impl Subscriptions {
     /// definition is a no-op; with another definition, an error.
     pub fn create(&self, spec: SubscriptionConfig) -> Result<Arc<Subscription>, DeliveryError> {
         let name = SubscriptionName::new(spec.name.clone())?;
-        let topic = TopicName::new(spec.topic.clone())?;
+        let topic = TopicName::user(spec.topic.clone())?;
         if spec.max_in_flight == 0 {
             return Err(DeliveryError::InvalidSpec {
                 field: "max_in_flight",
@@ -169,7 +169,7 @@ impl Subscriptions {
         validate_policy(&spec)?;
         let info = self.shared.log.topic(&topic)?;
         if let Some(dead_letter_topic) = &spec.dead_letter_topic {
-            let dead_letter_topic = TopicName::new(dead_letter_topic.clone())?;
+            let dead_letter_topic = TopicName::user(dead_letter_topic.clone())?;
             if dead_letter_topic == topic {
                 return Err(DeliveryError::InvalidSpec {
                     field: "dead_letter_topic",

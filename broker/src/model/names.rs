@@ -76,6 +76,25 @@ name_type!(
     TopicName,
     "topic"
 );
+/// Prefix of the broker's internal topics (e.g. `__scheduled`).
+const INTERNAL_PREFIX: &str = "__";
+
+impl TopicName {
+    /// A topic name that users may create, target from rules, subscribe to
+    /// or delete: not one of the broker's internal topics (`__` prefix).
+    pub fn user(name: impl Into<String>) -> Result<TopicName, NameError> {
+        let name = name.into();
+        if name.starts_with(INTERNAL_PREFIX) {
+            return Err(NameError {
+                kind: "topic",
+                name,
+                reason: "names starting with \"__\" are reserved for the broker's internal topics",
+            });
+        }
+        TopicName::new(name)
+    }
+}
+
 name_type!(
     /// The name of a subscription: a consumer group on one topic.
     SubscriptionName,
@@ -91,6 +110,14 @@ mod tests {
         for name in ["orders", "orders.v1", "dead_letter-2", "A"] {
             assert!(TopicName::new(name).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn internal_topics_are_reserved() {
+        assert!(TopicName::new("__scheduled").is_ok(), "the broker may");
+        let err = TopicName::user("__scheduled").expect_err("users may not");
+        assert!(err.to_string().contains("reserved"), "{err}");
+        assert!(TopicName::user("orders").is_ok());
     }
 
     #[test]

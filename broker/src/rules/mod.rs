@@ -336,7 +336,7 @@ fn compile_rule(spec: RuleSpec, path: &Path, line: usize) -> Result<Rule, RulesE
     let targets = spec
         .targets
         .iter()
-        .map(|t| TopicName::new(t.topic.clone()))
+        .map(|t| TopicName::user(t.topic.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| name_error("targets", e))?;
     let pattern = Pattern::compile(&spec.pattern)
