@@ -101,6 +101,10 @@ impl Endpoint {
                 StatusCode::TOO_MANY_REQUESTS
             }
             "x.reject" => StatusCode::BAD_REQUEST,
+            "x.always" => StatusCode::SERVICE_UNAVAILABLE,
+            "x.ordered" if hit_id(&self.hits, &event_type) == "x.ordered-k1-0" && attempt == 1 => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             "x.flaky" if self.down.load(Ordering::SeqCst) => StatusCode::SERVICE_UNAVAILABLE,
             "x.slow" => {
                 let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -144,6 +148,17 @@ impl Endpoint {
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}")
     }
+}
+
+/// The `ce-id` of the request just recorded for `event_type`.
+fn hit_id(hits: &Mutex<Vec<Hit>>, event_type: &str) -> String {
+    hits.lock()
+        .expect("hits")
+        .iter()
+        .rev()
+        .find(|h| h.event_type() == event_type)
+        .map(|h| h.header("ce-id").to_string())
+        .unwrap_or_default()
 }
 
 const RULES: &str = "
@@ -190,6 +205,22 @@ fn config(url: &str) -> String {
             &format!("    max_in_flight: 3\n{}", push("slow", "")),
         ),
         sub("flaky", "x.flaky", &push("flaky", "")),
+        sub(
+            "ordered",
+            "x.ordered",
+            &format!(
+                "    ordering: by_key\n    rate_limit: 20\n{}",
+                push("ordered", "")
+            ),
+        ),
+        sub(
+            "always",
+            "x.always",
+            &format!(
+                "    max_attempts: 2\n    dead_letter_topic: always.dlq\n{}",
+                push("always", "")
+            ),
+        ),
         sub("stream", "x.flaky", ""),
         sub(
             "batched",
@@ -535,4 +566,116 @@ async fn batches_carry_several_events_and_retry_only_the_failed_ones() {
     })
     .await;
     assert_eq!(endpoint.hits("x.batch").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordering_rate_limits_and_max_attempts_apply_to_push() {
+    let (endpoint, _dir, broker) = start().await;
+    let client = broker.client().await;
+    // Key k1: its first event fails once; the next ones must wait for it.
+    let ordered: Vec<_> = ["k1-0", "k1-1", "k1-2", "k2-0"]
+        .iter()
+        .map(|id| {
+            let key = id.split('-').next().unwrap_or("");
+            event(
+                &format!("x.ordered-{id}"),
+                "x.ordered",
+                key,
+                serde_json::json!({}),
+            )
+        })
+        .collect();
+    client
+        .publish_batch("default", ordered)
+        .await
+        .expect("publish");
+    let always = event("x.always-0", "x.always", "a", serde_json::json!({}));
+    client.publish("default", always).await.expect("publish");
+    eventually("the ordered events get through", || {
+        let done = endpoint
+            .hits("x.ordered")
+            .iter()
+            .any(|h| h.header("ce-id") == "x.ordered-k1-2");
+        async move { done }
+    })
+    .await;
+    let order: Vec<(String, String)> = endpoint
+        .hits("x.ordered")
+        .iter()
+        .map(|h| {
+            (
+                h.header("ce-id").to_string(),
+                h.header("switchyard-attempt").to_string(),
+            )
+        })
+        .collect();
+    let position = |id: &str, attempt: &str| {
+        order
+            .iter()
+            .position(|(i, a)| i == id && a == attempt)
+            .unwrap_or_else(|| panic!("{id} attempt {attempt} in {order:?}"))
+    };
+    assert!(
+        position("x.ordered-k1-0", "2") < position("x.ordered-k1-1", "1"),
+        "{order:?}"
+    );
+    assert!(
+        position("x.ordered-k1-1", "1") < position("x.ordered-k1-2", "1"),
+        "{order:?}"
+    );
+    assert!(
+        position("x.ordered-k2-0", "1") < position("x.ordered-k1-0", "2"),
+        "another key is not held back: {order:?}"
+    );
+
+    // max_attempts 2: a 503 twice dead-letters with its metadata.
+    let admin = broker.admin().await;
+    eventually("x.always is dead-lettered after 2 attempts", || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_dead_letters(proto::ListDeadLettersRequest {
+                    subscription: "always".into(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|r| {
+                    r.into_inner()
+                        .dead_letters
+                        .first()
+                        .and_then(|d| d.dead_letter.clone())
+                        .is_some_and(|meta| meta.attempts == 2 && meta.last_reason.contains("503"))
+                })
+        }
+    })
+    .await;
+    assert_eq!(endpoint.hits("x.always").len(), 2);
+
+    // rate_limit 20/s: 40 more events take at least a second (bursts of
+    // up to one second's worth).
+    let started = std::time::Instant::now();
+    let burst: Vec<_> = (0..40)
+        .map(|n| {
+            event(
+                &format!("x.ordered-r{n}"),
+                "x.ordered",
+                &format!("r{n}"),
+                serde_json::json!({}),
+            )
+        })
+        .collect();
+    client
+        .publish_batch("default", burst)
+        .await
+        .expect("publish");
+    eventually("the burst is pushed", || {
+        let done = endpoint.hits("x.ordered").len() >= 45;
+        async move { done }
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "rate limited: {:?}",
+        started.elapsed()
+    );
 }
