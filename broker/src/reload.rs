@@ -127,11 +127,13 @@ impl RuleReloader {
     }
 
     /// Reloads on SIGHUP, and when a file's modification time or size
-    /// changes (checked every `poll`; zero disables the check), until
-    /// `shutdown`.
+    /// changed and then stayed the same for one more check (so a file
+    /// caught half-written is not loaded); checked every `poll`, zero
+    /// disables the check. Runs until `shutdown`.
     pub async fn run(self, poll: Duration, shutdown: CancellationToken) {
         let mut hangup = hangup_signal();
         let mut seen = self.fingerprint();
+        let mut changing: Option<Fingerprint> = None;
         let mut tick = tokio::time::interval(if poll.is_zero() {
             Duration::from_secs(3600)
         } else {
@@ -151,7 +153,14 @@ impl RuleReloader {
                 _ = tick.tick() => false,
             };
             let now = self.fingerprint();
-            if forced || (!poll.is_zero() && now != seen) {
+            let settled = now != seen && changing.as_ref() == Some(&now);
+            if !forced && !settled {
+                // A change is loaded once it stops changing.
+                changing = (now != seen).then_some(now);
+                continue;
+            }
+            changing = None;
+            if forced || !poll.is_zero() {
                 seen = now;
                 let this = self.clone();
                 let _ = tokio::task::spawn_blocking(move || this.reload()).await;

@@ -150,6 +150,17 @@ impl Timers {
         )
     }
 
+    /// The lowest `__scheduled` offset still pending.
+    fn lowest_offset(&self) -> Option<u64> {
+        self.index
+            .lock()
+            .ok()?
+            .by_time
+            .keys()
+            .map(|&(_, offset)| offset)
+            .min()
+    }
+
     /// How many timers are pending.
     pub fn len(&self) -> usize {
         self.index.lock().map_or(0, |i| i.by_time.len())
@@ -210,6 +221,16 @@ fn done_marker(offset: u64) -> Bytes {
     Bytes::copy_from_slice(&offset.to_le_bytes())
 }
 
+/// The `__scheduled` offset a done marker names.
+fn marked_offset(record: &crate::log::LogRecord) -> Option<u64> {
+    <[u8; 8]>::try_from(record.payload.as_ref())
+        .ok()
+        .map(u64::from_le_bytes)
+}
+
+/// How often fired and cancelled records are compacted away.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
 impl Schedule {
     /// Opens the internal topics (creating them when missing) and re-arms
     /// every scheduled event not yet done. Returns it and how many timers
@@ -224,10 +245,14 @@ impl Schedule {
                 log.create_topic(topic, 1)?;
             }
         }
+        let retained_from = log.offsets(&scheduled, 0)?.start;
         let mut finished = HashSet::new();
         for_each_record(log.as_ref(), &done, |record| {
-            if let Ok(bytes) = <[u8; 8]>::try_from(record.payload.as_ref()) {
-                finished.insert(u64::from_le_bytes(bytes));
+            if let Some(offset) = marked_offset(record) {
+                // Markers of compacted records are not needed any more.
+                if offset >= retained_from {
+                    finished.insert(offset);
+                }
             }
         })?;
         let timers = Arc::new(Timers::default());
@@ -351,6 +376,37 @@ impl Schedule {
         Ok(found)
     }
 
+    /// Drops what is done with: `__scheduled` segments below the oldest
+    /// pending record (and below `armed_end`: everything under it is armed
+    /// or done — a record appended later may not be armed yet), then the
+    /// leading `__scheduled.done` markers that name only dropped records.
+    /// Keeps disk use and restart time proportional to what is pending.
+    fn compact(&self, armed_end: u64) -> Result<(), LogError> {
+        let floor = self
+            .timers
+            .lowest_offset()
+            .map_or(armed_end, |lowest| lowest.min(armed_end));
+        let start = self.log.truncate_before(&self.scheduled, 0, floor)?;
+        // Markers are appended in firing order: keep from the first one
+        // that names a retained record.
+        let done = self.log.offsets(&self.done, 0)?;
+        let mut keep_from = done.start;
+        'scan: while keep_from < done.end {
+            let records = self.log.read(&self.done, 0, keep_from, 4096)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in &records {
+                if marked_offset(record).is_some_and(|offset| offset >= start) {
+                    break 'scan;
+                }
+                keep_from = record.offset + 1;
+            }
+        }
+        self.log.truncate_before(&self.done, 0, keep_from)?;
+        Ok(())
+    }
+
     async fn mark_done(&self, offsets: &[u64]) -> Result<(), LogError> {
         let markers = offsets.iter().map(|&o| done_marker(o)).collect();
         self.log.append(&self.done, 0, markers).await.map(|_| ())
@@ -365,10 +421,26 @@ impl Schedule {
         F: Fn(String, Vec<CloudEvent>) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
+        let mut armed_end = self.log.offsets(&self.scheduled, 0).map_or(0, |o| o.end);
+        let mut compacted_at = tokio::time::Instant::now();
         loop {
-            let wait = self.timers.next().map_or(Duration::from_secs(60), |at| {
-                Duration::from_millis((at - now_unix_ms()).max(0) as u64)
-            });
+            if compacted_at.elapsed() >= COMPACT_EVERY {
+                if let Err(error) = self.compact(armed_end) {
+                    tracing::warn!(%error, "cannot compact the schedule");
+                }
+                armed_end = self
+                    .log
+                    .offsets(&self.scheduled, 0)
+                    .map_or(armed_end, |o| o.end);
+                compacted_at = tokio::time::Instant::now();
+            }
+            let wait = self
+                .timers
+                .next()
+                .map_or(COMPACT_EVERY, |at| {
+                    Duration::from_millis((at - now_unix_ms()).max(0) as u64)
+                })
+                .min(COMPACT_EVERY);
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.timers.earlier.notified() => continue,
@@ -460,6 +532,74 @@ mod tests {
         );
         let garbage = deliver_after(&event_at("tomorrow"), now, day).expect_err("parse");
         assert!(garbage.message.contains("RFC 3339"));
+    }
+
+    #[tokio::test]
+    async fn compaction_drops_fired_records_and_keeps_pending_ones() {
+        use crate::config::{FsyncPolicy, StorageConfig};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = StorageConfig {
+            fsync: FsyncPolicy::Never,
+            segment_bytes: 2048,
+            ..StorageConfig::default()
+        };
+        let log: Arc<dyn EventLog> =
+            Arc::new(crate::log::EmbeddedLog::open(dir.path(), &storage).expect("log"));
+        let (schedule, _) = Schedule::open(Arc::clone(&log)).expect("open");
+        let scheduled = schedule.topic().clone();
+        let bus = "default".to_string();
+        let now = now_unix_ms();
+        let at = |ms: i64| {
+            prost_types::Timestamp {
+                seconds: ms.div_euclid(1000),
+                nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+            }
+            .to_string()
+        };
+        // Record 0 waits an hour; records 1..200 are due.
+        for n in 0..200u64 {
+            let mut event = CloudEvent {
+                id: n.to_string(),
+                source: "/s".into(),
+                ..CloudEvent::default()
+            };
+            let when = if n == 0 { now + 3_600_000 } else { now + 1 };
+            event.extensions.insert(DELIVER_AFTER.into(), at(when));
+            let offset = log
+                .append(&scheduled, 0, vec![StoredEvent::encode(&event, &bus, &[])])
+                .await
+                .expect("append");
+            schedule
+                .timers()
+                .add(when, offset, identity(&bus, "/s", &n.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for (_, offset) in schedule.timers.take_due(now_unix_ms(), 1000) {
+            schedule.mark_done(&[offset]).await.expect("done");
+        }
+        let end = log.offsets(&scheduled, 0).expect("offsets").end;
+        schedule.compact(end).expect("compact");
+        assert_eq!(
+            log.offsets(&scheduled, 0).expect("offsets").start,
+            0,
+            "the pending record 0 holds everything after it"
+        );
+        schedule
+            .cancel(&bus, "/s", "0")
+            .await
+            .expect("cancel the pending one");
+        schedule.compact(end).expect("compact");
+        let start = log.offsets(&scheduled, 0).expect("offsets").start;
+        assert!(
+            start > 100,
+            "fired and cancelled records are dropped (start {start})"
+        );
+        let done = log.offsets(&schedule.done, 0).expect("offsets");
+        assert!(done.start > 0, "and so are their markers");
+        drop(schedule);
+        let (_, armed) = Schedule::open(Arc::clone(&log)).expect("reopen");
+        assert_eq!(armed, 0, "nothing fires again after a restart");
+        log.close();
     }
 
     #[test]

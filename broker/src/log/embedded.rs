@@ -261,6 +261,15 @@ impl EventLog for EmbeddedLog {
         self.with_partition(topic, partition, Partition::offsets)
     }
 
+    fn truncate_before(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        offset: u64,
+    ) -> Result<u64, LogError> {
+        self.with_partition(topic, partition, |p| p.truncate_before(offset))?
+    }
+
     fn appended(&self, topic: &TopicName) -> Result<Arc<Notify>, LogError> {
         Ok(Arc::clone(&self.get(topic)?.appended))
     }

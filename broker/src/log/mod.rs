@@ -144,6 +144,16 @@ pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<Vec<LogRecord>, LogError>;
     /// The readable range of a partition.
     fn offsets(&self, topic: &TopicName, partition: u32) -> Result<PartitionOffsets, LogError>;
+    /// Deletes the oldest records of a partition that are all below
+    /// `offset`, in whole segments (the one being written stays); returns
+    /// the new start. For logs whose old records are known to be done with
+    /// (the schedule), whatever the retention settings.
+    fn truncate_before(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        offset: u64,
+    ) -> Result<u64, LogError>;
     /// The first offset appended at or after `timestamp_ms` (ms since the
     /// Unix epoch); the end offset when none was.
     fn offset_for_time(

@@ -116,6 +116,22 @@ impl Partition {
         }
     }
 
+    /// Deletes the closed segments whose records all lie below `offset`
+    /// (the active segment always stays; the writer only touches that
+    /// one); returns the new start.
+    pub(crate) fn truncate_before(&self, offset: u64) -> Result<u64, LogError> {
+        let mut segments = self.shared.segments.write().map_err(|_| LogError::Closed)?;
+        while segments.len() > 1 && segments[1].base_offset <= offset {
+            // Readers see the new start before the files disappear.
+            self.shared
+                .start
+                .store(segments[1].base_offset, Ordering::Release);
+            let oldest = segments.remove(0);
+            oldest.remove_files()?;
+        }
+        Ok(self.shared.start.load(Ordering::Acquire))
+    }
+
     /// Reads up to `max_records` durable records from `from` on (or from
     /// the oldest retained one if `from` is older).
     pub(crate) fn read(&self, from: u64, max_records: usize) -> Result<Vec<LogRecord>, LogError> {
