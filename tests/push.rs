@@ -257,7 +257,7 @@ async fn start() -> (Arc<Endpoint>, tempfile::TempDir, BrokerProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_and_structured_pushes_carry_the_event_and_a_valid_signature() {
-    let (endpoint, _dir, broker) = start().await;
+    let (endpoint, dir, broker) = start().await;
     let client = broker.client().await;
     publish(&client, "x.binary", 1).await;
     publish(&client, "x.structured", 1).await;
@@ -330,6 +330,22 @@ async fn binary_and_structured_pushes_carry_the_event_and_a_valid_signature() {
         push.signed && push.secret.is_empty(),
         "the secret is write-only"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let stored = dir
+            .path()
+            .join("data/subscriptions/binary/subscription.json");
+        let mode = std::fs::metadata(&stored)
+            .expect("definition")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the stored definition (with the secret) is private"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,10 +24,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DeliveryError + '_ {
     }
 }
 
-/// Replaces `path` with `bytes` atomically and durably.
+/// Replaces `path` with `bytes` atomically (temp file, fsync, rename,
+/// fsync of the directory). The files are readable by their owner only:
+/// a definition may hold a push signing secret.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DeliveryError> {
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(io(&tmp))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(io(&tmp))?;
