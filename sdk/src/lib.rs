@@ -21,6 +21,36 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Delayed events, batches and tracing:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use switchyard_sdk::{BatchFailures, Client, Event};
+//!
+//! // JSON logs; spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+//! let _telemetry = switchyard_sdk::telemetry::init("order-service")?;
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//! // Routed no earlier than 15 minutes from now (cancel with the Admin API).
+//! let deadline = Event::new("/orders", "com.example.payment.timed_out")
+//!     .id("order-42-deadline")
+//!     .deliver_after(Duration::from_secs(15 * 60))
+//!     .json(&serde_json::json!({"orderId": "42"}))?;
+//! client.publish("default", deadline).await?;
+//! // Up to 100 deliveries per call; only the failed ones come again.
+//! client
+//!     .subscribe("audit")
+//!     .run_batches_until(100, Duration::from_millis(50), |batch| async move {
+//!         let failed = batch
+//!             .iter()
+//!             .filter(|d| d.event.data.is_none())
+//!             .fold(BatchFailures::new(), |f, d| f.fail(d, "no data"));
+//!         if failed.is_empty() { Ok(()) } else { Err(failed) }
+//!     }, std::future::pending::<()>())
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
 mod client;
 mod error;
