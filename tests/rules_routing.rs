@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 use switchyard_sdk::proto;
-use tonic::transport::Channel;
 
 const CONFIG: &str = "
 rules_poll_interval: 50ms
@@ -54,7 +53,7 @@ async fn topics_of(client: &switchyard_sdk::Client, event: proto::CloudEvent) ->
     topics
 }
 
-async fn status(admin: &mut proto::admin_client::AdminClient<Channel>) -> proto::RuleSetStatus {
+async fn status(admin: &mut switchyard_sdk::Admin) -> proto::RuleSetStatus {
     admin
         .list_rules(proto::ListRulesRequest::default())
         .await

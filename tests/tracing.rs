@@ -272,10 +272,7 @@ fn trace_of(spans: &[Collected], order_id: &str, event_type: &str) -> Trace {
 }
 
 /// Waits until payment-service has `count` dead letters.
-async fn until_dead_letters(
-    admin: &switchyard_sdk::proto::admin_client::AdminClient<tonic::transport::Channel>,
-    count: usize,
-) {
+async fn until_dead_letters(admin: &switchyard_sdk::Admin, count: usize) {
     eventually(
         &format!("{count} dead letter(s) of payment-service"),
         || {

@@ -1,6 +1,7 @@
 //! Wiring: open the log, load rules, ensure declared topics and
 //! subscriptions, serve gRPC until shutdown, then drain and flush.
 
+use crate::api::auth::Authenticator;
 use crate::api::{AdminService, PublisherService, SubscriberService};
 use crate::config::BrokerConfig;
 use crate::delivery::{DeliveryError, Subscriptions};
@@ -20,6 +21,7 @@ use switchyard_proto::v1::publisher_server::PublisherServer;
 use switchyard_proto::v1::subscriber_server::SubscriberServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -188,13 +190,26 @@ impl Broker {
             .await;
         health.set_serving::<AdminServer<AdminService>>().await;
 
+        let auth = Authenticator::new(&self.config.auth).map_err(|e| {
+            StartError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })?;
+        if auth.enabled() {
+            tracing::info!(
+                tokens = self.config.auth.tokens.len(),
+                "bearer-token authentication on"
+            );
+        } else if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "serving on a non-loopback address WITHOUT authentication: anyone who can reach it can publish, read and administer; configure auth.tokens");
+        }
         let publisher = PublisherServer::new(PublisherService::new(Arc::clone(&self.ingest)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let publisher = InterceptedService::new(publisher, auth.clone());
         let subscriber = SubscriberServer::new(SubscriberService::new(
             Arc::clone(&self.subscriptions),
             token.clone(),
         ))
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let subscriber = InterceptedService::new(subscriber, auth.clone());
         let admin = AdminServer::new(AdminService::new(
             Arc::clone(&self.log),
             Arc::clone(&self.subscriptions),
@@ -202,6 +217,7 @@ impl Broker {
             self.schedule.clone(),
             self.config.storage.default_partitions,
         ));
+        let admin = InterceptedService::new(admin, auth);
         // Accepted sockets get TCP_NODELAY: without it, small responses
         // wait for delayed ACKs (~40 ms per publish round trip).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

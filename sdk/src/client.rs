@@ -6,15 +6,53 @@ use crate::{Event, SdkError};
 use switchyard_proto::v1::admin_client::AdminClient;
 use switchyard_proto::v1::publisher_client::PublisherClient;
 use switchyard_proto::v1::{CloudEvent, PublishRequest, PublishResult, TopicOffset};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// A connection to a Switchyard broker; cheap to clone and share.
+/// A connection to a broker; cheap to clone and share.
 #[derive(Debug, Clone)]
 pub struct Client {
     channel: Channel,
+    token: BearerToken,
 }
+
+/// Adds `authorization: Bearer <token>` to every call (when a token is
+/// set), for brokers with `auth.tokens` configured.
+#[derive(Clone, Default)]
+pub struct BearerToken(Option<AsciiMetadataValue>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerToken(<redacted>)"
+        } else {
+            "BearerToken(None)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that authenticates every call.
+pub type AuthChannel = InterceptedService<Channel, BearerToken>;
+
+/// An Admin client that authenticates every call.
+pub type Admin = AdminClient<AuthChannel>;
 
 /// Where a published event was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,17 +80,40 @@ impl Client {
         };
         let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| error(e.to_string()))?;
         let channel = endpoint.connect().await.map_err(|e| error(e.to_string()))?;
-        Ok(Client { channel })
+        Ok(Client {
+            channel,
+            token: BearerToken::default(),
+        })
     }
 
-    /// The underlying gRPC channel, for generated clients.
+    /// Authenticates every call with a bearer token (brokers with
+    /// `auth.tokens`); an empty token means none. A token that is not
+    /// printable ASCII is refused.
+    pub fn with_token(mut self, token: &str) -> Result<Client, SdkError> {
+        self.token = if token.is_empty() {
+            BearerToken::default()
+        } else {
+            let value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| SdkError::Data("a token must be printable ASCII".into()))?;
+            BearerToken(Some(value))
+        };
+        Ok(self)
+    }
+
+    /// The underlying gRPC channel, for generated clients (it does not add
+    /// the token: use [`Client::authorized_channel`] for that).
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
+    /// The channel with the token added to every call.
+    pub fn authorized_channel(&self) -> AuthChannel {
+        InterceptedService::new(self.channel.clone(), self.token.clone())
+    }
+
     /// A client of the Admin service.
-    pub fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel.clone())
+    pub fn admin(&self) -> Admin {
+        AdminClient::new(self.authorized_channel())
     }
 
     /// Publishes one event; returns once it is durable.
@@ -103,7 +164,7 @@ impl Client {
             events,
         });
         context::inject_metadata(&cx, request.metadata_mut());
-        let response = PublisherClient::new(self.channel.clone())
+        let response = PublisherClient::new(self.authorized_channel())
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)
             .publish(request)
@@ -142,7 +203,7 @@ impl Client {
 
     /// Starts configuring a consumer of `subscription`.
     pub fn subscribe(&self, subscription: &str) -> SubscriptionBuilder {
-        SubscriptionBuilder::new(self.channel.clone(), subscription)
+        SubscriptionBuilder::new(self.authorized_channel(), subscription)
     }
 }
 

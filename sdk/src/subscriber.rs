@@ -2,6 +2,7 @@
 //! the stream's credits); `Ok` acks, `Err` nacks with the error as reason.
 
 use crate::SdkError;
+use crate::client::AuthChannel;
 use crate::telemetry::context;
 use opentelemetry::trace::TraceContextExt;
 use std::collections::HashMap;
@@ -14,7 +15,6 @@ use switchyard_proto::v1::{CloudEvent, Delivery, Extend, Nack, Open, Settle, Sub
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -111,7 +111,7 @@ impl Received {
 /// Configures and runs a consumer of one subscription.
 #[derive(Debug)]
 pub struct SubscriptionBuilder {
-    channel: Channel,
+    channel: AuthChannel,
     subscription: String,
     max_in_flight: u32,
     reconnect: bool,
@@ -119,7 +119,7 @@ pub struct SubscriptionBuilder {
 }
 
 impl SubscriptionBuilder {
-    pub(crate) fn new(channel: Channel, subscription: &str) -> Self {
+    pub(crate) fn new(channel: AuthChannel, subscription: &str) -> Self {
         Self {
             channel,
             subscription: subscription.to_string(),

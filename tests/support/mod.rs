@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard_sdk::Client;
 use switchyard_sdk::proto;
-use switchyard_sdk::proto::admin_client::AdminClient;
 use tonic::transport::Channel;
 
 /// How long to wait for a broker to start or a condition to hold.
@@ -186,7 +185,7 @@ impl BrokerProcess {
     }
 
     /// An Admin client.
-    pub async fn admin(&self) -> AdminClient<Channel> {
+    pub async fn admin(&self) -> switchyard_sdk::Admin {
         self.client().await.admin()
     }
 
@@ -243,7 +242,7 @@ where
 
 /// Describes a subscription.
 pub async fn describe(
-    admin: &mut AdminClient<Channel>,
+    admin: &mut switchyard_sdk::Admin,
     name: &str,
 ) -> proto::SubscriptionDescription {
     admin
@@ -254,7 +253,7 @@ pub async fn describe(
 }
 
 /// True when every partition's durable committed offset reached its end.
-pub async fn fully_committed(admin: &mut AdminClient<Channel>, name: &str) -> bool {
+pub async fn fully_committed(admin: &mut switchyard_sdk::Admin, name: &str) -> bool {
     describe(admin, name)
         .await
         .partitions
@@ -264,7 +263,7 @@ pub async fn fully_committed(admin: &mut AdminClient<Channel>, name: &str) -> bo
 
 /// Waits until every partition of a subscription has its durable
 /// committed offset at the end.
-pub async fn until_fully_committed(admin: &AdminClient<Channel>, name: &str) {
+pub async fn until_fully_committed(admin: &switchyard_sdk::Admin, name: &str) {
     eventually(&format!("subscription {name} fully committed"), || {
         let mut admin = admin.clone();
         let name = name.to_string();

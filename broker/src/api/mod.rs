@@ -2,6 +2,7 @@
 //! module that knows tonic.
 
 mod admin;
+pub mod auth;
 mod publish;
 mod status;
 mod subscribe;

@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchyard_broker::config::{BackoffConfig, StartPosition};
 use switchyard_broker::rules::{RuleSet, event_view};
-use switchyard_sdk::Client;
 use switchyard_sdk::proto;
-use switchyard_sdk::proto::admin_client::AdminClient;
-use tonic::transport::Channel;
 
 /// Push delivery flags of `subscriptions create`.
 #[derive(Debug, clap::Args)]
@@ -507,8 +504,8 @@ pub(crate) enum RulesCommand {
 }
 
 /// An Admin client of the broker at `connection`.
-pub(super) async fn admin(connection: &Connection) -> Result<AdminClient<Channel>, Failure> {
-    Ok(Client::connect(&connection.url).await?.admin())
+pub(super) async fn admin(connection: &Connection) -> Result<switchyard_sdk::Admin, Failure> {
+    Ok(connection.client().await?.admin())
 }
 
 pub(super) async fn topics(command: TopicsCommand) -> Result<(), Failure> {

@@ -56,6 +56,19 @@ pub(crate) struct Connection {
         global = true
     )]
     url: String,
+    /// Bearer token, for brokers with `auth.tokens` (prefer the
+    /// SWITCHYARD_TOKEN variable: flags show up in process lists).
+    #[arg(long, env = "SWITCHYARD_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Connection {
+    /// An SDK client for the broker, with the token if one is given.
+    pub(crate) async fn client(&self) -> Result<switchyard_sdk::Client, switchyard_sdk::SdkError> {
+        switchyard_sdk::Client::connect(&self.url)
+            .await?
+            .with_token(self.token.as_deref().unwrap_or(""))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +118,13 @@ enum Command {
     ///   switchyard graph --format mermaid
     #[command(verbatim_doc_comment)]
     Graph(graph::GraphArgs),
+    /// Print the SHA-256 of a bearer token read from stdin, for
+    /// `auth.tokens[].sha256` in the broker config (the token itself is
+    /// never stored).
+    ///
+    /// Example: head -c 32 /dev/urandom | base64 | tee token.txt | switchyard token-hash
+    #[command(verbatim_doc_comment)]
+    TokenHash,
     /// Check the embedded log's files offline.
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -124,5 +144,15 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Graph(args) => graph::run(args).await,
         Command::Scheduled(command) => admin::scheduled(command).await,
         Command::Log(command) => log::run(command),
+        Command::TokenHash => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            let token = token.trim_end_matches(['\n', '\r']);
+            if token.is_empty() {
+                return Err(anyhow::anyhow!("give the token on stdin").into());
+            }
+            println!("{}", switchyard_broker::api::auth::token_hash(token));
+            Ok(())
+        }
     }
 }

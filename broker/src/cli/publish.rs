@@ -5,7 +5,7 @@ use anyhow::Context;
 use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use switchyard_sdk::{Client, Event, json};
+use switchyard_sdk::{Event, json};
 use tokio::sync::Notify;
 
 /// Events sent per publish call when reading stdin.
@@ -59,7 +59,7 @@ fn parse_extension(text: &str) -> Result<(String, String), String> {
 }
 
 pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
-    let client = Client::connect(&args.connection.url).await?;
+    let client = args.connection.client().await?;
     let events = if args.stdin {
         read_stdin_events()?
     } else {
@@ -183,7 +183,7 @@ pub(crate) struct TailArgs {
 }
 
 pub(super) async fn tail(args: TailArgs) -> Result<(), super::Failure> {
-    let client = Client::connect(&args.connection.url).await?;
+    let client = args.connection.client().await?;
     let limit = args.count.unwrap_or(u64::MAX);
     let seen = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());

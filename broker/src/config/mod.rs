@@ -89,6 +89,27 @@ pub struct BrokerConfig {
     pub topics: Vec<TopicConfig>,
     /// Subscriptions to create at start if missing.
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// Who may call the broker; no tokens: anyone who can reach it.
+    pub auth: AuthConfig,
+}
+
+/// Authentication of gRPC calls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer tokens, by the hex SHA-256 of the token (make one with
+    /// `switchyard token-hash`); any entry turns authentication on.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One accepted bearer token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who presents it (named in logs and, later, ACLs).
+    pub principal: String,
+    /// Hex SHA-256 of the token; the token itself is never stored.
+    pub sha256: String,
 }
 
 impl Default for BrokerConfig {
@@ -109,6 +130,7 @@ impl Default for BrokerConfig {
             buses: Vec::new(),
             topics: Vec::new(),
             subscriptions: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -701,6 +723,21 @@ impl BrokerConfig {
         };
         if self.storage.segment_bytes < 4096 {
             return invalid("storage.segment_bytes", "must be at least 4096");
+        }
+        for (n, token) in self.auth.tokens.iter().enumerate() {
+            let hex = token.sha256.trim();
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return invalid(
+                    &format!("auth.tokens[{n}].sha256"),
+                    "must be the 64 hex digits of the token's SHA-256; make it with `switchyard token-hash`",
+                );
+            }
+            if token.principal.trim().is_empty() {
+                return invalid(
+                    &format!("auth.tokens[{n}].principal"),
+                    "must name who uses the token",
+                );
+            }
         }
         if self.storage.default_partitions == 0 {
             return invalid("storage.default_partitions", "must be at least 1");

@@ -1,0 +1,193 @@
+//! Bearer-token authentication end to end: calls without a token, or with
+//! a wrong one, are UNAUTHENTICATED; the right token publishes, subscribes
+//! and administers, from the SDK and the CLI.
+
+mod support;
+
+use std::process::Command;
+use support::*;
+use switchyard_sdk::{Client, SdkError};
+
+const TOKEN: &str = "s3cret-token-for-tests";
+
+fn config() -> String {
+    let hash = switchyard_broker::api::auth::token_hash(TOKEN);
+    format!(
+        "
+auth:
+  tokens:
+    - principal: order-service
+      sha256: {hash}
+topics:
+  - name: orders
+    partitions: 1
+subscriptions:
+  - name: billing
+    topic: orders
+"
+    )
+}
+
+const RULES: &str = "
+rules:
+  - name: orders
+    pattern:
+      type: [order.placed]
+    targets:
+      - topic: orders
+";
+
+fn code(error: &SdkError) -> tonic::Code {
+    match error {
+        SdkError::Status(status) => status.code(),
+        other => panic!("expected a status, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_need_a_known_token() {
+    let (_dir, broker) = start_broker(&config(), RULES);
+    let placed = || event("o1", "order.placed", "k", serde_json::json!({}));
+
+    let anonymous = Client::connect(broker.url.clone()).await.expect("connect");
+    let refused = anonymous
+        .publish("default", placed())
+        .await
+        .expect_err("no token");
+    assert_eq!(code(&refused), tonic::Code::Unauthenticated);
+    assert!(refused.to_string().contains("bearer token"), "{refused}");
+    let wrong = anonymous.clone().with_token("guess").expect("token");
+    let refused = wrong
+        .publish("default", placed())
+        .await
+        .expect_err("wrong token");
+    assert_eq!(code(&refused), tonic::Code::Unauthenticated);
+    let listed = wrong
+        .admin()
+        .list_topics(switchyard_sdk::proto::ListTopicsRequest {})
+        .await
+        .expect_err("admin too");
+    assert_eq!(listed.code(), tonic::Code::Unauthenticated);
+
+    let client = anonymous.with_token(TOKEN).expect("token");
+    client
+        .publish("default", placed())
+        .await
+        .expect("publish with the token");
+    let topics = client
+        .admin()
+        .list_topics(switchyard_sdk::proto::ListTopicsRequest {})
+        .await
+        .expect("admin with the token")
+        .into_inner();
+    assert!(topics.topics.iter().any(|t| t.name == "orders"));
+    // The CLI takes the token from SWITCHYARD_TOKEN.
+    let cli = |token: Option<&str>| {
+        let mut command = Command::new(binary());
+        command
+            .args(["topics", "list"])
+            .env("SWITCHYARD_URL", &broker.url)
+            .env_remove("SWITCHYARD_TOKEN");
+        if let Some(token) = token {
+            command.env("SWITCHYARD_TOKEN", token);
+        }
+        command.output().expect("run switchyard")
+    };
+    let allowed = cli(Some(TOKEN));
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("orders"));
+    let denied = cli(None);
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("bearer token"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_with_the_token_receives_events() {
+    let (_dir, broker) = start_broker(&config(), RULES);
+    let client = broker.client().await.with_token(TOKEN).expect("token");
+    client
+        .publish(
+            "default",
+            event("o2", "order.placed", "k", serde_json::json!({})),
+        )
+        .await
+        .expect("publish");
+    let (seen, got) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = std::sync::Mutex::new(Some(stop));
+    client
+        .subscribe("billing")
+        .run_until(
+            move |delivery: switchyard_sdk::Received| {
+                let _ = seen.send(delivery.event.id.clone());
+                if let Some(stop) = stop.lock().expect("stop").take() {
+                    let _ = stop.send(());
+                }
+                async { Ok::<(), String>(()) }
+            },
+            async {
+                let _ = tokio::time::timeout(TIMEOUT, stopped).await;
+            },
+        )
+        .await
+        .expect("run");
+    let mut got = got;
+    assert_eq!(got.recv().await.as_deref(), Some("o2"));
+}
+
+#[test]
+fn token_hash_prints_what_the_config_wants_and_bad_hashes_stop_the_start() {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .arg("token-hash")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{TOKEN}\n").as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("output");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        switchyard_broker::api::auth::token_hash(TOKEN)
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "auth:\n  tokens:\n    - principal: x\n      sha256: not-a-hash\n";
+    write_config(dir.path(), config, RULES);
+    let output = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .output()
+        .expect("serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("auth.tokens[0].sha256"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn serving_beyond_loopback_without_auth_warns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), "", RULES);
+    let broker = BrokerProcess::start_with(dir.path(), &["--listen", "0.0.0.0:0"]);
+    assert!(
+        broker.log().contains("WITHOUT authentication"),
+        "{}",
+        broker.log()
+    );
+}
