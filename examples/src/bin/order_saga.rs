@@ -27,6 +27,9 @@ struct Args {
     /// Broker URL.
     #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:50051")]
     url: String,
+    /// Bearer token, for brokers with `auth.tokens`.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     role: Role,
 }
@@ -71,7 +74,8 @@ async fn main() -> anyhow::Result<()> {
     let guard = telemetry::init(service.map_or("order-service", Service::name))?;
     let client = Client::connect(args.url.clone())
         .await
-        .with_context(|| format!("is the broker running at {}?", args.url))?;
+        .with_context(|| format!("is the broker running at {}?", args.url))?
+        .with_token(args.token.as_deref().unwrap_or(""))?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
