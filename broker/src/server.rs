@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Largest gRPC message accepted (a full batch of large events).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -54,6 +55,9 @@ pub enum StartError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate, key or client CA could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The schedule of delayed events could not be opened.
     #[error("cannot open the schedule of delayed events: {0}")]
     Schedule(#[from] ScheduleError),
@@ -223,7 +227,14 @@ impl Broker {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         tracing::info!(%addr, data_dir = %self.config.data_dir.display(), "switchyard listening");
         let stop = token.clone();
-        let server = Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = &self.config.tls {
+            server = server
+                .tls_config(server_tls(tls)?)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            tracing::info!(mutual = tls.client_ca.is_some(), "TLS on");
+        }
+        let server = server
             .add_service(health_service)
             .add_service(publisher)
             .add_service(subscriber)
@@ -262,4 +273,18 @@ pub async fn run(
         .await
         .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
     broker.serve(listener, shutdown).await
+}
+
+/// The rustls server config from the PEM files; errors name the file.
+fn server_tls(tls: &crate::config::TlsConfig) -> Result<ServerTlsConfig, StartError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| StartError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut config =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
 }

@@ -8,7 +8,7 @@ use switchyard_proto::v1::publisher_client::PublisherClient;
 use switchyard_proto::v1::{CloudEvent, PublishRequest, PublishResult, TopicOffset};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -48,6 +48,23 @@ impl tonic::service::Interceptor for BearerToken {
     }
 }
 
+/// How to reach a broker over TLS.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// The CA that signed the broker's certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate chain and key (PEM), for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("identity", &self.identity.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
 /// A channel that authenticates every call.
 pub type AuthChannel = InterceptedService<Channel, BearerToken>;
 
@@ -73,12 +90,32 @@ pub struct Published {
 impl Client {
     /// Connects to a broker, e.g. `http://127.0.0.1:50051`.
     pub async fn connect(url: impl Into<String>) -> Result<Client, SdkError> {
+        Self::connect_with(url, None).await
+    }
+
+    /// Connects over TLS (an `https://` URL) when `tls` is given: the
+    /// broker's certificate is checked against `tls.ca_pem`, and with a
+    /// client identity the broker can verify this client (mutual TLS).
+    pub async fn connect_with(
+        url: impl Into<String>,
+        tls: Option<TlsOptions>,
+    ) -> Result<Client, SdkError> {
         let url = url.into();
         let error = |message: String| SdkError::Connect {
             url: url.clone(),
             message,
         };
-        let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| error(e.to_string()))?;
+        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| error(e.to_string()))?;
+        if let Some(tls) = tls {
+            let mut config =
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(tls.ca_pem));
+            if let Some((cert, key)) = tls.identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| error(e.to_string()))?;
+        }
         let channel = endpoint.connect().await.map_err(|e| error(e.to_string()))?;
         Ok(Client {
             channel,

@@ -59,7 +59,7 @@ pub mod json;
 mod subscriber;
 pub mod telemetry;
 
-pub use client::{Admin, AuthChannel, BearerToken, Client, Published};
+pub use client::{Admin, AuthChannel, BearerToken, Client, Published, TlsOptions};
 pub use error::SdkError;
 pub use event::Event;
 pub use subscriber::{BatchFailures, Received, RetryAfter, SubscriptionBuilder};

@@ -60,14 +60,48 @@ pub(crate) struct Connection {
     /// SWITCHYARD_TOKEN variable: flags show up in process lists).
     #[arg(long, env = "SWITCHYARD_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) of a TLS broker; use an https:// URL.
+    #[arg(long, env = "SWITCHYARD_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a broker that wants mutual TLS.
+    #[arg(
+        long,
+        env = "SWITCHYARD_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    client_cert: Option<std::path::PathBuf>,
+    /// Key (PEM) of --client-cert.
+    #[arg(
+        long,
+        env = "SWITCHYARD_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    client_key: Option<std::path::PathBuf>,
 }
 
 impl Connection {
     /// An SDK client for the broker, with the token if one is given.
-    pub(crate) async fn client(&self) -> Result<switchyard_sdk::Client, switchyard_sdk::SdkError> {
-        switchyard_sdk::Client::connect(&self.url)
+    pub(crate) async fn client(&self) -> anyhow::Result<switchyard_sdk::Client> {
+        let read = |path: &std::path::PathBuf| {
+            anyhow::Context::with_context(std::fs::read(path), || {
+                format!("cannot read {}", path.display())
+            })
+        };
+        let tls = match &self.ca_file {
+            Some(ca) => Some(switchyard_sdk::TlsOptions {
+                ca_pem: read(ca)?,
+                identity: match (&self.client_cert, &self.client_key) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+            }),
+            None => None,
+        };
+        Ok(switchyard_sdk::Client::connect_with(&self.url, tls)
             .await?
-            .with_token(self.token.as_deref().unwrap_or(""))
+            .with_token(self.token.as_deref().unwrap_or(""))?)
     }
 }
 

@@ -91,6 +91,23 @@ pub struct BrokerConfig {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Who may call the broker; no tokens: anyone who can reach it.
     pub auth: AuthConfig,
+    /// TLS on the gRPC listener; unset: plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the gRPC listener (rustls). Paths are relative to the config
+/// file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// With it, clients must present a certificate signed by this CA (PEM):
+    /// mutual TLS.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Authentication of gRPC calls.
@@ -131,6 +148,7 @@ impl Default for BrokerConfig {
             topics: Vec::new(),
             subscriptions: Vec::new(),
             auth: AuthConfig::default(),
+            tls: None,
         }
     }
 }
@@ -692,7 +710,12 @@ impl BrokerConfig {
             .files
             .iter_mut()
             .chain(config.schemas.include.iter_mut());
-        for file in files.chain(schemas) {
+        let tls = config.tls.iter_mut().flat_map(|tls| {
+            [&mut tls.cert, &mut tls.key]
+                .into_iter()
+                .chain(tls.client_ca.as_mut())
+        });
+        for file in files.chain(schemas).chain(tls) {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
