@@ -10,14 +10,20 @@ use switchyard_sdk::{Client, SdkError};
 
 const TOKEN: &str = "s3cret-token-for-tests";
 
+const BULK: &str = "bulk-loader-token";
+
 fn config() -> String {
     let hash = switchyard_broker::api::auth::token_hash(TOKEN);
+    let bulk = switchyard_broker::api::auth::token_hash(BULK);
     format!(
         "
 auth:
   tokens:
     - principal: order-service
       sha256: {hash}
+    - principal: bulk-loader
+      sha256: {bulk}
+      quota: {{events_per_second: 5, max_streams: 1}}
 topics:
   - name: orders
     partitions: 1
@@ -190,4 +196,92 @@ fn serving_beyond_loopback_without_auth_warns() {
         "{}",
         broker.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_throttle_publishes_and_streams_per_principal() {
+    use switchyard_sdk::proto;
+    let (_dir, broker) = start_broker(&config(), RULES);
+    let client = broker.client().await.with_token(BULK).expect("token");
+    let batch = |n: usize, tag: &str| proto::PublishRequest {
+        bus: "default".into(),
+        events: (0..n)
+            .map(|i| {
+                event(
+                    &format!("{tag}{i}"),
+                    "order.placed",
+                    "k",
+                    serde_json::json!({}),
+                )
+            })
+            .collect(),
+    };
+    // A raw client sees the refusal and its hint.
+    let mut raw = proto::publisher_client::PublisherClient::new(client.authorized_channel());
+    raw.publish(batch(5, "a")).await.expect("a second's worth");
+    let refused = raw.publish(batch(1, "b")).await.expect_err("over quota");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("bulk-loader"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.metadata().get("retry-after-ms").is_some(),
+        "a retry hint"
+    );
+    // The SDK waits as told and gets through.
+    let started = std::time::Instant::now();
+    client
+        .publish_batch("default", batch(5, "c").events)
+        .await
+        .expect("the SDK backs off and succeeds");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Other principals are not throttled.
+    let other = broker.client().await.with_token(TOKEN).expect("token");
+    other
+        .publish_batch("default", batch(50, "d").events)
+        .await
+        .expect("no quota");
+
+    // One Subscribe stream at a time for bulk-loader.
+    let open = |client: &switchyard_sdk::Client| {
+        let channel = client.authorized_channel();
+        async move {
+            let (requests, rx) = tokio::sync::mpsc::channel(4);
+            requests
+                .send(proto::SubscribeRequest {
+                    request: Some(proto::subscribe_request::Request::Open(proto::Open {
+                        subscription: "billing".into(),
+                        max_in_flight: 1,
+                    })),
+                })
+                .await
+                .expect("queue open");
+            let stream = proto::subscriber_client::SubscriberClient::new(channel)
+                .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+            (requests, stream)
+        }
+    };
+    let first = open(&client).await;
+    assert!(first.1.is_ok(), "the first stream opens");
+    let (_requests, second) = open(&client).await;
+    let second = second.expect_err("a second stream is over quota");
+    assert_eq!(second.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        second.message().contains("maximum of 1"),
+        "{}",
+        second.message()
+    );
+    drop(first);
+    eventually("the slot comes back when the stream ends", || {
+        let client = client.clone();
+        async move { open(&client).await.1.is_ok() }
+    })
+    .await;
 }

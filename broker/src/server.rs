@@ -2,6 +2,7 @@
 //! subscriptions, serve gRPC until shutdown, then drain and flush.
 
 use crate::api::auth::Authenticator;
+use crate::api::quota::Quotas;
 use crate::api::{AdminService, PublisherService, SubscriberService};
 use crate::config::BrokerConfig;
 use crate::delivery::{DeliveryError, Subscriptions};
@@ -205,12 +206,17 @@ impl Broker {
         } else if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "serving on a non-loopback address WITHOUT authentication: anyone who can reach it can publish, read and administer; configure auth.tokens");
         }
-        let publisher = PublisherServer::new(PublisherService::new(Arc::clone(&self.ingest)))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let quotas = Arc::new(Quotas::new(&self.config.auth));
+        let publisher = PublisherServer::new(PublisherService::new(
+            Arc::clone(&self.ingest),
+            Arc::clone(&quotas),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let publisher = InterceptedService::new(publisher, auth.clone());
         let subscriber = SubscriberServer::new(SubscriberService::new(
             Arc::clone(&self.subscriptions),
             token.clone(),
+            quotas,
         ))
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let subscriber = InterceptedService::new(subscriber, auth.clone());

@@ -196,17 +196,29 @@ impl Client {
         for event in &mut events {
             context::set_creation_context(event, &cx);
         }
-        let mut request = tonic::Request::new(PublishRequest {
-            bus: bus.to_string(),
-            events,
-        });
-        context::inject_metadata(&cx, request.metadata_mut());
-        let response = PublisherClient::new(self.authorized_channel())
+        let mut publisher = PublisherClient::new(self.authorized_channel())
             .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
-            .publish(request)
-            .instrument(span)
-            .await?;
+            .max_encoding_message_size(64 * 1024 * 1024);
+        let started = std::time::Instant::now();
+        let response = loop {
+            let mut request = tonic::Request::new(PublishRequest {
+                bus: bus.to_string(),
+                events: events.clone(),
+            });
+            context::inject_metadata(&cx, request.metadata_mut());
+            match publisher.publish(request).instrument(span.clone()).await {
+                // Over a quota: wait as the broker says, within patience.
+                Err(status)
+                    if status.code() == tonic::Code::ResourceExhausted
+                        && let Some(after) = retry_after(&status)
+                        && started.elapsed() + after <= THROTTLE_PATIENCE =>
+                {
+                    tracing::debug!(bus, ?after, "publish throttled; retrying");
+                    tokio::time::sleep(after).await;
+                }
+                outcome => break outcome?,
+            }
+        };
         Ok(response
             .into_inner()
             .results
@@ -242,6 +254,22 @@ impl Client {
     pub fn subscribe(&self, subscription: &str) -> SubscriptionBuilder {
         SubscriptionBuilder::new(self.authorized_channel(), subscription)
     }
+}
+
+/// How long a throttled publish keeps retrying before the error is
+/// returned.
+const THROTTLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The broker's `retry-after-ms` hint on a RESOURCE_EXHAUSTED answer.
+fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    let ms: u64 = status
+        .metadata()
+        .get("retry-after-ms")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms.max(1)))
 }
 
 fn published(result: PublishResult) -> Result<Published, SdkError> {

@@ -104,6 +104,7 @@ mod tests {
             tokens: vec![TokenConfig {
                 principal: "orders".into(),
                 sha256: token_hash("s3cret"),
+                quota: None,
             }],
         })
         .expect("config")
@@ -143,6 +144,7 @@ mod tests {
             tokens: vec![TokenConfig {
                 principal: "x".into(),
                 sha256: "abc".into(),
+                quota: None,
             }],
         })
         .expect_err("short hash");

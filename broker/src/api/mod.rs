@@ -4,6 +4,7 @@
 mod admin;
 pub mod auth;
 mod publish;
+pub mod quota;
 mod status;
 mod subscribe;
 

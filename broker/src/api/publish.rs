@@ -1,5 +1,7 @@
 //! `Publisher.Publish`.
 
+use super::auth::Principal;
+use super::quota::Quotas;
 use super::status::rejection_code;
 use crate::ingest::{Ingest, Rejection};
 use crate::rules::DEFAULT_BUS;
@@ -17,12 +19,14 @@ use tracing::Instrument;
 #[derive(Debug)]
 pub struct PublisherService {
     ingest: Arc<Ingest>,
+    quotas: Arc<Quotas>,
 }
 
 impl PublisherService {
-    /// A service over the pipeline.
-    pub fn new(ingest: Arc<Ingest>) -> Self {
-        Self { ingest }
+    /// A service over the pipeline, charging publishes to their
+    /// principal's quota.
+    pub fn new(ingest: Arc<Ingest>, quotas: Arc<Quotas>) -> Self {
+        Self { ingest, quotas }
     }
 }
 
@@ -32,7 +36,12 @@ impl Publisher for PublisherService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let (metadata, _, request) = request.into_parts();
+        let (metadata, extensions, request) = request.into_parts();
+        self.quotas.charge_publish(
+            extensions.get::<Principal>(),
+            request.events.len(),
+            prost::Message::encoded_len(&request),
+        )?;
         let bus = if request.bus.is_empty() {
             DEFAULT_BUS
         } else {

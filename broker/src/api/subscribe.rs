@@ -4,6 +4,8 @@
 //! response stream. Either side ending stops both and releases the
 //! consumer, whose unsettled deliveries are then redelivered.
 
+use super::auth::Principal;
+use super::quota::Quotas;
 use crate::delivery::{Delivery, NackRequest, Subscriptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,14 +25,21 @@ const STREAM_BUFFER: usize = 64;
 pub struct SubscriberService {
     subscriptions: Arc<Subscriptions>,
     shutdown: CancellationToken,
+    quotas: Arc<Quotas>,
 }
 
 impl SubscriberService {
-    /// A service over the subscriptions; `shutdown` ends every stream.
-    pub fn new(subscriptions: Arc<Subscriptions>, shutdown: CancellationToken) -> Self {
+    /// A service over the subscriptions; `shutdown` ends every stream;
+    /// streams count against their principal's quota.
+    pub fn new(
+        subscriptions: Arc<Subscriptions>,
+        shutdown: CancellationToken,
+        quotas: Arc<Quotas>,
+    ) -> Self {
         Self {
             subscriptions,
             shutdown,
+            quotas,
         }
     }
 }
@@ -58,6 +67,9 @@ impl Subscriber for SubscriberService {
         &self,
         request: Request<Streaming<proto::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let permit = self
+            .quotas
+            .open_stream(request.extensions().get::<Principal>())?;
         let mut inbound = request.into_inner();
         let open = match inbound.message().await?.and_then(|m| m.request) {
             Some(Message::Open(open)) => open,
@@ -129,6 +141,8 @@ impl Subscriber for SubscriberService {
         });
 
         tokio::spawn(async move {
+            // The stream's quota slot is held until it ends.
+            let _permit = permit;
             loop {
                 let batch = tokio::select! {
                     batch = consumer.next_batch() => batch,

@@ -127,6 +127,22 @@ pub struct TokenConfig {
     pub principal: String,
     /// Hex SHA-256 of the token; the token itself is never stored.
     pub sha256: String,
+    /// Limits for this principal; unset: none.
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
+}
+
+/// Per-principal limits; over them, calls get RESOURCE_EXHAUSTED with a
+/// retry hint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Most events published per second (bursts up to one second's worth).
+    pub events_per_second: Option<f64>,
+    /// Most bytes of publish requests per second.
+    pub bytes_per_second: Option<f64>,
+    /// Most Subscribe streams open at once.
+    pub max_streams: Option<u32>,
 }
 
 impl Default for BrokerConfig {
