@@ -14,7 +14,7 @@
 use hdrhistogram::Histogram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard_broker::config::{FsyncPolicy, StorageConfig};
+use switchyard_broker::config::{FsyncPolicy, StorageConfig, format_rfc3339_ms};
 use switchyard_broker::log::{EmbeddedLog, EventLog};
 use switchyard_broker::model::{StoredEvent, TopicName, now_unix_ms};
 use switchyard_broker::schedule::{DELIVER_AFTER, SCHEDULED_TOPIC, Schedule};
@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
                     let at = start_ms + (i as i64 * window_ms) / events as i64;
                     let event = Event::new("/bench", "bench.timeout")
                         .id(i.to_string())
-                        .extension(DELIVER_AFTER, rfc3339(at))
+                        .extension(DELIVER_AFTER, format_rfc3339_ms(at))
                         .json(&serde_json::json!({"orderId": i}))
                         .unwrap_or_default();
                     StoredEvent::encode(&event, &bus, &[])
@@ -124,13 +124,4 @@ fn main() -> anyhow::Result<()> {
         log.close();
         anyhow::Ok(())
     })
-}
-
-/// ms since the Unix epoch as RFC 3339.
-fn rfc3339(ms: i64) -> String {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-    .to_string()
 }

@@ -549,13 +549,6 @@ mod tests {
         let scheduled = schedule.topic().clone();
         let bus = "default".to_string();
         let now = now_unix_ms();
-        let at = |ms: i64| {
-            prost_types::Timestamp {
-                seconds: ms.div_euclid(1000),
-                nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-            }
-            .to_string()
-        };
         // Record 0 waits an hour; records 1..200 are due.
         for n in 0..200u64 {
             let mut event = CloudEvent {
@@ -564,7 +557,9 @@ mod tests {
                 ..CloudEvent::default()
             };
             let when = if n == 0 { now + 3_600_000 } else { now + 1 };
-            event.extensions.insert(DELIVER_AFTER.into(), at(when));
+            event
+                .extensions
+                .insert(DELIVER_AFTER.into(), crate::config::format_rfc3339_ms(when));
             let offset = log
                 .append(&scheduled, 0, vec![StoredEvent::encode(&event, &bus, &[])])
                 .await

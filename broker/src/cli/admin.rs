@@ -125,7 +125,7 @@ pub(super) async fn scheduled(command: ScheduledCommand) -> Result<(), Failure> 
                 let event = scheduled.event.unwrap_or_default();
                 println!(
                     "{:<26} {:<10} {:<38} {:<24} {}",
-                    super::publish::rfc3339(scheduled.deliver_after_unix_ms),
+                    switchyard_broker::config::format_rfc3339_ms(scheduled.deliver_after_unix_ms),
                     scheduled.bus,
                     event.id,
                     event.source,

@@ -5,6 +5,7 @@ use anyhow::Context;
 use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use switchyard_broker::config::format_rfc3339_ms;
 use switchyard_sdk::{Event, json};
 use tokio::sync::Notify;
 
@@ -123,7 +124,7 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
                         })).collect::<Vec<_>>(),
                     });
                     if let Some(ms) = published.deliver_after_unix_ms {
-                        line["deliver_after"] = rfc3339(ms).into();
+                        line["deliver_after"] = format_rfc3339_ms(ms).into();
                     }
                     line
                 }
@@ -145,15 +146,6 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
         return Err(anyhow::anyhow!("{rejected} of {total} events were rejected").into());
     }
     Ok(())
-}
-
-/// ms since the Unix epoch as RFC 3339.
-pub(super) fn rfc3339(ms: i64) -> String {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-    .to_string()
 }
 
 fn read_stdin_events() -> anyhow::Result<Vec<switchyard_sdk::CloudEvent>> {

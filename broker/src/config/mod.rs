@@ -420,6 +420,16 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     Some(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
 }
 
+/// ms since the Unix epoch as an RFC 3339 time (UTC); the inverse of
+/// [`parse_rfc3339_ms`].
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+    .to_string()
+}
+
 impl TryFrom<String> for StartPosition {
     type Error = String;
 
@@ -433,11 +443,7 @@ impl From<StartPosition> for String {
         match start {
             StartPosition::Earliest => "earliest".into(),
             StartPosition::Latest => "latest".into(),
-            StartPosition::Time(ms) => prost_types::Timestamp {
-                seconds: ms.div_euclid(1000),
-                nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-            }
-            .to_string(),
+            StartPosition::Time(ms) => format_rfc3339_ms(ms),
         }
     }
 }
