@@ -37,11 +37,10 @@ impl Publisher for PublisherService {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let (metadata, extensions, request) = request.into_parts();
-        self.quotas.charge_publish(
-            extensions.get::<Principal>(),
-            request.events.len(),
-            prost::Message::encoded_len(&request),
-        )?;
+        self.quotas
+            .charge_publish(extensions.get::<Principal>(), request.events.len(), || {
+                prost::Message::encoded_len(&request)
+            })?;
         let bus = if request.bus.is_empty() {
             DEFAULT_BUS
         } else {

@@ -99,12 +99,13 @@ impl Quotas {
         }
     }
 
-    /// Charges a publish of `events` events and `bytes` bytes.
+    /// Charges a publish of `events` events and `bytes()` bytes (measured
+    /// only for principals with a bytes/s quota: it walks the request).
     pub fn charge_publish(
         &self,
         principal: Option<&Principal>,
         events: usize,
-        bytes: usize,
+        bytes: impl FnOnce() -> usize,
     ) -> Result<(), Status> {
         let Some((name, limits)) = principal.and_then(|p| Some((&p.0, self.limits.get(&p.0)?)))
         else {
@@ -116,6 +117,7 @@ impl Quotas {
             .map_err(|_| Status::internal("quota state poisoned"))?;
         let usage = usage.entry(name.clone()).or_default();
         let now = Instant::now();
+        let bytes = limits.bytes_per_second.map_or(0, |_| bytes());
         for (rate, bucket, cost, unit) in [
             (
                 limits.events_per_second,
@@ -203,10 +205,10 @@ mod tests {
         let quotas = quotas();
         let orders = Principal("orders".into());
         quotas
-            .charge_publish(Some(&orders), 10, 0)
+            .charge_publish(Some(&orders), 10, || 0)
             .expect("a second's worth");
         let status = quotas
-            .charge_publish(Some(&orders), 5, 0)
+            .charge_publish(Some(&orders), 5, || 0)
             .expect_err("over");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let hint: u64 = status
@@ -220,11 +222,11 @@ mod tests {
         );
         assert!(
             quotas
-                .charge_publish(Some(&Principal("other".into())), 1000, 0)
+                .charge_publish(Some(&Principal("other".into())), 1000, || 0)
                 .is_ok(),
             "no quota"
         );
-        assert!(quotas.charge_publish(None, 1000, 0).is_ok(), "no auth");
+        assert!(quotas.charge_publish(None, 1000, || 0).is_ok(), "no auth");
         let mut bucket = Bucket::new(10.0);
         let start = Instant::now();
         bucket.take(10.0, start).expect("full");
