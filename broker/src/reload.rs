@@ -153,18 +153,18 @@ impl RuleReloader {
                 _ = tick.tick() => false,
             };
             let now = self.fingerprint();
-            let settled = now != seen && changing.as_ref() == Some(&now);
-            if !forced && !settled {
-                // A change is loaded once it stops changing.
-                changing = (now != seen).then_some(now);
-                continue;
+            if !forced {
+                // Polling: a change is loaded once it stops changing.
+                let settled = !poll.is_zero() && now != seen && changing.as_ref() == Some(&now);
+                if !settled {
+                    changing = (now != seen).then_some(now);
+                    continue;
+                }
             }
             changing = None;
-            if forced || !poll.is_zero() {
-                seen = now;
-                let this = self.clone();
-                let _ = tokio::task::spawn_blocking(move || this.reload()).await;
-            }
+            seen = now;
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || this.reload()).await;
         }
     }
 }
