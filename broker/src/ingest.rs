@@ -2,7 +2,7 @@
 //! between `api` and `rules` / `log`; knows nothing of gRPC.
 
 use crate::config::{BrokerConfig, DedupConfig};
-use crate::log::{EventLog, LogError};
+use crate::log::{EventLog, LogError, scan};
 use crate::model::{
     CloudEvent, EventError, EventLimits, StoredEvent, TopicName, partition_for, validate_event,
 };
@@ -14,6 +14,7 @@ use crate::telemetry::spans;
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tracing::Span;
@@ -255,36 +256,34 @@ impl Ingest {
         let mut restored: BTreeMap<DedupKey, (i64, Stored)> = BTreeMap::new();
         for topic in topics {
             for partition in 0..topic.partitions {
-                let offsets = self.log.offsets(&topic.name, partition)?;
-                let mut from = offsets.end.saturating_sub(per_partition).max(offsets.start);
-                while from < offsets.end {
-                    let records = self.log.read(&topic.name, partition, from, 1024)?;
-                    let Some(last) = records.last() else { break };
-                    from = last.offset + 1;
-                    for record in records
-                        .iter()
-                        .filter(|r| now_ms - r.timestamp_ms < window_ms)
-                    {
-                        let Ok(stored) = StoredEvent::from_bytes(&record.payload) else {
-                            continue;
-                        };
-                        let Some(event) = stored.event else { continue };
-                        let age = now_ms - record.timestamp_ms;
-                        if age >= config.window_for(&stored.bus).as_millis() as i64 {
-                            continue;
-                        }
-                        let key = (stored.bus, event.source, event.id);
-                        let entry = restored
-                            .entry(key)
-                            .or_insert_with(|| (record.timestamp_ms, Stored::default()));
-                        entry.0 = entry.0.min(record.timestamp_ms);
-                        entry
-                            .1
-                            .offsets
-                            .push((topic.name.clone(), partition, record.offset));
-                        entry.1.rules.extend(stored.rules);
+                let end = self.log.offsets(&topic.name, partition)?.end;
+                let from = end.saturating_sub(per_partition);
+                scan(self.log.as_ref(), &topic.name, partition, from, |record| {
+                    let age = now_ms - record.timestamp_ms;
+                    if age >= window_ms {
+                        return ControlFlow::Continue(());
                     }
-                }
+                    let Ok(stored) = StoredEvent::from_bytes(&record.payload) else {
+                        return ControlFlow::Continue(());
+                    };
+                    let Some(event) = stored.event else {
+                        return ControlFlow::Continue(());
+                    };
+                    if age >= config.window_for(&stored.bus).as_millis() as i64 {
+                        return ControlFlow::Continue(());
+                    }
+                    let key = (stored.bus, event.source, event.id);
+                    let entry = restored
+                        .entry(key)
+                        .or_insert_with(|| (record.timestamp_ms, Stored::default()));
+                    entry.0 = entry.0.min(record.timestamp_ms);
+                    entry
+                        .1
+                        .offsets
+                        .push((topic.name.clone(), partition, record.offset));
+                    entry.1.rules.extend(stored.rules);
+                    ControlFlow::Continue(())
+                })?;
             }
         }
         let mut by_time: Vec<(i64, DedupKey, Stored)> = restored

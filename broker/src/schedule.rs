@@ -9,11 +9,12 @@
 //! Firing is at-least-once: a crash between routing an event and
 //! recording it done routes it again after the restart.
 
-use crate::log::{EventLog, LogError};
+use crate::log::{EventLog, LogError, scan};
 use crate::model::{CloudEvent, EventError, StoredEvent, TopicName, now_unix_ms};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -247,24 +248,25 @@ impl Schedule {
         }
         let retained_from = log.offsets(&scheduled, 0)?.start;
         let mut finished = HashSet::new();
-        for_each_record(log.as_ref(), &done, |record| {
-            if let Some(offset) = marked_offset(record) {
-                // Markers of compacted records are not needed any more.
-                if offset >= retained_from {
-                    finished.insert(offset);
-                }
+        scan(log.as_ref(), &done, 0, 0, |record| {
+            // Markers of compacted records are not needed any more.
+            if let Some(offset) = marked_offset(record).filter(|&o| o >= retained_from) {
+                finished.insert(offset);
             }
+            ControlFlow::Continue(())
         })?;
         let timers = Arc::new(Timers::default());
         let now_ms = now_unix_ms();
-        for_each_record(log.as_ref(), &scheduled, |record| {
+        scan(log.as_ref(), &scheduled, 0, retained_from, |record| {
             if finished.contains(&record.offset) {
-                return;
+                return ControlFlow::Continue(());
             }
             let Ok(stored) = StoredEvent::from_bytes(&record.payload) else {
-                return;
+                return ControlFlow::Continue(());
             };
-            let Some(event) = stored.event else { return };
+            let Some(event) = stored.event else {
+                return ControlFlow::Continue(());
+            };
             // Already due (or past) fires at once; the limit applied at
             // publish time.
             let fire_ms = deliver_after(&event, now_ms, Duration::MAX)
@@ -276,6 +278,7 @@ impl Schedule {
                 record.offset,
                 identity(&stored.bus, &event.source, &event.id),
             );
+            ControlFlow::Continue(())
         })?;
         let armed = timers.len();
         Ok((
@@ -391,18 +394,13 @@ impl Schedule {
         // that names a retained record.
         let done = self.log.offsets(&self.done, 0)?;
         let mut keep_from = done.start;
-        'scan: while keep_from < done.end {
-            let records = self.log.read(&self.done, 0, keep_from, 4096)?;
-            if records.is_empty() {
-                break;
+        scan(self.log.as_ref(), &self.done, 0, done.start, |record| {
+            if marked_offset(record).is_some_and(|offset| offset >= start) {
+                return ControlFlow::Break(());
             }
-            for record in &records {
-                if marked_offset(record).is_some_and(|offset| offset >= start) {
-                    break 'scan;
-                }
-                keep_from = record.offset + 1;
-            }
-        }
+            keep_from = record.offset + 1;
+            ControlFlow::Continue(())
+        })?;
         self.log.truncate_before(&self.done, 0, keep_from)?;
         Ok(())
     }
@@ -474,23 +472,6 @@ impl Schedule {
             }
         }
     }
-}
-
-/// Calls `visit` on every record of partition 0 of `topic`.
-fn for_each_record(
-    log: &dyn EventLog,
-    topic: &TopicName,
-    mut visit: impl FnMut(&crate::log::LogRecord),
-) -> Result<(), LogError> {
-    let offsets = log.offsets(topic, 0)?;
-    let mut from = offsets.start;
-    while from < offsets.end {
-        let records = log.read(topic, 0, from, 4096)?;
-        let Some(last) = records.last() else { break };
-        from = last.offset + 1;
-        records.iter().for_each(&mut visit);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

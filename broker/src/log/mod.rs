@@ -170,3 +170,28 @@ pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests;
+
+/// Visits the records of one partition in order, from `from` (or the
+/// oldest retained one) to the end at the time of the call, reading them
+/// in chunks; `visit` may stop early.
+pub fn scan(
+    log: &dyn EventLog,
+    topic: &TopicName,
+    partition: u32,
+    from: u64,
+    mut visit: impl FnMut(&LogRecord) -> std::ops::ControlFlow<()>,
+) -> Result<(), LogError> {
+    let offsets = log.offsets(topic, partition)?;
+    let mut from = from.max(offsets.start);
+    while from < offsets.end {
+        let records = log.read(topic, partition, from, 4096)?;
+        let Some(last) = records.last() else { break };
+        from = last.offset + 1;
+        for record in &records {
+            if visit(record).is_break() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
