@@ -379,29 +379,9 @@ async fn failures_retry_with_backoff_and_retry_after_and_4xx_dead_letter_at_once
     assert!(waited >= Duration::from_millis(950), "{waited:?}");
 
     // 400 → dead-lettered after one attempt, though max_attempts is 5.
-    let mut admin = broker.admin().await;
-    eventually("the rejected event is dead-lettered", || {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .list_dead_letters(proto::ListDeadLettersRequest {
-                    subscription: "reject".into(),
-                    ..Default::default()
-                })
-                .await
-                .is_ok_and(|r| r.into_inner().dead_letters.len() == 1)
-        }
-    })
-    .await;
-    let dead = admin
-        .list_dead_letters(proto::ListDeadLettersRequest {
-            subscription: "reject".into(),
-            ..Default::default()
-        })
+    let admin = broker.admin().await;
+    let dead = until_dead_letters(&admin, "reject", 1)
         .await
-        .expect("list")
-        .into_inner()
-        .dead_letters
         .remove(0)
         .dead_letter
         .expect("metadata");
@@ -646,25 +626,13 @@ async fn ordering_rate_limits_and_max_attempts_apply_to_push() {
 
     // max_attempts 2: a 503 twice dead-letters with its metadata.
     let admin = broker.admin().await;
-    eventually("x.always is dead-lettered after 2 attempts", || {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .list_dead_letters(proto::ListDeadLettersRequest {
-                    subscription: "always".into(),
-                    ..Default::default()
-                })
-                .await
-                .is_ok_and(|r| {
-                    r.into_inner()
-                        .dead_letters
-                        .first()
-                        .and_then(|d| d.dead_letter.clone())
-                        .is_some_and(|meta| meta.attempts == 2 && meta.last_reason.contains("503"))
-                })
-        }
-    })
-    .await;
+    let dead = until_dead_letters(&admin, "always", 1)
+        .await
+        .remove(0)
+        .dead_letter
+        .expect("metadata");
+    assert_eq!(dead.attempts, 2);
+    assert!(dead.last_reason.contains("503"), "{}", dead.last_reason);
     assert_eq!(endpoint.hits("x.always").len(), 2);
 
     // rate_limit 20/s: 40 more events take at least a second (bursts of

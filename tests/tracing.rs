@@ -271,26 +271,6 @@ fn trace_of(spans: &[Collected], order_id: &str, event_type: &str) -> Trace {
     )
 }
 
-/// Waits until payment-service has `count` dead letters.
-async fn until_dead_letters(admin: &switchyard_sdk::Admin, count: usize) {
-    eventually(
-        &format!("{count} dead letter(s) of payment-service"),
-        || {
-            let mut admin = admin.clone();
-            async move {
-                admin
-                    .list_dead_letters(switchyard_sdk::proto::ListDeadLettersRequest {
-                        subscription: "payment-service".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .is_ok_and(|r| r.into_inner().dead_letters.len() == count)
-            }
-        },
-    )
-    .await;
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -360,7 +340,7 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
         ]
     );
     let admin = broker.admin().await;
-    until_dead_letters(&admin, 1).await;
+    until_dead_letters(&admin, "payment-service", 1).await;
     until_fully_committed(&admin, "order-service").await;
     // Redrive: order-6 comes back, fails 3 more times, is dead-lettered
     // again. Replay: inventory-compensation goes back to the start and
@@ -375,7 +355,7 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
         .expect("redrive")
         .into_inner();
     assert_eq!(redriven.redriven, 1);
-    until_dead_letters(&admin, 2).await;
+    until_dead_letters(&admin, "payment-service", 2).await;
     redriving
         .seek_subscription(switchyard_sdk::proto::SeekSubscriptionRequest {
             name: "inventory-compensation".into(),

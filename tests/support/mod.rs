@@ -361,3 +361,34 @@ pub fn event(id: &str, event_type: &str, key: &str, data: serde_json::Value) -> 
         .json(&data)
         .expect("json")
 }
+
+/// The dead letters of `subscription`.
+pub async fn dead_letters(
+    admin: &switchyard_sdk::Admin,
+    subscription: &str,
+) -> Vec<proto::Delivery> {
+    admin
+        .clone()
+        .list_dead_letters(proto::ListDeadLettersRequest {
+            subscription: subscription.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list dead letters")
+        .into_inner()
+        .dead_letters
+}
+
+/// Waits until `subscription` has `count` dead letters; returns them.
+pub async fn until_dead_letters(
+    admin: &switchyard_sdk::Admin,
+    subscription: &str,
+    count: usize,
+) -> Vec<proto::Delivery> {
+    eventually(
+        &format!("{count} dead letter(s) of {subscription}"),
+        || async { dead_letters(admin, subscription).await.len() == count },
+    )
+    .await;
+    dead_letters(admin, subscription).await
+}
