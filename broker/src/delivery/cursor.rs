@@ -27,6 +27,8 @@ struct Retry {
     ready_at: Instant,
     first_ms: i64,
     reason: Arc<str>,
+    /// Nacked as non-retryable: dead-letter it when it comes due.
+    dead_letter: bool,
 }
 
 /// A retry that is due: what the next attempt needs to know.
@@ -38,6 +40,8 @@ pub(super) struct Due {
     pub(super) first_ms: i64,
     /// Why the previous attempt failed.
     pub(super) reason: Arc<str>,
+    /// Retrying cannot help: dead-letter it instead of delivering it.
+    pub(super) dead_letter: bool,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +123,7 @@ impl Cursor {
                             attempt: retry.attempt,
                             first_ms: retry.first_ms,
                             reason: retry.reason,
+                            dead_letter: retry.dead_letter,
                         });
                     }
                 }
@@ -137,7 +142,16 @@ impl Cursor {
     /// `ready_at` (it stays the same attempt).
     pub(super) fn dead_letter_failed(&mut self, due: Due, ready_at: Instant) {
         if self.dying.remove(&due.offset) {
-            self.schedule_retry(due.offset, due.attempt, ready_at, due.first_ms, due.reason);
+            self.schedule_retry(
+                due.offset,
+                Retry {
+                    attempt: due.attempt,
+                    ready_at,
+                    first_ms: due.first_ms,
+                    reason: due.reason,
+                    dead_letter: due.dead_letter,
+                },
+            );
         }
     }
 
@@ -189,14 +203,16 @@ impl Cursor {
     }
 
     /// Nacks attempt `attempt` of `offset`: it is delivered again at
-    /// `ready_at`. Returns the holder whose credit frees up; a nack of an
-    /// older attempt than the one in flight is ignored.
+    /// `ready_at` — or, with `dead_letter`, handed out as a dead-letter job
+    /// then. Returns the holder whose credit frees up; a nack of an older
+    /// attempt than the one in flight is ignored.
     pub(super) fn nack(
         &mut self,
         offset: u64,
         attempt: u32,
         ready_at: Instant,
         reason: Arc<str>,
+        dead_letter: bool,
     ) -> Option<u64> {
         let flight = self
             .in_flight
@@ -204,7 +220,16 @@ impl Cursor {
             .filter(|f| f.attempt == attempt)
             .copied()?;
         self.remove_flight(offset);
-        self.schedule_retry(offset, attempt + 1, ready_at, flight.first_ms, reason);
+        self.schedule_retry(
+            offset,
+            Retry {
+                attempt: attempt + 1,
+                ready_at,
+                first_ms: flight.first_ms,
+                reason,
+                dead_letter,
+            },
+        );
         Some(flight.consumer)
     }
 
@@ -221,10 +246,13 @@ impl Cursor {
                 let attempt = flight.attempt + 1;
                 self.schedule_retry(
                     offset,
-                    attempt,
-                    now + backoff(attempt),
-                    flight.first_ms,
-                    Arc::clone(&reason),
+                    Retry {
+                        attempt,
+                        ready_at: now + backoff(attempt),
+                        first_ms: flight.first_ms,
+                        reason: Arc::clone(&reason),
+                        dead_letter: false,
+                    },
                 );
                 holders.push(flight.consumer);
             }
@@ -245,10 +273,13 @@ impl Cursor {
             self.remove_flight(offset);
             self.schedule_retry(
                 offset,
-                flight.attempt + 1,
-                now,
-                flight.first_ms,
-                Arc::clone(&reason),
+                Retry {
+                    attempt: flight.attempt + 1,
+                    ready_at: now,
+                    first_ms: flight.first_ms,
+                    reason: Arc::clone(&reason),
+                    dead_letter: false,
+                },
             );
         }
     }
@@ -294,21 +325,8 @@ impl Cursor {
         flights.chain(retries).min()
     }
 
-    fn schedule_retry(
-        &mut self,
-        offset: u64,
-        attempt: u32,
-        ready_at: Instant,
-        first_ms: i64,
-        reason: Arc<str>,
-    ) {
-        self.due.insert((ready_at, offset));
-        let retry = Retry {
-            attempt,
-            ready_at,
-            first_ms,
-            reason,
-        };
+    fn schedule_retry(&mut self, offset: u64, retry: Retry) {
+        self.due.insert((retry.ready_at, offset));
         if let Some(old) = self.retry.insert(offset, retry) {
             self.due.remove(&(old.ready_at, offset));
         }
@@ -383,15 +401,32 @@ mod tests {
         cursor.dispatched(0, flight(1, 1, now + Duration::from_secs(30)));
         cursor.dispatched(1, flight(1, 1, now));
         assert_eq!(
-            cursor.nack(0, 2, later, reason()),
+            cursor.nack(0, 2, later, reason(), false),
             None,
             "stale attempt ignored"
         );
-        assert_eq!(cursor.nack(0, 1, later, reason()), Some(1));
+        assert_eq!(cursor.nack(0, 1, later, reason(), false), Some(1));
         assert_eq!(cursor.expire(now, |_| Duration::ZERO), vec![1]);
         assert_eq!(due(&mut cursor, now), vec![(1, 2)]);
         assert_eq!(cursor.next_wake(), Some(later));
         assert_eq!(due(&mut cursor, later), vec![(0, 2)]);
+    }
+
+    #[test]
+    fn a_non_retryable_nack_stays_a_dead_letter_job_until_written() {
+        let now = Instant::now();
+        let mut cursor = Cursor::new(0);
+        cursor.dispatched(0, flight(1, 1, now + Duration::from_secs(30)));
+        assert_eq!(cursor.nack(0, 1, now, reason(), true), Some(1));
+        let due = cursor.take_due_retries(now, 10).remove(0);
+        assert!(due.dead_letter, "handed out as a dead-letter job");
+        cursor.dying(0);
+        cursor.dead_letter_failed(due, now);
+        let again = cursor.take_due_retries(now, 10).remove(0);
+        assert!(
+            again.dead_letter,
+            "a failed dead-letter write is tried again as one"
+        );
     }
 
     #[test]
@@ -492,7 +527,7 @@ mod tests {
                     }
                     Op::Nack(offset) => {
                         let attempt = cursor.in_flight.get(&offset).map_or(1, |f| f.attempt);
-                        cursor.nack(offset, attempt, at(clock + 1), reason());
+                        cursor.nack(offset, attempt, at(clock + 1), reason(), false);
                     }
                     Op::Expire(secs) => { clock += secs; cursor.expire(at(clock), |a| Duration::from_secs(u64::from(a))); }
                     Op::Release(consumer) => cursor.release(consumer, at(clock)),

@@ -181,9 +181,6 @@ struct State {
     tokens_at: Instant,
     /// The push endpoint's state, reported by the pusher.
     push: Option<PushStatus>,
-    /// Nacked as non-retryable: (cursor index, offset) to dead-letter as
-    /// soon as they come due, whatever `max_attempts` says.
-    dead_letter_now: std::collections::HashSet<(u32, u64)>,
     /// Open `deliver` spans by (cursor index, offset), ended when the
     /// delivery is settled or delivered again; empty unless spans are
     /// exported.
@@ -267,7 +264,6 @@ impl Subscription {
                 tokens: spec.rate_limit.map_or(0.0, |rate| rate.max(1.0)),
                 tokens_at: Instant::now(),
                 traces: HashMap::new(),
-                dead_letter_now: Default::default(),
                 push: None,
             }),
             settled: Notify::new(),
@@ -448,7 +444,6 @@ impl Subscription {
             state.epoch = state.epoch.wrapping_add(1);
             state.dirty = true;
             state.traces.clear();
-            state.dead_letter_now.clear();
         }
         tracing::info!(subscription = %self.spec.name, ?target, "subscription seeked");
         self.flush()?;
@@ -538,11 +533,7 @@ impl Subscription {
             }
             keys.forget_below(offsets.start);
             for due in cursor.take_due_retries(now, budget) {
-                let no_retry = state
-                    .dead_letter_now
-                    .remove(&(partition as u32, due.offset))
-                    && self.dead_letter_topic.is_some();
-                if no_retry || self.spec.max_attempts.is_some_and(|max| due.attempt > max) {
+                if due.dead_letter || self.spec.max_attempts.is_some_and(|max| due.attempt > max) {
                     cursor.dying(due.offset);
                     polled.dead_letters.push((partition as u32, due));
                     continue;
@@ -910,15 +901,16 @@ impl Subscription {
             let Some(cursor) = state.cursors.get_mut(partition as usize) else {
                 continue;
             };
-            let delay = if nack.dead_letter && self.dead_letter_topic.is_some() {
-                state.dead_letter_now.insert((partition, offset));
+            // Dead-lettering needs a dead-letter topic; without one it retries.
+            let dead_letter = nack.dead_letter && self.dead_letter_topic.is_some();
+            let delay = if dead_letter {
                 Duration::ZERO
             } else {
                 nack.delay
                     .unwrap_or_else(|| self.backoff(attempt + 1, offset ^ now_ms() as u64))
             };
             let reason: Arc<str> = Arc::from(nack.reason.as_str());
-            if let Some(holder) = cursor.nack(offset, attempt, now + delay, reason) {
+            if let Some(holder) = cursor.nack(offset, attempt, now + delay, reason, dead_letter) {
                 tracing::info!(subscription = %self.spec.name, partition, offset, attempt, reason = %nack.reason, ?delay, "delivery nacked");
                 release_credit(&mut state.consumers, holder);
             }
