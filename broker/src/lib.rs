@@ -27,11 +27,15 @@
 //! - [`schedule`]: delayed events (`deliverafter`), stored now, routed later.
 //! - [`delivery`]: subscriptions, credits, ack floor, redelivery, offsets.
 //! - [`push`]: push subscriptions: deliveries POSTed to HTTP endpoints.
-//! - [`api`]: gRPC services; the only module that knows tonic.
+//! - [`api`]: gRPC services; the only module that knows tonic. Also
+//!   authentication, ACLs and quotas.
+//! - [`audit`]: the audit log of denied calls and admin changes.
 //! - [`reload`]: hot reload of rule files (SIGHUP, file changes).
+//! - [`tls`]: rustls for the listeners, reloaded on SIGHUP.
 //! - [`server`]: start-up, serving and ordered shutdown.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod delivery;
 pub mod ingest;
@@ -44,3 +48,4 @@ pub mod schedule;
 pub mod schema;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -3,6 +3,7 @@
 //! swap it in atomically. On any error the old set stays in force; the
 //! error is logged and shown by Admin `ListRules` (`switchyard rules list`).
 
+use crate::audit::{AuditEntry, AuditLog, Outcome};
 use crate::ingest::Ingest;
 use crate::log::{EventLog, LogError};
 use crate::model::TopicName;
@@ -56,13 +57,15 @@ pub struct RuleReloader {
     log: Arc<dyn EventLog>,
     default_partitions: u32,
     metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
 }
 
 /// What identifies a file version without reading it.
 type Fingerprint = Vec<Option<(SystemTime, u64)>>;
 
 impl RuleReloader {
-    /// A reloader of `files` (plus the config's `buses`).
+    /// A reloader of `files` (plus the config's `buses`); each reload is
+    /// an audited change by the principal `rule-files`.
     pub fn new(
         files: Vec<PathBuf>,
         buses: Vec<String>,
@@ -70,6 +73,7 @@ impl RuleReloader {
         log: Arc<dyn EventLog>,
         default_partitions: u32,
         metrics: Arc<Metrics>,
+        audit: Arc<AuditLog>,
     ) -> Self {
         Self {
             files,
@@ -78,7 +82,19 @@ impl RuleReloader {
             log,
             default_partitions,
             metrics,
+            audit,
         }
+    }
+
+    fn audit(&self, outcome: Outcome, detail: &str) {
+        self.audit.record(&AuditEntry {
+            principal: "rule-files",
+            operation: "ReloadRules",
+            action: "manage",
+            resource: "rules",
+            outcome,
+            detail,
+        });
     }
 
     /// Loads, compiles and swaps in the rule files now; returns the number
@@ -103,6 +119,7 @@ impl RuleReloader {
                     .set(i64::try_from(version).unwrap_or(i64::MAX));
                 self.metrics.rules_last_reload_ok.set(1);
                 tracing::info!(rules = count, version, "rules reloaded");
+                self.audit(Outcome::Done, &format!("version {version}, {count} rules"));
                 Ok(count)
             }
             Err(error) => {
@@ -110,6 +127,7 @@ impl RuleReloader {
                 self.ingest.record_reload_error(error.to_string());
                 self.metrics.rules_last_reload_ok.set(0);
                 self.metrics.rules_reload_failures.inc();
+                self.audit(Outcome::Failed, &error.to_string());
                 Err(error)
             }
         }
@@ -169,12 +187,13 @@ impl RuleReloader {
     }
 }
 
+/// SIGHUP notifications (`None` where there are none).
 #[cfg(unix)]
-fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+pub(crate) fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
 #[cfg(not(unix))]
-fn hangup_signal() -> Option<futures::future::Pending<Option<()>>> {
+pub(crate) fn hangup_signal() -> Option<futures::future::Pending<Option<()>>> {
     None
 }

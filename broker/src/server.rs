@@ -1,9 +1,11 @@
 //! Wiring: open the log, load rules, ensure declared topics and
 //! subscriptions, serve gRPC until shutdown, then drain and flush.
 
+use crate::api::access::{Access, Acl};
 use crate::api::auth::Authenticator;
 use crate::api::quota::Quotas;
 use crate::api::{AdminService, PublisherService, SubscriberService};
+use crate::audit::AuditLog;
 use crate::config::BrokerConfig;
 use crate::delivery::{DeliveryError, Subscriptions};
 use crate::ingest::Ingest;
@@ -14,6 +16,8 @@ use crate::rules::{RuleSet, RulesError};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::schema::{SchemaError, SchemaRegistry};
 use crate::telemetry::metrics::{self, Metrics};
+use crate::tls::{Protocol, ServerTls, TlsError, TlsListener};
+use futures::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Largest gRPC message accepted (a full batch of large events).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -56,9 +59,12 @@ pub enum StartError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// `auth` is inconsistent (a token hash, an expiry or a grant).
+    #[error("{0}")]
+    Auth(String),
     /// The TLS certificate, key or client CA could not be used.
     #[error("tls: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
     /// The schedule of delayed events could not be opened.
     #[error("cannot open the schedule of delayed events: {0}")]
     Schedule(#[from] ScheduleError),
@@ -73,6 +79,7 @@ pub struct Broker {
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
     schedule: Schedule,
+    audit: Arc<AuditLog>,
 }
 
 impl Broker {
@@ -128,6 +135,11 @@ impl Broker {
         ));
         let restored = ingest.recover_dedup()?;
         tracing::info!(restored, "dedup window restored from the log");
+        let audit_path = config
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("audit.log"));
+        let audit = Arc::new(AuditLog::open(&audit_path, crate::audit::ROTATE_BYTES)?);
         let lag_of = Arc::clone(&subscriptions);
         metrics.set_lag_source(Arc::new(move || lag_of.lag()));
         Ok(Broker {
@@ -137,6 +149,7 @@ impl Broker {
             ingest,
             metrics,
             schedule,
+            audit,
         })
     }
 
@@ -152,18 +165,17 @@ impl Broker {
         let token = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
         let metrics = Arc::clone(&self.metrics);
+        let tls = match &self.config.tls {
+            Some(files) => {
+                let tls = Arc::new(ServerTls::load(files)?);
+                tokio::spawn(Arc::clone(&tls).reload_on_hangup(token.clone()));
+                tracing::info!(mutual = tls.mutual(), "TLS on");
+                Some(tls)
+            }
+            None => None,
+        };
         if let Some(metrics_addr) = self.config.metrics_listen {
-            let listener = TcpListener::bind(metrics_addr).await?;
-            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-            let stop = token.clone();
-            let served = Arc::clone(&metrics);
-            tokio::spawn(async move {
-                if let Err(error) =
-                    metrics::serve(listener, served, async move { stop.cancelled().await }).await
-                {
-                    tracing::error!(%error, "metrics endpoint failed");
-                }
-            });
+            serve_metrics(metrics_addr, tls.clone(), Arc::clone(&metrics), &token).await?;
         }
         let reloader = RuleReloader::new(
             self.config.rules.clone(),
@@ -172,6 +184,7 @@ impl Broker {
             Arc::clone(&self.log),
             self.config.storage.default_partitions,
             metrics,
+            Arc::clone(&self.audit),
         );
         tokio::spawn(reloader.run(self.config.rules_poll_interval, token.clone()));
         let router = Arc::clone(&self.ingest);
@@ -195,21 +208,30 @@ impl Broker {
             .await;
         health.set_serving::<AdminServer<AdminService>>().await;
 
-        let auth = Authenticator::new(&self.config.auth).map_err(|e| {
-            StartError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-        })?;
+        let mutual = tls.as_ref().is_some_and(|t| t.mutual());
+        let auth = Authenticator::new(&self.config.auth, mutual).map_err(StartError::Auth)?;
+        let acl = Acl::new(&self.config.auth.acl).map_err(StartError::Auth)?;
         if auth.enabled() {
             tracing::info!(
                 tokens = self.config.auth.tokens.len(),
-                "bearer-token authentication on"
+                client_certificates = mutual,
+                acl = acl.enforced(),
+                "authentication on"
             );
+            if !acl.enforced() {
+                tracing::warn!(
+                    "no auth.acl entries: every authenticated principal may publish, subscribe and administer everything"
+                );
+            }
         } else if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "serving on a non-loopback address WITHOUT authentication: anyone who can reach it can publish, read and administer; configure auth.tokens");
         }
+        let access = Arc::new(Access::new(acl, Arc::clone(&self.audit)));
         let quotas = Arc::new(Quotas::new(&self.config.auth));
         let publisher = PublisherServer::new(PublisherService::new(
             Arc::clone(&self.ingest),
             Arc::clone(&quotas),
+            Arc::clone(&access),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let publisher = InterceptedService::new(publisher, auth.clone());
@@ -217,6 +239,7 @@ impl Broker {
             Arc::clone(&self.subscriptions),
             token.clone(),
             quotas,
+            Arc::clone(&access),
         ))
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let subscriber = InterceptedService::new(subscriber, auth.clone());
@@ -226,30 +249,38 @@ impl Broker {
             Arc::clone(&self.ingest),
             self.schedule.clone(),
             self.config.storage.default_partitions,
+            access,
         ));
         let admin = InterceptedService::new(admin, auth);
-        // Accepted sockets get TCP_NODELAY: without it, small responses
-        // wait for delayed ACKs (~40 ms per publish round trip).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         tracing::info!(%addr, data_dir = %self.config.data_dir.display(), "switchyard listening");
         let stop = token.clone();
-        let mut server = Server::builder();
-        if let Some(tls) = &self.config.tls {
-            server = server
-                .tls_config(server_tls(tls)?)
-                .map_err(|e| StartError::Tls(e.to_string()))?;
-            tracing::info!(mutual = tls.client_ca.is_some(), "TLS on");
-        }
-        let server = server
+        let router = Server::builder()
             .add_service(health_service)
             .add_service(publisher)
             .add_service(subscriber)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.await;
-                tracing::info!("shutting down: ending streams and draining connections");
-                stop.cancel();
-            });
+            .add_service(admin);
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending streams and draining connections");
+            stop.cancel();
+        };
+        let server: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match tls {
+            Some(tls) => {
+                let connections = tls.incoming(listener, Protocol::Grpc, token.clone());
+                let incoming = tokio_stream::wrappers::ReceiverStream::new(connections)
+                    .map(Ok::<_, std::io::Error>);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+            None => {
+                // Accepted sockets get TCP_NODELAY: without it, small
+                // responses wait for delayed ACKs (~40 ms per publish
+                // round trip).
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+        };
         let deadline = async {
             token.cancelled().await;
             tokio::time::sleep(DRAIN_DEADLINE).await;
@@ -281,16 +312,31 @@ pub async fn run(
     broker.serve(listener, shutdown).await
 }
 
-/// The rustls server config from the PEM files; errors name the file.
-fn server_tls(tls: &crate::config::TlsConfig) -> Result<ServerTlsConfig, StartError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| StartError::Tls(format!("cannot read {}: {e}", path.display())))
+/// Serves `/metrics` on `addr` (over TLS when the broker has it) until
+/// `stop`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+    metrics: Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<(), StartError> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, tls = tls.is_some(), "metrics listening");
+    let stopped = stop.clone();
+    let shutdown = async move { stopped.cancelled().await };
+    let served = match tls {
+        Some(tls) => {
+            let connections = tls.incoming(listener, Protocol::Http1, stop.clone());
+            let listener = TlsListener::new(connections, local);
+            tokio::spawn(metrics::serve(listener, metrics, shutdown))
+        }
+        None => tokio::spawn(metrics::serve(listener, metrics, shutdown)),
     };
-    let mut config =
-        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
-    if let Some(ca) = &tls.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(config)
+    tokio::spawn(async move {
+        if let Ok(Err(error)) = served.await {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+    Ok(())
 }

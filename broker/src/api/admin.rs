@@ -1,5 +1,6 @@
 //! `Admin`: topics, subscriptions, rules.
 
+use super::access::{Access, Action};
 use crate::config::{
     BackoffConfig, ClientErrorPolicy, DEFAULT_ACK_DEADLINE, DEFAULT_PUSH_TIMEOUT, Ordering,
     PushBatch, PushConfig, PushMode, StartPosition, SubscriptionConfig,
@@ -9,6 +10,7 @@ use crate::ingest::Ingest;
 use crate::log::{EventLog, TopicInfo};
 use crate::model::TopicName;
 use crate::schedule::Schedule;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_proto::v1 as proto;
@@ -23,16 +25,19 @@ pub struct AdminService {
     ingest: Arc<Ingest>,
     schedule: Schedule,
     default_partitions: u32,
+    access: Arc<Access>,
 }
 
 impl AdminService {
-    /// A service over the broker's parts.
+    /// A service over the broker's parts; each call is checked against
+    /// the ACL, and changes are audited.
     pub fn new(
         log: Arc<dyn EventLog>,
         subscriptions: Arc<Subscriptions>,
         ingest: Arc<Ingest>,
         schedule: Schedule,
         default_partitions: u32,
+        access: Arc<Access>,
     ) -> Self {
         Self {
             log,
@@ -40,7 +45,41 @@ impl AdminService {
             ingest,
             schedule,
             default_partitions,
+            access,
         }
+    }
+
+    /// Runs a read-only call if the caller may do `action` on `resource`.
+    async fn read<R, T, F>(
+        &self,
+        request: Request<R>,
+        operation: &str,
+        (action, resource): (Action, &str),
+        run: impl FnOnce(R) -> F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Future<Output = Result<T, Status>>,
+    {
+        self.access.check(&request, operation, action, resource)?;
+        run(request.into_inner()).await.map(Response::new)
+    }
+
+    /// Like [`AdminService::read`], for a change: its outcome is audited.
+    async fn change<R, T, F>(
+        &self,
+        request: Request<R>,
+        operation: &str,
+        (action, resource): (Action, &str),
+        run: impl FnOnce(R) -> F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Future<Output = Result<T, Status>>,
+    {
+        let principal = self.access.check(&request, operation, action, resource)?;
+        let result = run(request.into_inner()).await;
+        self.access
+            .record(&principal, operation, action, resource, &result);
+        result.map(Response::new)
     }
 }
 
@@ -203,37 +242,10 @@ fn description_to_proto(description: SubscriptionDescription) -> proto::Subscrip
     }
 }
 
-#[tonic::async_trait]
-impl Admin for AdminService {
-    async fn create_topic(
-        &self,
-        request: Request<proto::CreateTopicRequest>,
-    ) -> Result<Response<proto::Topic>, Status> {
-        let request = request.into_inner();
-        let name = TopicName::user(request.name)?;
-        let partitions = if request.partitions == 0 {
-            self.default_partitions
-        } else {
-            request.partitions
-        };
-        Ok(Response::new(topic_to_proto(
-            self.log.create_topic(&name, partitions)?,
-        )))
-    }
-
-    async fn list_topics(
-        &self,
-        _request: Request<proto::ListTopicsRequest>,
-    ) -> Result<Response<proto::ListTopicsResponse>, Status> {
-        let topics = self.log.topics().into_iter().map(topic_to_proto).collect();
-        Ok(Response::new(proto::ListTopicsResponse { topics }))
-    }
-
-    async fn delete_topic(
-        &self,
-        request: Request<proto::DeleteTopicRequest>,
-    ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
-        let name = TopicName::user(request.into_inner().name)?;
+impl AdminService {
+    /// Deletes a topic that no subscription reads and no rule targets.
+    async fn delete_topic_named(&self, name: String) -> Result<proto::DeleteTopicResponse, Status> {
+        let name = TopicName::user(name)?;
         self.log.topic(&name)?;
         let readers: Vec<String> = self
             .subscriptions
@@ -262,60 +274,15 @@ impl Admin for AdminService {
             )));
         }
         self.log.delete_topic(&name)?;
-        Ok(Response::new(proto::DeleteTopicResponse {}))
+        Ok(proto::DeleteTopicResponse {})
     }
 
-    async fn create_subscription(
+    /// The next pending scheduled events.
+    async fn scheduled(
         &self,
-        request: Request<proto::CreateSubscriptionRequest>,
-    ) -> Result<Response<proto::Subscription>, Status> {
-        let sub = request
-            .into_inner()
-            .subscription
-            .ok_or_else(|| Status::invalid_argument("`subscription` is required"))?;
-        let created = self.subscriptions.create(subscription_from_proto(sub)?)?;
-        Ok(Response::new(subscription_to_proto(created.spec())))
-    }
-
-    async fn list_subscriptions(
-        &self,
-        _request: Request<proto::ListSubscriptionsRequest>,
-    ) -> Result<Response<proto::ListSubscriptionsResponse>, Status> {
-        let subscriptions = self
-            .subscriptions
-            .list()
-            .iter()
-            .map(|s| subscription_to_proto(s.spec()))
-            .collect();
-        Ok(Response::new(proto::ListSubscriptionsResponse {
-            subscriptions,
-        }))
-    }
-
-    async fn delete_subscription(
-        &self,
-        request: Request<proto::DeleteSubscriptionRequest>,
-    ) -> Result<Response<proto::DeleteSubscriptionResponse>, Status> {
-        self.subscriptions.delete(&request.into_inner().name)?;
-        Ok(Response::new(proto::DeleteSubscriptionResponse {}))
-    }
-
-    async fn describe_subscription(
-        &self,
-        request: Request<proto::DescribeSubscriptionRequest>,
-    ) -> Result<Response<proto::SubscriptionDescription>, Status> {
-        let description = self
-            .subscriptions
-            .get(&request.into_inner().name)?
-            .describe()?;
-        Ok(Response::new(description_to_proto(description)))
-    }
-
-    async fn list_scheduled(
-        &self,
-        request: Request<proto::ListScheduledRequest>,
-    ) -> Result<Response<proto::ListScheduledResponse>, Status> {
-        let limit = match request.into_inner().limit {
+        request: proto::ListScheduledRequest,
+    ) -> Result<proto::ListScheduledResponse, Status> {
+        let limit = match request.limit {
             0 => 100,
             n => n as usize,
         };
@@ -323,7 +290,7 @@ impl Admin for AdminService {
         let pending = tokio::task::spawn_blocking(move || schedule.pending(limit))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(proto::ListScheduledResponse {
+        Ok(proto::ListScheduledResponse {
             events: pending
                 .into_iter()
                 .map(|p| proto::ScheduledEvent {
@@ -333,30 +300,14 @@ impl Admin for AdminService {
                 })
                 .collect(),
             pending: self.schedule.timers().len() as u64,
-        }))
+        })
     }
 
-    async fn cancel_scheduled(
+    /// A subscription's dead letters.
+    async fn dead_letters(
         &self,
-        request: Request<proto::CancelScheduledRequest>,
-    ) -> Result<Response<proto::CancelScheduledResponse>, Status> {
-        let request = request.into_inner();
-        let bus = if request.bus.is_empty() {
-            crate::rules::DEFAULT_BUS
-        } else {
-            &request.bus
-        };
-        self.schedule
-            .cancel(bus, &request.source, &request.id)
-            .await?;
-        Ok(Response::new(proto::CancelScheduledResponse {}))
-    }
-
-    async fn list_dead_letters(
-        &self,
-        request: Request<proto::ListDeadLettersRequest>,
-    ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
-        let request = request.into_inner();
+        request: proto::ListDeadLettersRequest,
+    ) -> Result<proto::ListDeadLettersResponse, Status> {
         let limit = if request.limit == 0 {
             100
         } else {
@@ -368,19 +319,19 @@ impl Admin for AdminService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(proto::ListDeadLettersResponse {
+        Ok(proto::ListDeadLettersResponse {
             dead_letters: found
                 .into_iter()
                 .map(crate::api::delivery_to_proto)
                 .collect(),
-        }))
+        })
     }
 
-    async fn redrive_dead_letters(
+    /// Redrives a subscription's dead letters.
+    async fn redrive(
         &self,
-        request: Request<proto::RedriveDeadLettersRequest>,
-    ) -> Result<Response<proto::RedriveDeadLettersResponse>, Status> {
-        let request = request.into_inner();
+        request: proto::RedriveDeadLettersRequest,
+    ) -> Result<proto::RedriveDeadLettersResponse, Status> {
         let filter = if request.filter_json.is_empty() {
             None
         } else {
@@ -402,18 +353,18 @@ impl Admin for AdminService {
             .subscriptions
             .redrive(&request.subscription, filter.as_ref(), limit)
             .await?;
-        Ok(Response::new(proto::RedriveDeadLettersResponse {
+        Ok(proto::RedriveDeadLettersResponse {
             redriven: redriven as u32,
             remaining: remaining as u32,
-        }))
+        })
     }
 
-    async fn seek_subscription(
+    /// Moves a subscription's position.
+    async fn seek(
         &self,
-        request: Request<proto::SeekSubscriptionRequest>,
-    ) -> Result<Response<proto::SubscriptionDescription>, Status> {
+        request: proto::SeekSubscriptionRequest,
+    ) -> Result<proto::SubscriptionDescription, Status> {
         use proto::seek_subscription_request::Target;
-        let request = request.into_inner();
         let target = match request.target {
             Some(Target::Earliest(_)) => SeekTarget::Earliest,
             Some(Target::Latest(_)) => SeekTarget::Latest,
@@ -432,16 +383,11 @@ impl Admin for AdminService {
         tokio::task::spawn_blocking(move || seeker.seek(&target))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(description_to_proto(
-            subscription.describe()?,
-        )))
+        Ok(description_to_proto(subscription.describe()?))
     }
 
-    async fn list_rules(
-        &self,
-        request: Request<proto::ListRulesRequest>,
-    ) -> Result<Response<proto::ListRulesResponse>, Status> {
-        let bus = request.into_inner().bus;
+    /// The live rules of `bus` (all buses when empty) and their status.
+    fn rules(&self, bus: &str) -> proto::ListRulesResponse {
         let status = self.ingest.rule_status();
         let rules = self
             .ingest
@@ -458,7 +404,7 @@ impl Admin for AdminService {
                 enabled: r.enabled,
             })
             .collect();
-        Ok(Response::new(proto::ListRulesResponse {
+        proto::ListRulesResponse {
             rules,
             status: Some(proto::RuleSetStatus {
                 version: status.version,
@@ -466,29 +412,221 @@ impl Admin for AdminService {
                 last_error: status.last_error.unwrap_or_default(),
                 last_error_at_unix_ms: status.last_error_at_ms,
             }),
-        }))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(
+        &self,
+        request: Request<proto::CreateTopicRequest>,
+    ) -> Result<Response<proto::Topic>, Status> {
+        let resource = format!("topic/{}", request.get_ref().name);
+        let grant = (Action::Manage, resource.as_str());
+        self.change(request, "CreateTopic", grant, |request| async move {
+            let name = TopicName::user(request.name)?;
+            let partitions = if request.partitions == 0 {
+                self.default_partitions
+            } else {
+                request.partitions
+            };
+            Ok(topic_to_proto(self.log.create_topic(&name, partitions)?))
+        })
+        .await
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<proto::ListTopicsRequest>,
+    ) -> Result<Response<proto::ListTopicsResponse>, Status> {
+        self.read(request, "ListTopics", (Action::View, "topics"), |_| async {
+            let topics = self.log.topics().into_iter().map(topic_to_proto).collect();
+            Ok(proto::ListTopicsResponse { topics })
+        })
+        .await
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<proto::DeleteTopicRequest>,
+    ) -> Result<Response<proto::DeleteTopicResponse>, Status> {
+        let resource = format!("topic/{}", request.get_ref().name);
+        let grant = (Action::Manage, resource.as_str());
+        self.change(request, "DeleteTopic", grant, |request| {
+            self.delete_topic_named(request.name)
+        })
+        .await
+    }
+
+    async fn create_subscription(
+        &self,
+        request: Request<proto::CreateSubscriptionRequest>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let name = request
+            .get_ref()
+            .subscription
+            .as_ref()
+            .map_or("", |s| s.name.as_str());
+        let resource = format!("subscription/{name}");
+        let grant = (Action::Manage, resource.as_str());
+        self.change(request, "CreateSubscription", grant, |request| async move {
+            let sub = request
+                .subscription
+                .ok_or_else(|| Status::invalid_argument("`subscription` is required"))?;
+            let created = self.subscriptions.create(subscription_from_proto(sub)?)?;
+            Ok(subscription_to_proto(created.spec()))
+        })
+        .await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<proto::ListSubscriptionsRequest>,
+    ) -> Result<Response<proto::ListSubscriptionsResponse>, Status> {
+        let grant = (Action::View, "subscriptions");
+        self.read(request, "ListSubscriptions", grant, |_| async {
+            let subscriptions = self
+                .subscriptions
+                .list()
+                .iter()
+                .map(|s| subscription_to_proto(s.spec()))
+                .collect();
+            Ok(proto::ListSubscriptionsResponse { subscriptions })
+        })
+        .await
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<proto::DeleteSubscriptionRequest>,
+    ) -> Result<Response<proto::DeleteSubscriptionResponse>, Status> {
+        let resource = format!("subscription/{}", request.get_ref().name);
+        let grant = (Action::Manage, resource.as_str());
+        self.change(request, "DeleteSubscription", grant, |request| async move {
+            self.subscriptions.delete(&request.name)?;
+            Ok(proto::DeleteSubscriptionResponse {})
+        })
+        .await
+    }
+
+    async fn describe_subscription(
+        &self,
+        request: Request<proto::DescribeSubscriptionRequest>,
+    ) -> Result<Response<proto::SubscriptionDescription>, Status> {
+        let name = request.get_ref().name.clone();
+        let grant = (Action::Subscribe, name.as_str());
+        self.read(
+            request,
+            "DescribeSubscription",
+            grant,
+            |request| async move {
+                let description = self.subscriptions.get(&request.name)?.describe()?;
+                Ok(description_to_proto(description))
+            },
+        )
+        .await
+    }
+    async fn list_scheduled(
+        &self,
+        request: Request<proto::ListScheduledRequest>,
+    ) -> Result<Response<proto::ListScheduledResponse>, Status> {
+        let grant = (Action::View, "scheduled");
+        self.read(request, "ListScheduled", grant, |r| self.scheduled(r))
+            .await
+    }
+
+    async fn cancel_scheduled(
+        &self,
+        request: Request<proto::CancelScheduledRequest>,
+    ) -> Result<Response<proto::CancelScheduledResponse>, Status> {
+        let bus = match request.get_ref().bus.as_str() {
+            "" => crate::rules::DEFAULT_BUS.to_string(),
+            bus => bus.to_string(),
+        };
+        let bus = bus.as_str();
+        let grant = (Action::Publish, bus);
+        self.change(request, "CancelScheduled", grant, |r| async move {
+            self.schedule.cancel(bus, &r.source, &r.id).await?;
+            Ok(proto::CancelScheduledResponse {})
+        })
+        .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<proto::ListDeadLettersRequest>,
+    ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
+        let name = request.get_ref().subscription.clone();
+        let grant = (Action::Subscribe, name.as_str());
+        self.read(request, "ListDeadLetters", grant, |r| self.dead_letters(r))
+            .await
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        request: Request<proto::RedriveDeadLettersRequest>,
+    ) -> Result<Response<proto::RedriveDeadLettersResponse>, Status> {
+        let name = request.get_ref().subscription.clone();
+        let grant = (Action::Redrive, name.as_str());
+        self.change(request, "RedriveDeadLetters", grant, |r| self.redrive(r))
+            .await
+    }
+
+    async fn seek_subscription(
+        &self,
+        request: Request<proto::SeekSubscriptionRequest>,
+    ) -> Result<Response<proto::SubscriptionDescription>, Status> {
+        let name = request.get_ref().name.clone();
+        let grant = (Action::Redrive, name.as_str());
+        self.change(request, "SeekSubscription", grant, |r| self.seek(r))
+            .await
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<proto::ListRulesRequest>,
+    ) -> Result<Response<proto::ListRulesResponse>, Status> {
+        self.read(
+            request,
+            "ListRules",
+            (Action::View, "rules"),
+            |r| async move { Ok(self.rules(&r.bus)) },
+        )
+        .await
     }
 
     async fn register_schema(
         &self,
         request: Request<proto::RegisterSchemaRequest>,
     ) -> Result<Response<proto::RegisterSchemaResponse>, Status> {
-        let request = request.into_inner();
-        let schemas = std::sync::Arc::clone(self.ingest.schemas());
-        let messages = tokio::task::spawn_blocking(move || {
-            schemas.register(&request.file_name, &request.source)
+        let resource = format!("schema/{}", request.get_ref().file_name);
+        let grant = (Action::Manage, resource.as_str());
+        self.change(request, "RegisterSchema", grant, |r| async move {
+            let schemas = Arc::clone(self.ingest.schemas());
+            let messages =
+                tokio::task::spawn_blocking(move || schemas.register(&r.file_name, &r.source))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))??;
+            Ok(proto::RegisterSchemaResponse { messages })
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(proto::RegisterSchemaResponse { messages }))
     }
 
     async fn list_schemas(
         &self,
-        _request: Request<proto::ListSchemasRequest>,
+        request: Request<proto::ListSchemasRequest>,
     ) -> Result<Response<proto::ListSchemasResponse>, Status> {
-        Ok(Response::new(proto::ListSchemasResponse {
-            messages: self.ingest.schemas().messages(),
-        }))
+        self.read(
+            request,
+            "ListSchemas",
+            (Action::View, "schemas"),
+            |_| async {
+                Ok(proto::ListSchemasResponse {
+                    messages: self.ingest.schemas().messages(),
+                })
+            },
+        )
+        .await
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC services: proto ⇄ model conversion and nothing else. The only
 //! module that knows tonic.
 
+pub mod access;
 mod admin;
 pub mod auth;
 mod publish;

@@ -1,6 +1,6 @@
 //! `Publisher.Publish`.
 
-use super::auth::Principal;
+use super::access::{Access, Action};
 use super::quota::Quotas;
 use super::status::rejection_code;
 use crate::ingest::{Ingest, Rejection};
@@ -20,13 +20,18 @@ use tracing::Instrument;
 pub struct PublisherService {
     ingest: Arc<Ingest>,
     quotas: Arc<Quotas>,
+    access: Arc<Access>,
 }
 
 impl PublisherService {
-    /// A service over the pipeline, charging publishes to their
-    /// principal's quota.
-    pub fn new(ingest: Arc<Ingest>, quotas: Arc<Quotas>) -> Self {
-        Self { ingest, quotas }
+    /// A service over the pipeline: publishes need a `publish` grant on
+    /// their bus and are charged to their principal's quota.
+    pub fn new(ingest: Arc<Ingest>, quotas: Arc<Quotas>, access: Arc<Access>) -> Self {
+        Self {
+            ingest,
+            quotas,
+            access,
+        }
     }
 }
 
@@ -36,16 +41,19 @@ impl Publisher for PublisherService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let (metadata, extensions, request) = request.into_parts();
+        let bus = match request.get_ref().bus.as_str() {
+            "" => DEFAULT_BUS.to_string(),
+            bus => bus.to_string(),
+        };
+        let principal = self
+            .access
+            .check(&request, "Publish", Action::Publish, &bus)?;
+        let (metadata, _, request) = request.into_parts();
         self.quotas
-            .charge_publish(extensions.get::<Principal>(), request.events.len(), || {
+            .charge_publish(Some(&principal), request.events.len(), || {
                 prost::Message::encoded_len(&request)
             })?;
-        let bus = if request.bus.is_empty() {
-            DEFAULT_BUS
-        } else {
-            &request.bus
-        };
+        let bus = bus.as_str();
         let span = spans::publish_request(bus, request.events.len(), || {
             context::from_metadata(&metadata)
         });

@@ -196,7 +196,9 @@ mod tests {
                     bytes_per_second: None,
                     max_streams: Some(1),
                 }),
+                expires: None,
             }],
+            ..AuthConfig::default()
         }))
     }
 

@@ -4,7 +4,7 @@
 //! response stream. Either side ending stops both and releases the
 //! consumer, whose unsettled deliveries are then redelivered.
 
-use super::auth::Principal;
+use super::access::{Access, Action, caller};
 use super::quota::Quotas;
 use crate::delivery::{Delivery, NackRequest, Subscriptions};
 use std::sync::Arc;
@@ -26,20 +26,24 @@ pub struct SubscriberService {
     subscriptions: Arc<Subscriptions>,
     shutdown: CancellationToken,
     quotas: Arc<Quotas>,
+    access: Arc<Access>,
 }
 
 impl SubscriberService {
     /// A service over the subscriptions; `shutdown` ends every stream;
-    /// streams count against their principal's quota.
+    /// streams count against their principal's quota and need a
+    /// `subscribe` grant.
     pub fn new(
         subscriptions: Arc<Subscriptions>,
         shutdown: CancellationToken,
         quotas: Arc<Quotas>,
+        access: Arc<Access>,
     ) -> Self {
         Self {
             subscriptions,
             shutdown,
             quotas,
+            access,
         }
     }
 }
@@ -67,9 +71,8 @@ impl Subscriber for SubscriberService {
         &self,
         request: Request<Streaming<proto::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let permit = self
-            .quotas
-            .open_stream(request.extensions().get::<Principal>())?;
+        let principal = caller(&request);
+        let permit = self.quotas.open_stream(Some(&principal))?;
         let mut inbound = request.into_inner();
         let open = match inbound.message().await?.and_then(|m| m.request) {
             Some(Message::Open(open)) => open,
@@ -79,6 +82,12 @@ impl Subscriber for SubscriberService {
                 ));
             }
         };
+        self.access.authorize(
+            &principal,
+            "Subscribe",
+            Action::Subscribe,
+            &open.subscription,
+        )?;
         let consumer = Arc::new(
             self.subscriptions
                 .get(&open.subscription)?

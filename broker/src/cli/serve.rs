@@ -54,6 +54,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
     let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
     served.map_err(|e| match e {
         server::StartError::Rules(_)
+        | server::StartError::Auth(_)
         | server::StartError::Name(_)
         | server::StartError::Schema(_) => invalid(e.into()),
         other => Failure::from(other),

@@ -91,8 +91,11 @@ pub struct BrokerConfig {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Who may call the broker; no tokens: anyone who can reach it.
     pub auth: AuthConfig,
-    /// TLS on the gRPC listener; unset: plaintext.
+    /// TLS on the gRPC and metrics listeners; unset: plaintext.
     pub tls: Option<TlsConfig>,
+    /// The audit log file (denied calls, admin changes), relative to this
+    /// config file; unset: `DATA_DIR/audit.log`.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// TLS on the gRPC listener (rustls). Paths are relative to the config
@@ -117,6 +120,23 @@ pub struct AuthConfig {
     /// Bearer tokens, by the hex SHA-256 of the token (make one with
     /// `switchyard token-hash`); any entry turns authentication on.
     pub tokens: Vec<TokenConfig>,
+    /// Who may do what (`ACTION:RESOURCE` grants, `*` wildcards; see
+    /// `api::access`); no entries: every authenticated principal may do
+    /// everything.
+    pub acl: Vec<AclEntry>,
+}
+
+/// The grants of one principal (or of every principal matching a `*`
+/// pattern).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclEntry {
+    /// A principal (token principal or client-certificate common name),
+    /// `*` wildcards allowed.
+    pub principal: String,
+    /// Grants such as `publish:orders`, `subscribe:orders-*`,
+    /// `manage:topic/*`, `view:*`.
+    pub allow: Vec<String>,
 }
 
 /// One accepted bearer token.
@@ -130,6 +150,10 @@ pub struct TokenConfig {
     /// Limits for this principal; unset: none.
     #[serde(default)]
     pub quota: Option<QuotaConfig>,
+    /// When the token stops working (RFC 3339, e.g. `2027-01-31T00:00:00Z`);
+    /// unset: never.
+    #[serde(default)]
+    pub expires: Option<String>,
 }
 
 /// Per-principal limits; over them, calls get RESOURCE_EXHAUSTED with a
@@ -165,6 +189,7 @@ impl Default for BrokerConfig {
             subscriptions: Vec::new(),
             auth: AuthConfig::default(),
             tls: None,
+            audit_log: None,
         }
     }
 }
@@ -737,7 +762,11 @@ impl BrokerConfig {
                 .into_iter()
                 .chain(tls.client_ca.as_mut())
         });
-        for file in files.chain(schemas).chain(tls) {
+        for file in files
+            .chain(schemas)
+            .chain(tls)
+            .chain(config.audit_log.as_mut())
+        {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
@@ -777,12 +806,31 @@ impl BrokerConfig {
                     "must be the 64 hex digits of the token's SHA-256; make it with `switchyard token-hash`",
                 );
             }
+            if token
+                .expires
+                .as_ref()
+                .is_some_and(|t| parse_rfc3339_ms(t).is_none())
+            {
+                return invalid(
+                    &format!("auth.tokens[{n}].expires"),
+                    "must be an RFC 3339 time such as 2027-01-31T00:00:00Z",
+                );
+            }
             if token.principal.trim().is_empty() {
                 return invalid(
                     &format!("auth.tokens[{n}].principal"),
                     "must name who uses the token",
                 );
             }
+        }
+        if !self.auth.acl.is_empty()
+            && self.auth.tokens.is_empty()
+            && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+        {
+            return invalid(
+                "auth.acl",
+                "grants need authenticated principals: add auth.tokens or tls.client_ca",
+            );
         }
         if self.storage.default_partitions == 0 {
             return invalid("storage.default_partitions", "must be at least 1");

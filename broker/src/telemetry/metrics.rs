@@ -380,11 +380,15 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
