@@ -249,29 +249,11 @@ async fn quotas_throttle_publishes_and_streams_per_principal() {
         .expect("no quota");
 
     // One Subscribe stream at a time for bulk-loader.
-    let open = |client: &switchyard_sdk::Client| {
-        let channel = client.authorized_channel();
-        async move {
-            let (requests, rx) = tokio::sync::mpsc::channel(4);
-            requests
-                .send(proto::SubscribeRequest {
-                    request: Some(proto::subscribe_request::Request::Open(proto::Open {
-                        subscription: "billing".into(),
-                        max_in_flight: 1,
-                    })),
-                })
-                .await
-                .expect("queue open");
-            let stream = proto::subscriber_client::SubscriberClient::new(channel)
-                .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await;
-            (requests, stream)
-        }
+    let first = RawStream::open_with(&client, "billing", 1).await;
+    assert!(first.is_ok(), "the first stream opens");
+    let Err(second) = RawStream::open_with(&client, "billing", 1).await else {
+        panic!("a second stream is over quota");
     };
-    let first = open(&client).await;
-    assert!(first.1.is_ok(), "the first stream opens");
-    let (_requests, second) = open(&client).await;
-    let second = second.expect_err("a second stream is over quota");
     assert_eq!(second.code(), tonic::Code::ResourceExhausted);
     assert!(
         second.message().contains("maximum of 1"),
@@ -281,7 +263,7 @@ async fn quotas_throttle_publishes_and_streams_per_principal() {
     drop(first);
     eventually("the slot comes back when the stream ends", || {
         let client = client.clone();
-        async move { open(&client).await.1.is_ok() }
+        async move { RawStream::open_with(&client, "billing", 1).await.is_ok() }
     })
     .await;
 }

@@ -5,21 +5,23 @@
 mod support;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
 use std::path::Path;
 use std::process::Command;
 use support::*;
 use switchyard_sdk::{Client, TlsOptions};
 
-/// A CA, a server certificate for localhost and a client certificate,
-/// written as PEM files into `dir`.
-fn certificates(dir: &Path) {
+/// Writes a new CA as `{prefix}ca.pem`, a server certificate for
+/// localhost as `{prefix}server.pem/.key` and a client certificate whose
+/// subject common name is `order-service` as `{prefix}client.pem/.key`.
+fn certificates_named(dir: &Path, prefix: &str) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca =
         CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
-    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join(format!("{prefix}ca.pem")), ca.pem()).expect("write");
     for (name, san, purpose) in [
         ("server", "localhost", ExtendedKeyUsagePurpose::ServerAuth),
         (
@@ -30,11 +32,19 @@ fn certificates(dir: &Path) {
     ] {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(vec![san.to_string()]).expect("params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, san);
         params.extended_key_usages = vec![purpose];
         let cert = params.signed_by(&key, &ca).expect("sign");
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write");
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+        std::fs::write(dir.join(format!("{prefix}{name}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{prefix}{name}.key")), key.serialize_pem())
+            .expect("write");
     }
+}
+
+/// A CA, a server and a client certificate, as `ca.pem`, `server.pem`...
+fn certificates(dir: &Path) {
+    certificates_named(dir, "");
 }
 
 const RULES: &str = "
@@ -48,11 +58,16 @@ rules:
 
 /// A TLS broker (mutual when `mutual`); returns its https URL.
 fn start_tls(dir: &Path, mutual: bool) -> (BrokerProcess, String) {
+    start_tls_with(dir, mutual, "")
+}
+
+/// Like [`start_tls`], with more config.
+fn start_tls_with(dir: &Path, mutual: bool, config: &str) -> (BrokerProcess, String) {
     certificates(dir);
     let client_ca = if mutual { "\n  client_ca: ca.pem" } else { "" };
     write_config(
         dir,
-        &format!("tls:\n  cert: server.pem\n  key: server.key{client_ca}\n"),
+        &format!("tls:\n  cert: server.pem\n  key: server.key{client_ca}\n{config}"),
         RULES,
     );
     let broker = BrokerProcess::start(dir);
@@ -159,4 +174,122 @@ fn a_missing_certificate_file_stops_the_start_naming_it() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+fn trusting(dir: &Path, ca: &str) -> TlsOptions {
+    TlsOptions {
+        ca_pem: read(dir, ca),
+        identity: None,
+    }
+}
+
+/// `GET /metrics` over HTTPS trusting `ca`; the status, or the error.
+async fn metrics_over_tls(broker: &BrokerProcess, ca: &[u8]) -> Result<u16, String> {
+    let addr = broker
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["fields"]["message"] == "metrics listening")
+        .and_then(|entry| entry["fields"]["addr"].as_str().map(String::from))
+        .expect("the broker logs its metrics address");
+    let port = addr.rsplit(':').next().expect("port");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca).map_err(|e| e.to_string())?)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(format!("https://localhost:{port}/metrics"))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_over_tls_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, _url) = start_tls(dir.path(), false);
+    assert_eq!(
+        metrics_over_tls(&broker, &read(dir.path(), "ca.pem")).await,
+        Ok(200)
+    );
+    let plaintext = std::panic::catch_unwind(|| broker.metrics());
+    assert!(
+        plaintext.is_err(),
+        "plain HTTP to the TLS metrics port fails"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_after_sighup_and_a_broken_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, url) = start_tls(dir.path(), false);
+    let path = dir.path();
+    assert!(publishes(&url, Some(trusting(path, "ca.pem"))).await);
+
+    // A broken file: the reload fails and the old certificate stays.
+    std::fs::write(path.join("server.key"), "not a key").expect("write");
+    broker.signal("HUP");
+    eventually("the failed reload is logged", || async {
+        broker.log().contains("TLS reload failed")
+    })
+    .await;
+    assert!(
+        publishes(&url, Some(trusting(path, "ca.pem"))).await,
+        "still serving the old certificate"
+    );
+
+    // A certificate from a new CA: new connections get it after SIGHUP.
+    certificates_named(path, "next-");
+    for name in ["server.pem", "server.key"] {
+        std::fs::copy(path.join(format!("next-{name}")), path.join(name)).expect("copy");
+    }
+    broker.signal("HUP");
+    eventually("clients of the new CA get in", || async {
+        publishes(&url, Some(trusting(path, "next-ca.pem"))).await
+    })
+    .await;
+    assert!(
+        !publishes(&url, Some(trusting(path, "ca.pem"))).await,
+        "the old CA no longer verifies the server"
+    );
+    assert_eq!(
+        metrics_over_tls(&broker, &read(path, "next-ca.pem")).await,
+        Ok(200),
+        "the metrics listener reloads too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_common_names_are_principals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acl = "auth:\n  acl:\n    - {principal: order-service, allow: [publish:default]}\n";
+    let (broker, url) = start_tls_with(dir.path(), true, acl);
+    let options = TlsOptions {
+        ca_pem: read(dir.path(), "ca.pem"),
+        identity: Some((
+            read(dir.path(), "client.pem"),
+            read(dir.path(), "client.key"),
+        )),
+    };
+    assert!(
+        publishes(&url, Some(options.clone())).await,
+        "order-service may publish"
+    );
+    let client = Client::connect_with(url, Some(options))
+        .await
+        .expect("connect");
+    let denied = client
+        .admin()
+        .list_topics(switchyard_sdk::proto::ListTopicsRequest {})
+        .await
+        .expect_err("no view grant");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        denied.message().contains("\"order-service\""),
+        "the certificate's common name is the principal: {}",
+        denied.message()
+    );
+    let audit = std::fs::read_to_string(broker.dir.join("data/audit.log")).expect("audit");
+    assert!(audit.contains("\"principal\":\"order-service\""), "{audit}");
 }

@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard_sdk::Client;
 use switchyard_sdk::proto;
-use tonic::transport::Channel;
 
 /// How long to wait for a broker to start or a condition to hold.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -285,6 +284,16 @@ impl RawStream {
         subscription: &str,
         max_in_flight: u32,
     ) -> Result<RawStream, tonic::Status> {
+        let client = Client::connect(url.to_string()).await.expect("connect");
+        Self::open_with(&client, subscription, max_in_flight).await
+    }
+
+    /// Like [`RawStream::open`], over `client`'s channel (and token).
+    pub async fn open_with(
+        client: &Client,
+        subscription: &str,
+        max_in_flight: u32,
+    ) -> Result<RawStream, tonic::Status> {
         use proto::subscribe_request::Request;
         let (requests, rx) = tokio::sync::mpsc::channel(64);
         requests
@@ -296,15 +305,11 @@ impl RawStream {
             })
             .await
             .expect("queue open");
-        let channel = Channel::from_shared(url.to_string())
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
-        let responses = proto::subscriber_client::SubscriberClient::new(channel)
-            .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let responses =
+            proto::subscriber_client::SubscriberClient::new(client.authorized_channel())
+                .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
         Ok(RawStream {
             requests,
             responses,
