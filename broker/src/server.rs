@@ -30,7 +30,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-/// Largest gRPC message accepted (a full batch of large events).
+/// Largest gRPC message sent (a delivery of the largest event; replies
+/// listing many dead letters).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long shutdown waits for connections to drain before closing them.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -228,12 +229,13 @@ impl Broker {
         }
         let access = Arc::new(Access::new(acl, Arc::clone(&self.audit)));
         let quotas = Arc::new(Quotas::new(&self.config.auth));
+        let limits = &self.config.limits;
         let publisher = PublisherServer::new(PublisherService::new(
             Arc::clone(&self.ingest),
             Arc::clone(&quotas),
             Arc::clone(&access),
         ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(limits.max_request_bytes);
         let publisher = InterceptedService::new(publisher, auth.clone());
         let subscriber = SubscriberServer::new(SubscriberService::new(
             Arc::clone(&self.subscriptions),
@@ -241,7 +243,8 @@ impl Broker {
             quotas,
             Arc::clone(&access),
         ))
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(limits.max_request_bytes);
         let subscriber = InterceptedService::new(subscriber, auth.clone());
         let admin = AdminServer::new(AdminService::new(
             Arc::clone(&self.log),
@@ -250,11 +253,14 @@ impl Broker {
             self.schedule.clone(),
             self.config.storage.default_partitions,
             access,
-        ));
+        ))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let admin = InterceptedService::new(admin, auth);
         tracing::info!(%addr, data_dir = %self.config.data_dir.display(), "switchyard listening");
         let stop = token.clone();
         let router = Server::builder()
+            .max_concurrent_streams(limits.max_streams_per_connection)
             .add_service(health_service)
             .add_service(publisher)
             .add_service(subscriber)

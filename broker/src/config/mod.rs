@@ -29,6 +29,10 @@ pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_EVENTS: usize = 1000;
 /// Most extension attributes on an event.
 pub const DEFAULT_MAX_EXTENSIONS: usize = 64;
+/// Default largest gRPC request message.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Default most concurrent calls per connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// Longest attribute value (id, source, type, subject, extensions).
 pub const DEFAULT_MAX_ATTRIBUTE_BYTES: usize = 4096;
 /// Segment files roll at 64 MiB: small enough for quick recovery scans of
@@ -262,6 +266,13 @@ pub struct LimitsConfig {
     /// RESOURCE_EXHAUSTED. Each pending one costs ~160 B of memory (the
     /// event itself stays on disk).
     pub max_scheduled: usize,
+    /// Largest gRPC request message (a whole publish batch, a schema, a
+    /// settle list), in bytes; larger ones are refused before decoding
+    /// with OUT_OF_RANGE.
+    pub max_request_bytes: usize,
+    /// Most concurrent calls (HTTP/2 streams, e.g. Subscribe streams) on
+    /// one connection; a client opening more waits for one to end.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for LimitsConfig {
@@ -273,6 +284,8 @@ impl Default for LimitsConfig {
             max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
             max_delay: DEFAULT_MAX_DELAY,
             max_scheduled: 10_000_000,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -837,6 +850,12 @@ impl BrokerConfig {
         }
         if self.limits.max_batch_events == 0 {
             return invalid("limits.max_batch_events", "must be at least 1");
+        }
+        if self.limits.max_request_bytes < 1024 {
+            return invalid("limits.max_request_bytes", "must be at least 1024");
+        }
+        if self.limits.max_streams_per_connection == 0 {
+            return invalid("limits.max_streams_per_connection", "must be at least 1");
         }
         if self.delivery.max_unacked_per_partition == 0 {
             return invalid("delivery.max_unacked_per_partition", "must be at least 1");

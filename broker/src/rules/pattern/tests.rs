@@ -366,3 +366,50 @@ fn explain_says_which_field_failed_and_why() {
     let missing = pattern.explain(&json!({"type": "order.placed"}));
     assert!(line(&missing, "data.total").detail.contains("missing"));
 }
+
+/// A pattern of `levels` nested objects, e.g. 2: `{"f1": {"f2": ["x"]}}`.
+fn nested(levels: usize) -> Value {
+    (1..=levels).rev().fold(
+        json!(["x"]),
+        |inner, level| json!({ format!("f{level}"): inner }),
+    )
+}
+
+#[test]
+fn every_pattern_limit_holds_at_the_limit_and_refuses_one_more() {
+    assert!(
+        Pattern::compile(&nested(MAX_DEPTH)).is_ok(),
+        "at the depth limit"
+    );
+    let error = Pattern::compile(&nested(MAX_DEPTH + 1)).expect_err("one level more");
+    assert!(error.to_string().contains("at most 10 levels"), "{error}");
+
+    let sized = |bytes: usize| json!({ "type": ["x".repeat(bytes - r#"{"type":[""]}"#.len())] });
+    assert_eq!(
+        sized(MAX_PATTERN_BYTES).to_string().len(),
+        MAX_PATTERN_BYTES
+    );
+    assert!(
+        Pattern::compile(&sized(MAX_PATTERN_BYTES)).is_ok(),
+        "at the size limit"
+    );
+    let error = Pattern::compile(&sized(MAX_PATTERN_BYTES + 1)).expect_err("one byte more");
+    assert!(error.to_string().contains("4097 bytes"), "{error}");
+
+    let values = |n: usize| json!({ "n": (0..n).collect::<Vec<_>>() });
+    assert!(
+        Pattern::compile(&values(MAX_VALUES)).is_ok(),
+        "at the values limit"
+    );
+    let error = Pattern::compile(&values(MAX_VALUES + 1)).expect_err("one value more");
+    assert!(error.to_string().contains("at most 256 values"), "{error}");
+
+    let alternatives =
+        |n: usize| json!({ "$or": (0..n).map(|i| json!({ "n": [i] })).collect::<Vec<_>>() });
+    assert!(
+        Pattern::compile(&alternatives(MAX_OR_ALTERNATIVES)).is_ok(),
+        "at the $or limit"
+    );
+    let error = Pattern::compile(&alternatives(MAX_OR_ALTERNATIVES + 1)).expect_err("one more");
+    assert!(error.to_string().contains("between 2 and 256"), "{error}");
+}
