@@ -343,22 +343,31 @@ enum Tear {
     CutLast(usize),
     /// Garbage (or zeros) after the last complete record.
     Garbage(Vec<u8>),
+    /// The active segment cut at any byte (this seed modulo its length):
+    /// records wholly before the cut survive.
+    CutAnywhere(u64),
+    /// One byte of the last record (this seed modulo its length) XORed with
+    /// a non-zero mask: a write that reached the disk half-done.
+    FlipInLast(usize, u8),
 }
 
 fn tear() -> impl Strategy<Value = Tear> {
     prop_oneof![
         (1usize..10_000).prop_map(Tear::CutLast),
+        any::<u64>().prop_map(Tear::CutAnywhere),
+        (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Tear::FlipInLast(at, mask)),
         prop::collection::vec(any::<u8>(), 1..300).prop_map(Tear::Garbage),
         (1usize..300).prop_map(|n| Tear::Garbage(vec![0; n])),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
-    /// Append, tear the tail as a crash would, recover: every complete
-    /// record before the tear is kept, nothing after it appears, and
-    /// appends continue at the right offset.
+    /// Append, tear or corrupt the tail as a crash would (cut at any
+    /// byte, the last record cut short or half-written, garbage after it),
+    /// recover: every complete record before the damage is kept, nothing
+    /// after it appears, and appends continue at the right offset.
     #[test]
     fn recovery_keeps_every_complete_record(
         written in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..60),
@@ -387,6 +396,36 @@ proptest! {
                 OpenOptions::new().append(true).open(&active).expect("open")
                     .write_all(bytes).expect("append garbage");
                 written.clone()
+            }
+            Tear::CutAnywhere(seed) => {
+                // The active segment holds the last records whose frames
+                // add up to its length.
+                let frames: Vec<u64> = written.iter().map(|p| record::frame_len(p.len()) as u64).collect();
+                let mut in_active = 0;
+                let mut sum = 0;
+                while sum < len {
+                    in_active += 1;
+                    sum += frames[frames.len() - in_active];
+                }
+                prop_assert_eq!(sum, len, "frames tile the active segment");
+                let first_active = written.len() - in_active;
+                let cut = seed % (len + 1);
+                OpenOptions::new().write(true).open(&active).expect("open")
+                    .set_len(cut).expect("truncate");
+                let mut end = 0;
+                let surviving = frames[first_active..]
+                    .iter()
+                    .take_while(|&&frame| { end += frame; end <= cut })
+                    .count();
+                written[..first_active + surviving].to_vec()
+            }
+            Tear::FlipInLast(at, mask) => {
+                let last = record::frame_len(written.last().map_or(0, Vec::len)) as u64;
+                let position = len - last + (*at as u64 % last);
+                let mut bytes = std::fs::read(&active).expect("read");
+                bytes[position as usize] ^= mask;
+                std::fs::write(&active, bytes).expect("write");
+                written[..written.len() - 1].to_vec()
             }
         };
         let log = EmbeddedLog::open(dir.path(), &config).expect("recovers");
