@@ -540,10 +540,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::CancelScheduledRequest>,
     ) -> Result<Response<proto::CancelScheduledResponse>, Status> {
-        let bus = match request.get_ref().bus.as_str() {
-            "" => crate::rules::DEFAULT_BUS.to_string(),
-            bus => bus.to_string(),
-        };
+        let bus = super::bus_or_default(&request.get_ref().bus);
         let bus = bus.as_str();
         let grant = (Action::Publish, bus);
         self.change(request, "CancelScheduled", grant, |r| async move {

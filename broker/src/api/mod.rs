@@ -13,3 +13,12 @@ pub use admin::AdminService;
 pub use publish::PublisherService;
 pub use subscribe::SubscriberService;
 pub(crate) use subscribe::delivery_to_proto;
+
+/// The bus a request names, `default` when it names none.
+fn bus_or_default(bus: &str) -> String {
+    if bus.is_empty() {
+        crate::rules::DEFAULT_BUS.to_string()
+    } else {
+        bus.to_string()
+    }
+}

@@ -4,7 +4,6 @@ use super::access::{Access, Action};
 use super::quota::Quotas;
 use super::status::rejection_code;
 use crate::ingest::{Ingest, Rejection};
-use crate::rules::DEFAULT_BUS;
 use crate::telemetry::spans;
 use std::sync::Arc;
 use switchyard_proto::v1::publisher_server::Publisher;
@@ -41,10 +40,7 @@ impl Publisher for PublisherService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let bus = match request.get_ref().bus.as_str() {
-            "" => DEFAULT_BUS.to_string(),
-            bus => bus.to_string(),
-        };
+        let bus = super::bus_or_default(&request.get_ref().bus);
         let principal = self
             .access
             .check(&request, "Publish", Action::Publish, &bus)?;

@@ -1,4 +1,4 @@
-//! Per-principal quotas (`auth.tokens[].quota`): publish rate in events/s
+//! Per-principal quotas (`auth.tokens[].quota`, `auth.quotas`): publish rate in events/s
 //! and bytes/s (token buckets holding one second's worth) and concurrent
 //! Subscribe streams. Over quota → RESOURCE_EXHAUSTED with a
 //! `retry-after-ms` hint the SDK honours.
@@ -87,14 +87,15 @@ fn exhausted(message: String, retry_after: Option<Duration>) -> Status {
 }
 
 impl Quotas {
-    /// From the tokens' `quota` entries.
+    /// From the tokens' `quota` entries and `auth.quotas` (which wins).
     pub fn new(auth: &AuthConfig) -> Quotas {
+        let by_token = auth
+            .tokens
+            .iter()
+            .filter_map(|t| Some((t.principal.clone(), t.quota.clone()?)));
+        let by_name = auth.quotas.iter().map(|(p, q)| (p.clone(), q.clone()));
         Quotas {
-            limits: auth
-                .tokens
-                .iter()
-                .filter_map(|t| Some((t.principal.clone(), t.quota.clone()?)))
-                .collect(),
+            limits: by_token.chain(by_name).collect(),
             usage: Mutex::default(),
         }
     }
@@ -251,5 +252,41 @@ mod tests {
         );
         drop(first);
         quotas.open_stream(Some(&orders)).expect("given back");
+    }
+
+    #[test]
+    fn quotas_by_name_cover_certificate_principals_and_override_tokens() {
+        let quota = |events| QuotaConfig {
+            events_per_second: Some(events),
+            ..QuotaConfig::default()
+        };
+        let quotas = Quotas::new(&AuthConfig {
+            tokens: vec![TokenConfig {
+                principal: "orders".into(),
+                sha256: String::new(),
+                quota: Some(quota(100.0)),
+                expires: None,
+            }],
+            quotas: [
+                ("orders".to_string(), quota(2.0)),
+                ("cert-service".to_string(), quota(1.0)),
+            ]
+            .into(),
+            ..AuthConfig::default()
+        });
+        let charge =
+            |name: &str, events| quotas.charge_publish(Some(&Principal(name.into())), events, || 0);
+        charge("orders", 2).expect("two a second");
+        assert!(
+            charge("orders", 1).is_err(),
+            "auth.quotas wins over the token's"
+        );
+        charge("cert-service", 1).expect("one a second");
+        let refused = charge("cert-service", 1).expect_err("over");
+        assert!(
+            refused.message().contains("cert-service"),
+            "{}",
+            refused.message()
+        );
     }
 }

@@ -128,6 +128,9 @@ pub struct AuthConfig {
     /// `api::access`); no entries: every authenticated principal may do
     /// everything.
     pub acl: Vec<AclEntry>,
+    /// Quotas by principal name: for client-certificate principals, which
+    /// have no token entry, or to override a token's `quota`.
+    pub quotas: BTreeMap<String, QuotaConfig>,
 }
 
 /// The grants of one principal (or of every principal matching a `*`
