@@ -13,3 +13,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --doc
 cargo nextest run --workspace --no-fail-fast
+# Fuzz every parser briefly when nightly + cargo-fuzz are there (skips
+# with a notice otherwise); scripts/fuzz.sh 300 for a longer run.
+scripts/fuzz.sh "${SWITCHYARD_FUZZ_SECONDS:-15}"
