@@ -669,18 +669,18 @@ impl Ingest {
         for (topic, partition, indexes, append_spans, result) in
             futures::future::join_all(appends).await
         {
-            if let Ok(base) = &result {
-                for (n, span) in append_spans.iter().enumerate() {
-                    spans::record_offset(span, base + n as u64);
+            if let Ok(offsets) = &result {
+                for (span, offset) in append_spans.iter().zip(offsets) {
+                    spans::record_offset(span, *offset);
                 }
             }
             drop(append_spans);
             for (n, i) in indexes.into_iter().enumerate() {
                 match (&result, outcomes[i].as_mut()) {
-                    (Ok(base), Some(Ok(stored))) => {
-                        stored
-                            .offsets
-                            .push((topic.clone(), partition, base + n as u64))
+                    (Ok(offsets), Some(Ok(stored))) => {
+                        if let Some(offset) = offsets.get(n) {
+                            stored.offsets.push((topic.clone(), partition, *offset));
+                        }
                     }
                     (Err(e), outcome) => {
                         if let Some(outcome) = outcome {

@@ -544,7 +544,7 @@ mod tests {
             let offset = log
                 .append(&scheduled, 0, vec![StoredEvent::encode(&event, &bus, &[])])
                 .await
-                .expect("append");
+                .expect("append")[0];
             schedule
                 .timers()
                 .add(when, offset, identity(&bus, "/s", &n.to_string()));

@@ -6,9 +6,11 @@ use crate::api::auth::Authenticator;
 use crate::api::quota::Quotas;
 use crate::api::{AdminService, PublisherService, SubscriberService};
 use crate::audit::AuditLog;
+use crate::config::Backend;
 use crate::config::BrokerConfig;
 use crate::delivery::{DeliveryError, Subscriptions};
 use crate::ingest::Ingest;
+use crate::log::kafka::KafkaLog;
 use crate::log::{EmbeddedLog, EventLog, LogError};
 use crate::model::{NameError, TopicName};
 use crate::reload::{RuleReloader, ensure_topics};
@@ -81,6 +83,8 @@ pub struct Broker {
     metrics: Arc<Metrics>,
     schedule: Schedule,
     audit: Arc<AuditLog>,
+    /// The Kafka backend, when used: its watermark poller runs while serving.
+    kafka: Option<Arc<KafkaLog>>,
 }
 
 impl Broker {
@@ -88,8 +92,17 @@ impl Broker {
     /// the config declares (and the topics rules target) when missing.
     pub fn open(config: BrokerConfig) -> Result<Broker, StartError> {
         let rules = RuleSet::load(&config.rules, &config.buses)?;
-        let log: Arc<dyn EventLog> =
-            Arc::new(EmbeddedLog::open(&config.data_dir, &config.storage)?);
+        let (log, kafka): (Arc<dyn EventLog>, _) = match config.backend {
+            Backend::Embedded => (
+                Arc::new(EmbeddedLog::open(&config.data_dir, &config.storage)?),
+                None,
+            ),
+            Backend::Kafka => {
+                let kafka = Arc::new(KafkaLog::connect(&config.kafka)?);
+                tracing::info!(brokers = %config.kafka.brokers, prefix = %config.kafka.topic_prefix, "topics in Kafka");
+                (Arc::clone(&kafka) as Arc<dyn EventLog>, Some(kafka))
+            }
+        };
         let declared = config
             .topics
             .iter()
@@ -151,6 +164,7 @@ impl Broker {
             metrics,
             schedule,
             audit,
+            kafka,
         })
     }
 
@@ -165,6 +179,9 @@ impl Broker {
         let addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
+        if let Some(kafka) = &self.kafka {
+            tokio::spawn(Arc::clone(kafka).poll_watermarks(token.clone()));
+        }
         let metrics = Arc::clone(&self.metrics);
         let tls = match &self.config.tls {
             Some(files) => {

@@ -30,11 +30,30 @@ pub struct BrokerProcess {
 
 /// Writes `config.yaml` (with `data_dir` and `listen` filled in) and
 /// `rules.yaml` into `dir`.
+///
+/// With `SWITCHYARD_TEST_KAFKA=HOST:PORT` set, the broker stores topics in
+/// that Kafka cluster (under a prefix of its own), so the same end-to-end
+/// suite runs against the Kafka backend (`scripts/test.sh` does this).
 pub fn write_config(dir: &Path, config: &str, rules: &str) -> PathBuf {
     std::fs::write(dir.join("rules.yaml"), rules).expect("write rules");
     let path = dir.join("config.yaml");
+    let backend = match std::env::var("SWITCHYARD_TEST_KAFKA") {
+        Ok(brokers) => {
+            let unique = dir
+                .file_name()
+                .map(|n| {
+                    n.to_string_lossy()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                })
+                .unwrap_or_default();
+            format!(
+                "backend: kafka\nkafka: {{brokers: \"{brokers}\", topic_prefix: \"t{unique}.\", timeout: 20s, settings: {{batch.num.messages: \"1\"}}}}\n"
+            )
+        }
+        Err(_) => String::new(),
+    };
     let text = format!(
-        "listen: 127.0.0.1:0\nmetrics_listen: 127.0.0.1:0\ndata_dir: {}\nrules: [rules.yaml]\n{config}",
+        "listen: 127.0.0.1:0\nmetrics_listen: 127.0.0.1:0\ndata_dir: {}\nrules: [rules.yaml]\n{config}\n{backend}",
         dir.join("data").display()
     );
     std::fs::write(&path, text).expect("write config");
@@ -396,4 +415,78 @@ pub async fn until_dead_letters(
     )
     .await;
     dead_letters(admin, subscription).await
+}
+
+/// librdkafka settings the tests use with tansu 0.6: one record per
+/// produce batch, as tansu reports the high watermark of a multi-record
+/// batch too low (docs/kafka.md).
+pub const TANSU_SETTINGS: [(&str, &str); 1] = [("batch.num.messages", "1")];
+
+/// A Kafka-protocol broker (tansu, in memory) on an ephemeral port, for
+/// the Kafka backend; killed on drop.
+pub struct Tansu {
+    child: Child,
+    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    pub brokers: String,
+}
+
+impl Tansu {
+    /// Starts `tansu broker` with its in-memory storage (from `$TANSU`, or
+    /// where `scripts/test.sh` installs it: `~/.cache/switchyard-tools/bin`)
+    /// and waits until it accepts connections. Panics with how to install
+    /// it when it is missing.
+    pub fn start() -> Tansu {
+        let binary = std::env::var("TANSU").unwrap_or_else(|_| {
+            std::env::var("HOME")
+                .map(|home| Path::new(&home).join(".cache/switchyard-tools/bin/tansu"))
+                .unwrap_or_default()
+                .display()
+                .to_string()
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log_path = std::env::temp_dir().join(format!("tansu-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("tansu log file");
+        let mut child = Command::new(&binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary}: {e}; scripts/test.sh installs it (cargo install tansu --version 0.6.0 --locked --features dynostore --root ~/.cache/switchyard-tools)")
+            });
+        let brokers = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&brokers).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!(
+                    "tansu exited with {status} (memory:// needs its `dynostore` feature):\n{log}"
+                );
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "tansu did not listen on {brokers}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tansu { child, brokers }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -28,7 +28,10 @@ impl From<LogError> for Status {
                 Code::InvalidArgument
             }
             LogError::Corrupt { .. } => Code::DataLoss,
-            LogError::Io { .. } | LogError::Failed(_) | LogError::Closed => Code::Unavailable,
+            LogError::Io { .. }
+            | LogError::Failed(_)
+            | LogError::Closed
+            | LogError::Kafka { .. } => Code::Unavailable,
         };
         Status::new(code, error.to_string())
     }

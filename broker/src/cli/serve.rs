@@ -3,7 +3,7 @@
 use super::{EXIT_INVALID, Failure};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use switchyard_broker::config::BrokerConfig;
+use switchyard_broker::config::{Backend, BrokerConfig};
 use switchyard_broker::server;
 
 /// Flags of `serve`; each overrides the config file.
@@ -24,6 +24,13 @@ pub(crate) struct ServeArgs {
     /// Rule file (YAML); repeat for several. Adds to the config's rules.
     #[arg(long = "rules")]
     rules: Vec<PathBuf>,
+    /// Where topics live: `embedded` (files under the data directory) or
+    /// `kafka` (a Kafka cluster; see --kafka-brokers) [default: embedded].
+    #[arg(long, value_enum, env = "SWITCHYARD_BACKEND")]
+    backend: Option<Backend>,
+    /// Kafka bootstrap servers for `--backend kafka`, HOST:PORT[,...].
+    #[arg(long, env = "SWITCHYARD_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
 }
 
 pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -46,6 +53,12 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
         config.data_dir = data_dir;
     }
     config.rules.extend(args.rules);
+    if let Some(backend) = args.backend {
+        config.backend = backend;
+    }
+    if let Some(brokers) = args.kafka_brokers {
+        config.kafka.brokers = brokers;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

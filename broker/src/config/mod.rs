@@ -83,6 +83,11 @@ pub struct BrokerConfig {
     pub limits: LimitsConfig,
     /// Duplicate detection of published events.
     pub dedup: DedupConfig,
+    /// Which log stores topics: `embedded` (files under `data_dir`) or
+    /// `kafka` (topics in a Kafka cluster, see `kafka`).
+    pub backend: Backend,
+    /// The Kafka cluster, for `backend: kafka`.
+    pub kafka: KafkaConfig,
     /// The embedded log.
     pub storage: StorageConfig,
     /// Delivery to subscribers.
@@ -189,6 +194,8 @@ impl Default for BrokerConfig {
             schemas: SchemasConfig::default(),
             limits: LimitsConfig::default(),
             dedup: DedupConfig::default(),
+            backend: Backend::default(),
+            kafka: KafkaConfig::default(),
             storage: StorageConfig::default(),
             delivery: DeliveryConfig::default(),
             buses: Vec::new(),
@@ -197,6 +204,47 @@ impl Default for BrokerConfig {
             auth: AuthConfig::default(),
             tls: None,
             audit_log: None,
+        }
+    }
+}
+
+/// Where topics are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Segment files under `data_dir` (one node).
+    #[default]
+    Embedded,
+    /// Topics in a Kafka cluster.
+    Kafka,
+}
+
+/// The Kafka cluster of `backend: kafka`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `HOST:PORT[,HOST:PORT...]`.
+    pub brokers: String,
+    /// Prepended to Switchyard topic names to make Kafka topic names.
+    pub topic_prefix: String,
+    /// Replicas of each topic Switchyard creates.
+    pub replication_factor: i32,
+    /// How long a Kafka operation may take before it fails.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further librdkafka settings for every client, e.g.
+    /// `security.protocol: SASL_SSL`.
+    pub settings: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "switchyard.".into(),
+            replication_factor: 1,
+            timeout: Duration::from_secs(30),
+            settings: BTreeMap::new(),
         }
     }
 }

@@ -811,7 +811,7 @@ impl Subscription {
             attempts = due.attempt - 1,
             reason = %due.reason,
             dead_letter_topic = %topic,
-            dead_letter_offset = written,
+            dead_letter_offset = written.first().copied(),
             "event dead-lettered"
         );
         Ok(())

@@ -229,10 +229,14 @@ impl EventLog for EmbeddedLog {
         topic: &TopicName,
         partition: u32,
         payloads: Vec<Bytes>,
-    ) -> BoxFuture<'static, Result<u64, LogError>> {
+    ) -> BoxFuture<'static, Result<Vec<u64>, LogError>> {
+        let count = payloads.len() as u64;
         match self.with_partition(topic, partition, |p| p.append(payloads)) {
             Ok(receiver) => receiver
-                .map(|reply| reply.unwrap_or(Err(LogError::Closed)))
+                .map(move |reply| {
+                    let base = reply.unwrap_or(Err(LogError::Closed))?;
+                    Ok((base..base + count).collect())
+                })
                 .boxed(),
             Err(e) => futures::future::ready(Err(e)).boxed(),
         }

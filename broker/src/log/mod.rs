@@ -3,6 +3,7 @@
 //! directory; a Kafka implementation can plug in behind the same trait.
 
 mod embedded;
+pub mod kafka;
 mod partition;
 mod record;
 mod segment;
@@ -101,6 +102,14 @@ pub enum LogError {
     /// The log is shutting down.
     #[error("the log is closed")]
     Closed,
+    /// A Kafka operation failed (the Kafka backend).
+    #[error("kafka: {context}: {message}")]
+    Kafka {
+        /// What was being done, e.g. `producing to switchyard.orders`.
+        context: String,
+        /// What librdkafka or the cluster said.
+        message: String,
+    },
 }
 
 impl LogError {
@@ -125,15 +134,16 @@ pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
     fn topics(&self) -> Vec<TopicInfo>;
     /// One topic.
     fn topic(&self, name: &TopicName) -> Result<TopicInfo, LogError>;
-    /// Appends records to a partition; resolves with the first record's
-    /// offset once they are durable (per the fsync policy). Concurrent
-    /// appends are group-committed.
+    /// Appends records to a partition; resolves with the offset each
+    /// record got, in order, once they are durable (per the fsync policy;
+    /// with Kafka, once acknowledged). Records of one call are in order but
+    /// need not be adjacent: another node may append between them.
     fn append(
         &self,
         topic: &TopicName,
         partition: u32,
         payloads: Vec<Bytes>,
-    ) -> BoxFuture<'static, Result<u64, LogError>>;
+    ) -> BoxFuture<'static, Result<Vec<u64>, LogError>>;
     /// Reads up to `max_records` durable records from offset `from` on.
     fn read(
         &self,

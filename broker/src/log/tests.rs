@@ -82,7 +82,7 @@ fn appends_read_back_across_segment_rolls_and_restarts() {
     // Appends continue after the recovered end.
     let next =
         block_on(log.append(&topic(), 0, vec![Bytes::from_static(b"after")])).expect("append");
-    assert_eq!(next, 300);
+    assert_eq!(next, vec![300]);
 }
 
 #[test]
@@ -305,7 +305,7 @@ fn group_commit_answers_concurrent_appends_with_distinct_offsets() {
         .collect();
     let mut bases: Vec<u64> = block_on(futures::future::join_all(futures))
         .into_iter()
-        .map(|r| r.expect("append"))
+        .map(|r| r.expect("append")[0])
         .collect();
     bases.sort_unstable();
     assert_eq!(bases, (0..200).map(|i| i * 2).collect::<Vec<_>>());
@@ -431,7 +431,7 @@ proptest! {
         let log = EmbeddedLog::open(dir.path(), &config).expect("recovers");
         prop_assert_eq!(read_all(&log), expected.clone());
         let next = block_on(log.append(&topic(), 0, vec![Bytes::from_static(b"next")])).expect("append");
-        prop_assert_eq!(next, expected.len() as u64);
+        prop_assert_eq!(next, vec![expected.len() as u64]);
         let mut after = expected;
         after.push(b"next".to_vec());
         prop_assert_eq!(read_all(&log), after);
