@@ -18,9 +18,9 @@
 //! ```
 //!
 //! - [`model`]: CloudEvent validation, names, the stored record, partitioning.
-//! - [`log`]: the [`log::EventLog`] trait and the embedded segmented log
+//! - [`log`]: the [`log::EventLog`] trait, the embedded segmented log
 //!   (length + CRC framing, sparse index, group commit, torn-tail recovery,
-//!   retention).
+//!   retention) and the Kafka backend ([`log::kafka`]).
 //! - [`rules`]: YAML rules compiled into patterns; routes events to topics.
 //! - [`schema`]: protobuf schemas registered at run time, for matching and validation.
 //! - [`ingest`]: validate → dedup → route → durable append.
