@@ -796,7 +796,7 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("{path}: {field}: {message}")]
     Invalid {
-        /// The file (or "<flags>" for command-line values).
+        /// The file (or `"<flags>"` for command-line values).
         path: PathBuf,
         /// The offending field.
         field: String,

@@ -137,7 +137,7 @@ pub struct Rule {
 pub type Routes = BTreeMap<TopicName, Vec<String>>;
 
 /// All rules, ready to match: each bus's enabled rules compiled into one
-/// [`matcher::Matcher`].
+/// matcher (an index over their literal fields).
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
