@@ -8,16 +8,19 @@
 //!
 //! `cargo bench -p switchyard-broker --bench publish_deliver -- [--events N]
 //! [--publishers P] [--batch B] [--rate R] [--seconds S] [--partitions N]
-//! [--otlp URL]`
+//! [--otlp URL] [--kafka HOST:PORT]`
 //!
 //! `--otlp URL` turns tracing on (SDK and broker spans exported to URL), to
-//! measure what spans cost.
+//! measure what spans cost. `--kafka HOST:PORT` stores topics in that Kafka
+//! cluster (the Kafka backend) instead of the embedded log.
 
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use switchyard_broker::config::{BrokerConfig, SubscriptionConfig, TopicConfig};
+use switchyard_broker::config::{
+    Backend, BrokerConfig, KafkaConfig, SubscriptionConfig, TopicConfig,
+};
 use switchyard_broker::server::Broker;
 use switchyard_sdk::proto;
 use switchyard_sdk::proto::subscribe_request::Request;
@@ -44,6 +47,8 @@ struct Options {
     backlog: u64,
     /// OTLP endpoint: export spans there (tracing on).
     otlp: Option<String>,
+    /// Kafka bootstrap servers: use the Kafka backend.
+    kafka: Option<String>,
 }
 
 fn options() -> Options {
@@ -57,6 +62,7 @@ fn options() -> Options {
         nack_percent: 0,
         backlog: 0,
         otlp: None,
+        kafka: None,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -71,6 +77,7 @@ fn options() -> Options {
             "--nack-percent" => options.nack_percent = value,
             "--backlog" => options.backlog = value,
             "--otlp" => options.otlp = Some(pair[1].clone()),
+            "--kafka" => options.kafka = Some(pair[1].clone()),
             _ => {}
         }
     }
@@ -91,7 +98,8 @@ fn bench_event(n: u64) -> proto::CloudEvent {
 }
 
 /// Starts a broker in-process; returns its URL.
-async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<String> {
+async fn start_broker(dir: &std::path::Path, options: &Options) -> anyhow::Result<String> {
+    let partitions = options.partitions;
     let rules = dir.join("rules.yaml");
     std::fs::write(
         &rules,
@@ -124,6 +132,20 @@ async fn start_broker(dir: &std::path::Path, partitions: u32) -> anyhow::Result<
             },
         }],
         ..BrokerConfig::default()
+    };
+    let config = match &options.kafka {
+        Some(brokers) => BrokerConfig {
+            backend: Backend::Kafka,
+            kafka: KafkaConfig {
+                brokers: brokers.clone(),
+                topic_prefix: format!("bench{}.", now_nanos()),
+                // tansu 0.6 needs one record per produce batch (docs/kafka.md).
+                settings: [("batch.num.messages".to_string(), "1".to_string())].into(),
+                ..KafkaConfig::default()
+            },
+            ..config
+        },
+        None => config,
     };
     let broker = Broker::open(config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -216,7 +238,7 @@ fn report(name: &str, events: u64, elapsed: Duration, histogram: &Histogram<u64>
 
 async fn throughput(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let url = start_broker(dir.path(), options.partitions).await?;
+    let url = start_broker(dir.path(), options).await?;
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let total = options.events - options.events % (options.publishers * options.batch);
     let consumer = tokio::spawn(consume(
@@ -269,7 +291,7 @@ async fn throughput(options: &Options) -> anyhow::Result<()> {
 
 async fn steady(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let url = start_broker(dir.path(), options.partitions).await?;
+    let url = start_broker(dir.path(), options).await?;
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     // Ticks of 1 ms; each tick publishes rate/1000 events as one batch.
     let per_tick = (options.rate / 1000).max(1);
@@ -333,7 +355,7 @@ fn memory_mib() -> (f64, f64) {
 /// generator) before and after.
 async fn stalled(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let url = start_broker(dir.path(), options.partitions).await?;
+    let url = start_broker(dir.path(), options).await?;
     let (requests, rx) = mpsc::channel(16);
     requests
         .send(proto::SubscribeRequest {
