@@ -44,7 +44,8 @@ pub struct KafkaLog {
     /// Fetches on cache misses, watermarks, offsets by time, metadata.
     reader: Mutex<BaseConsumer>,
     topics: RwLock<HashMap<TopicName, TopicInfo>>,
-    partitions: RwLock<HashMap<(TopicName, u32), Arc<PartitionState>>>,
+    /// Per topic this node has touched, the state of each partition.
+    partitions: RwLock<HashMap<TopicName, Vec<Arc<PartitionState>>>>,
     notifies: RwLock<HashMap<TopicName, Arc<Notify>>>,
 }
 
@@ -154,25 +155,31 @@ impl KafkaLog {
         topic: &TopicName,
         partition: u32,
     ) -> Result<Arc<PartitionState>, LogError> {
-        let info = self.topic(topic)?;
-        if partition >= info.partitions {
-            return Err(LogError::NoSuchPartition {
-                topic: topic.to_string(),
-                partition,
-                partitions: info.partitions,
-            });
-        }
-        let key = (topic.clone(), partition);
-        if let Some(state) = self
+        let pick = |states: &[Arc<PartitionState>]| {
+            states
+                .get(partition as usize)
+                .cloned()
+                .ok_or_else(|| LogError::NoSuchPartition {
+                    topic: topic.to_string(),
+                    partition,
+                    partitions: states.len() as u32,
+                })
+        };
+        if let Some(states) = self
             .partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(topic)
         {
-            return Ok(Arc::clone(state));
+            return pick(states);
         }
+        let count = self.topic(topic)?.partitions;
         let mut partitions = self.partitions.write().unwrap_or_else(|e| e.into_inner());
-        Ok(Arc::clone(partitions.entry(key).or_default()))
+        pick(
+            partitions
+                .entry(topic.clone())
+                .or_insert_with(|| (0..count).map(|_| Arc::default()).collect()),
+        )
     }
 
     fn notify(&self, topic: &TopicName) -> Arc<Notify> {
@@ -344,8 +351,8 @@ impl KafkaLog {
                 .partitions
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .keys()
-                .cloned()
+                .iter()
+                .flat_map(|(topic, states)| (0..states.len() as u32).map(|p| (topic.clone(), p)))
                 .collect();
             let this = Arc::clone(&self);
             let _ = tokio::task::spawn_blocking(move || {
@@ -370,6 +377,12 @@ fn is_not_yet_known(error: &KafkaError) -> bool {
                 | RDKafkaErrorCode::LeaderNotAvailable
         )
     )
+}
+
+/// Waits for a librdkafka admin future (completed by librdkafka's own
+/// thread) without stalling the async workers.
+fn admin_call<F: std::future::Future>(future: F) -> F::Output {
+    blocking(|| futures::executor::block_on(future))
 }
 
 /// Runs blocking network work (a librdkafka call) without stalling the
@@ -397,10 +410,8 @@ impl EventLog for KafkaLog {
             partitions as i32,
             TopicReplication::Fixed(self.config.replication_factor),
         );
-        let results = blocking(|| {
-            futures::executor::block_on(self.admin.create_topics([&topic], &self.options()))
-        })
-        .map_err(|e| kafka_error("create topic", e))?;
+        let results = admin_call(self.admin.create_topics([&topic], &self.options()))
+            .map_err(|e| kafka_error("create topic", e))?;
         for result in results {
             match result {
                 Ok(_) => {}
@@ -424,10 +435,8 @@ impl EventLog for KafkaLog {
     fn delete_topic(&self, name: &TopicName) -> Result<(), LogError> {
         self.topic(name)?;
         let kafka_name = self.kafka_name(name);
-        let results = blocking(|| {
-            futures::executor::block_on(self.admin.delete_topics(&[&kafka_name], &self.options()))
-        })
-        .map_err(|e| kafka_error("delete topic", e))?;
+        let results = admin_call(self.admin.delete_topics(&[&kafka_name], &self.options()))
+            .map_err(|e| kafka_error("delete topic", e))?;
         for result in results {
             if let Err((topic, code)) = result {
                 return Err(kafka_error(&format!("delete {topic}"), code));
@@ -440,7 +449,7 @@ impl EventLog for KafkaLog {
         self.partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(topic, _), _| topic != name);
+            .remove(name);
         Ok(())
     }
 
@@ -558,15 +567,9 @@ impl EventLog for KafkaLog {
         max_records: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
         let state = self.partition(topic, partition)?;
-        let mut offsets = self.watermarks(topic, partition, false)?;
-        if from >= offsets.end {
-            // The cache may know of newer local appends than the watermark.
-            let cached = state.cached(from, max_records);
-            if !cached.is_empty() {
-                return Ok(cached);
-            }
-            offsets = self.watermarks(topic, partition, true)?;
-        }
+        // Cached for at most WATERMARK_TTL, raised by this node's appends and
+        // refreshed by the poller: a caught-up reader asks Kafka no more often.
+        let offsets = self.watermarks(topic, partition, false)?;
         let from = from.max(offsets.start);
         let cached = state.cached(from, max_records);
         if !cached.is_empty() {
@@ -607,10 +610,8 @@ impl EventLog for KafkaLog {
                 Offset::Offset(offset as i64),
             )
             .map_err(|e| kafka_error("delete records", e))?;
-        let result = blocking(|| {
-            futures::executor::block_on(self.admin.delete_records(&before, &self.options()))
-        })
-        .map_err(|e| kafka_error("delete records", e))?;
+        let result = admin_call(self.admin.delete_records(&before, &self.options()))
+            .map_err(|e| kafka_error("delete records", e))?;
         let start = result
             .elements()
             .first()
