@@ -540,7 +540,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::CancelScheduledRequest>,
     ) -> Result<Response<proto::CancelScheduledResponse>, Status> {
-        let bus = super::bus_or_default(&request.get_ref().bus);
+        let bus = super::bus_or_default(&request.get_ref().bus).to_string();
         let bus = bus.as_str();
         let grant = (Action::Publish, bus);
         self.change(request, "CancelScheduled", grant, |r| async move {

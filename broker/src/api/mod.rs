@@ -15,10 +15,10 @@ pub use subscribe::SubscriberService;
 pub(crate) use subscribe::delivery_to_proto;
 
 /// The bus a request names, `default` when it names none.
-fn bus_or_default(bus: &str) -> String {
+fn bus_or_default(bus: &str) -> &str {
     if bus.is_empty() {
-        crate::rules::DEFAULT_BUS.to_string()
+        crate::rules::DEFAULT_BUS
     } else {
-        bus.to_string()
+        bus
     }
 }

@@ -1,6 +1,7 @@
 //! `Publisher.Publish`.
 
 use super::access::{Access, Action};
+use super::auth::Principal;
 use super::quota::Quotas;
 use super::status::rejection_code;
 use crate::ingest::{Ingest, Rejection};
@@ -40,16 +41,22 @@ impl Publisher for PublisherService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let bus = super::bus_or_default(&request.get_ref().bus);
-        let principal = self
-            .access
-            .check(&request, "Publish", Action::Publish, &bus)?;
-        let (metadata, _, request) = request.into_parts();
+        let (metadata, extensions, request) = request.into_parts();
+        let anonymous;
+        let principal = match extensions.get::<Principal>() {
+            Some(principal) => principal,
+            None => {
+                anonymous = Principal::anonymous();
+                &anonymous
+            }
+        };
+        let bus = super::bus_or_default(&request.bus);
+        self.access
+            .authorize(principal, "Publish", Action::Publish, bus)?;
         self.quotas
-            .charge_publish(Some(&principal), request.events.len(), || {
+            .charge_publish(Some(principal), request.events.len(), || {
                 prost::Message::encoded_len(&request)
             })?;
-        let bus = bus.as_str();
         let span = spans::publish_request(bus, request.events.len(), || {
             context::from_metadata(&metadata)
         });
