@@ -49,15 +49,6 @@ subscriptions:
     )
 }
 
-const RULES: &str = "
-rules:
-  - name: orders
-    pattern:
-      type: [order.placed]
-    targets:
-      - topic: orders
-";
-
 /// The status of a refused SDK call.
 fn status(error: SdkError) -> tonic::Status {
     match error {
@@ -100,7 +91,7 @@ fn has_record(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_action_is_allowed_by_its_grant_and_denied_without_it() {
-    let (_dir, broker) = start_broker(&config(), RULES);
+    let (_dir, broker) = start_broker(&config(), ORDER_RULES);
     let connect = |token: &'static str| {
         let url = broker.url.clone();
         async move {
@@ -309,7 +300,7 @@ async fn each_action_is_allowed_by_its_grant_and_denied_without_it() {
     // A rule reload is an audited change too.
     std::fs::write(
         broker.dir.join("rules.yaml"),
-        RULES.replace("order.placed", "order.created"),
+        ORDER_RULES.replace("order.placed", "order.created"),
     )
     .expect("rules");
     broker.signal("HUP");
@@ -321,7 +312,7 @@ async fn each_action_is_allowed_by_its_grant_and_denied_without_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_tokens_are_unauthenticated() {
-    let (_dir, broker) = start_broker(&config(), RULES);
+    let (_dir, broker) = start_broker(&config(), ORDER_RULES);
     let client = broker.client().await.with_token(EXPIRED).expect("token");
     let refused = status(
         client
@@ -358,7 +349,7 @@ fn grants_without_authentication_and_malformed_grants_stop_the_start() {
         ),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = write_config(dir.path(), config, RULES);
+        let path = write_config(dir.path(), config, ORDER_RULES);
         let output = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&path)

@@ -34,15 +34,6 @@ subscriptions:
     )
 }
 
-const RULES: &str = "
-rules:
-  - name: orders
-    pattern:
-      type: [order.placed]
-    targets:
-      - topic: orders
-";
-
 fn code(error: &SdkError) -> tonic::Code {
     match error {
         SdkError::Status(status) => status.code(),
@@ -52,7 +43,7 @@ fn code(error: &SdkError) -> tonic::Code {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_need_a_known_token() {
-    let (_dir, broker) = start_broker(&config(), RULES);
+    let (_dir, broker) = start_broker(&config(), ORDER_RULES);
     let placed = || event("o1", "order.placed", "k", serde_json::json!({}));
 
     let anonymous = Client::connect(broker.url.clone()).await.expect("connect");
@@ -117,7 +108,7 @@ async fn calls_need_a_known_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_with_the_token_receives_events() {
-    let (_dir, broker) = start_broker(&config(), RULES);
+    let (_dir, broker) = start_broker(&config(), ORDER_RULES);
     let client = broker.client().await.with_token(TOKEN).expect("token");
     client
         .publish(
@@ -172,7 +163,7 @@ fn token_hash_prints_what_the_config_wants_and_bad_hashes_stop_the_start() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = "auth:\n  tokens:\n    - principal: x\n      sha256: not-a-hash\n";
-    write_config(dir.path(), config, RULES);
+    write_config(dir.path(), config, ORDER_RULES);
     let output = Command::new(binary())
         .args(["serve", "--config"])
         .arg(dir.path().join("config.yaml"))
@@ -189,7 +180,7 @@ fn token_hash_prints_what_the_config_wants_and_bad_hashes_stop_the_start() {
 #[test]
 fn serving_beyond_loopback_without_auth_warns() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_config(dir.path(), "", RULES);
+    write_config(dir.path(), "", ORDER_RULES);
     let broker = BrokerProcess::start_with(dir.path(), &["--listen", "0.0.0.0:0"]);
     assert!(
         broker.log().contains("WITHOUT authentication"),
@@ -201,7 +192,7 @@ fn serving_beyond_loopback_without_auth_warns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_throttle_publishes_and_streams_per_principal() {
     use switchyard_sdk::proto;
-    let (_dir, broker) = start_broker(&config(), RULES);
+    let (_dir, broker) = start_broker(&config(), ORDER_RULES);
     let client = broker.client().await.with_token(BULK).expect("token");
     let batch = |n: usize, tag: &str| proto::PublishRequest {
         bus: "default".into(),

@@ -19,15 +19,6 @@ subscriptions:
     topic: orders
 ";
 
-const RULES: &str = "
-rules:
-  - name: orders
-    pattern:
-      type: [order.placed]
-    targets:
-      - topic: orders
-";
-
 fn rejection(result: &Result<switchyard_sdk::Published, SdkError>) -> (Code, String, String) {
     match result {
         Err(SdkError::Rejected {
@@ -42,7 +33,7 @@ fn rejection(result: &Result<switchyard_sdk::Published, SdkError>) -> (Code, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_are_rejected_by_field_and_the_rest_of_the_batch_is_stored() {
-    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
     let client = broker.client().await;
     let good = |id: &str| event(id, "order.placed", "k", serde_json::json!({}));
     let mut no_id = good("x");
@@ -106,7 +97,7 @@ async fn invalid_events_are_rejected_by_field_and_the_rest_of_the_batch_is_store
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_level_errors_have_the_right_codes() {
-    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
     let client = broker.client().await;
     let status = |e: SdkError| match e {
         SdkError::Status(status) => status,
@@ -203,8 +194,10 @@ fn serve_output(
 
 #[test]
 fn malformed_config_yaml_refuses_to_start_naming_file_and_line() {
-    let (output, path, _dir) =
-        serve_output("storage:\n  fsync: always\n  segment_bytez: 5\n", RULES);
+    let (output, path, _dir) = serve_output(
+        "storage:\n  fsync: always\n  segment_bytez: 5\n",
+        ORDER_RULES,
+    );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");
@@ -226,7 +219,7 @@ fn malformed_rules_refuse_to_start_naming_file_and_line() {
 
 #[tokio::test]
 async fn the_broker_internal_topics_cannot_be_created_deleted_or_subscribed() {
-    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
     let mut admin = broker.admin().await;
     let deleted = admin
         .delete_topic(proto::DeleteTopicRequest {

@@ -13,15 +13,6 @@ use std::path::Path;
 use std::time::Duration;
 use support::*;
 
-const RULES: &str = "
-rules:
-  - name: orders
-    pattern:
-      type: [order.placed]
-    targets:
-      - topic: orders
-";
-
 fn config(dir: &Path, tansu: &Tansu) {
     write_config(
         dir,
@@ -41,7 +32,7 @@ subscriptions:
 ",
             tansu.brokers
         ),
-        RULES,
+        ORDER_RULES,
     );
 }
 

@@ -21,18 +21,9 @@ subscriptions:
     max_in_flight: 5
 ";
 
-const RULES: &str = "
-rules:
-  - name: orders
-    pattern:
-      type: [order.placed]
-    targets:
-      - topic: orders
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_arrive_once_in_partition_order_and_stay_acked() {
-    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
     let client = broker.client().await;
     let mut published = HashSet::new();
     for batch in 0..20 {
@@ -133,7 +124,7 @@ async fn ten_thousand_events_arrive_once_in_partition_order_and_stay_acked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_of_one_subscription_share_its_events() {
-    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
     let client = broker.client().await;
     let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -209,7 +200,7 @@ async fn consumers_of_one_subscription_share_its_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_deliveries_come_again_after_a_reconnect() {
-    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
     let client = broker.client().await;
     let events: Vec<_> = (0..10)
         .map(|n| {
@@ -255,7 +246,7 @@ async fn unacked_deliveries_come_again_after_a_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republishing_an_event_is_flagged_as_a_duplicate() {
-    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
     let client = broker.client().await;
     let original = event("dup-1", "order.placed", "k", serde_json::json!({}));
     let first = client
@@ -290,7 +281,7 @@ async fn republishing_an_event_is_flagged_as_a_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_handler_gets_batches_and_only_its_failures_come_again() {
-    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
     let client = broker.client().await;
     let events = (0..12)
         .map(|n| {

@@ -47,15 +47,6 @@ fn certificates(dir: &Path) {
     certificates_named(dir, "");
 }
 
-const RULES: &str = "
-rules:
-  - name: orders
-    pattern:
-      type: [order.placed]
-    targets:
-      - topic: orders
-";
-
 /// A TLS broker (mutual when `mutual`); returns its https URL.
 fn start_tls(dir: &Path, mutual: bool) -> (BrokerProcess, String) {
     start_tls_with(dir, mutual, "")
@@ -68,7 +59,7 @@ fn start_tls_with(dir: &Path, mutual: bool, config: &str) -> (BrokerProcess, Str
     write_config(
         dir,
         &format!("tls:\n  cert: server.pem\n  key: server.key{client_ca}\n{config}"),
-        RULES,
+        ORDER_RULES,
     );
     let broker = BrokerProcess::start(dir);
     let port = broker.url.rsplit(':').next().expect("port").to_string();
@@ -161,7 +152,7 @@ fn a_missing_certificate_file_stops_the_start_naming_it() {
     write_config(
         dir.path(),
         "tls:\n  cert: nope.pem\n  key: nope.key\n",
-        RULES,
+        ORDER_RULES,
     );
     let output = Command::new(binary())
         .args(["serve", "--config"])

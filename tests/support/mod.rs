@@ -28,6 +28,17 @@ pub struct BrokerProcess {
     log_path: PathBuf,
 }
 
+/// Rules that route `order.placed` events to topic `orders`, the shape
+/// most end-to-end tests need.
+pub const ORDER_RULES: &str = "
+rules:
+  - name: orders
+    pattern:
+      type: [order.placed]
+    targets:
+      - topic: orders
+";
+
 /// Writes `config.yaml` (with `data_dir` and `listen` filled in) and
 /// `rules.yaml` into `dir`.
 ///
