@@ -179,6 +179,7 @@ impl Broker {
         let addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
+        tokio::spawn(Arc::clone(&self.subscriptions).follow_catalog(token.clone()));
         if let Some(kafka) = &self.kafka {
             tokio::spawn(Arc::clone(kafka).poll_watermarks(token.clone()));
         }

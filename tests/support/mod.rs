@@ -246,8 +246,13 @@ impl BrokerProcess {
 }
 
 impl Drop for BrokerProcess {
+    /// Stops the broker; when the test is failing, prints its log (the
+    /// temporary directory holding it is removed next).
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- log of the broker at {} ---\n{}", self.url, self.log());
+        }
     }
 }
 

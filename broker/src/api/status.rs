@@ -53,6 +53,7 @@ impl From<DeliveryError> for Status {
             DeliveryError::InvalidSpec { .. } | DeliveryError::Name(_) => Code::InvalidArgument,
             DeliveryError::Log(_) | DeliveryError::Io { .. } => Code::Unavailable,
             DeliveryError::Undecodable { .. } => Code::DataLoss,
+            DeliveryError::OwnedElsewhere { .. } => Code::FailedPrecondition,
         };
         Status::new(code, error.to_string())
     }

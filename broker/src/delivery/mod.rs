@@ -3,6 +3,7 @@
 //! progress. At-least-once: the committed offset advances only over
 //! contiguous acked events, so a crash or disconnect redelivers, never loses.
 
+mod catalog;
 mod cursor;
 mod ordering;
 mod store;
@@ -14,6 +15,7 @@ pub use subscription::{
 };
 
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
+use crate::log::Source;
 use crate::log::{EventLog, LogError};
 use crate::model::{NameError, StoredEvent, SubscriptionName, TopicName};
 use crate::telemetry::metrics::{Metrics, SubscriptionLag};
@@ -61,6 +63,17 @@ pub enum DeliveryError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Partitions are being delivered by another node (consumer groups).
+    #[error(
+        "subscription '{subscription}': partitions {partitions:?} are delivered by another broker node right now; \
+         seek through the node its consumers are connected to (or while none are connected)"
+    )]
+    OwnedElsewhere {
+        /// The subscription.
+        subscription: String,
+        /// The cursors this node does not own.
+        partitions: Vec<u32>,
+    },
     /// A stored record could not be decoded.
     #[error(
         "topic '{topic}' partition {partition} offset {offset}: stored event cannot be decoded: {reason}"
@@ -98,11 +111,18 @@ pub(super) struct Shared {
 }
 
 /// All subscriptions of the broker.
+///
+/// With a single-node log, definitions and committed offsets are files
+/// under the data directory. With consumer groups (Kafka), definitions
+/// are shared by every node through the catalog topic ([`catalog`]) and
+/// committed offsets live in each subscription's consumer group.
 #[derive(Debug)]
 pub struct Subscriptions {
     shared: Shared,
     dir: PathBuf,
     subscriptions: RwLock<BTreeMap<SubscriptionName, Arc<Subscription>>>,
+    /// The next catalog record to apply (shared definitions only).
+    catalog_next: std::sync::Mutex<u64>,
 }
 
 impl Subscriptions {
@@ -119,34 +139,94 @@ impl Subscriptions {
             metrics,
         };
         let dir = data_dir.join("subscriptions");
-        let mut subscriptions = BTreeMap::new();
-        for (spec, committed) in store::load_all(&dir)? {
-            let name = SubscriptionName::new(spec.name.clone())?;
-            let topic = TopicName::new(spec.topic.clone())?;
-            let info = match log.topic(&topic) {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::error!(subscription = %name, error = %e, "subscription's topic is missing; not loading it");
-                    continue;
-                }
-            };
-            let redrive = ensure_redrive_topic(log.as_ref(), &spec)?;
-            let subscription = Subscription::new(
-                spec,
-                info,
-                committed,
-                &shared,
-                dir.join(name.as_str()),
-                redrive,
-            )?;
-            subscriptions.insert(name, Arc::new(subscription));
-        }
-        tracing::info!(subscriptions = subscriptions.len(), "subscriptions loaded");
-        Ok(Subscriptions {
+        let this = Subscriptions {
             shared,
             dir,
-            subscriptions: RwLock::new(subscriptions),
-        })
+            subscriptions: RwLock::default(),
+            catalog_next: std::sync::Mutex::new(0),
+        };
+        if log.groups().is_some() {
+            catalog::ensure(log.as_ref())?;
+            this.apply_catalog()?;
+        } else {
+            for (spec, committed) in store::load_all(&this.dir)? {
+                if let Err(e) = this.load(spec.clone(), committed) {
+                    tracing::error!(subscription = %spec.name, error = %e, "cannot load the subscription");
+                }
+            }
+        }
+        tracing::info!(subscriptions = this.list().len(), "subscriptions loaded");
+        Ok(this)
+    }
+
+    /// Builds a subscription from its stored definition and adds it
+    /// (replacing one of the same name).
+    fn load(&self, spec: SubscriptionConfig, committed: Vec<u64>) -> Result<(), DeliveryError> {
+        let name = SubscriptionName::new(spec.name.clone())?;
+        let topic = TopicName::new(spec.topic.clone())?;
+        let info = self.shared.log.topic(&topic)?;
+        let redrive = ensure_redrive_topic(self.shared.log.as_ref(), &spec)?;
+        let subscription = Subscription::new(
+            spec,
+            info,
+            committed,
+            &self.shared,
+            self.dir.join(name.as_str()),
+            redrive,
+        )?;
+        let replaced = self
+            .subscriptions
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(name, Arc::new(subscription));
+        if let Some(replaced) = replaced {
+            replaced.mark_deleted();
+        }
+        Ok(())
+    }
+
+    /// Applies the catalog records other nodes (and this one) wrote since
+    /// the last call: definitions added, replaced or deleted.
+    fn apply_catalog(&self) -> Result<(), DeliveryError> {
+        let mut next = self.catalog_next.lock().map_err(|_| poisoned())?;
+        let (entries, end) = catalog::read(self.shared.log.as_ref(), *next)?;
+        for (name, definition) in entries {
+            let current = self.get(&name).ok();
+            match (definition, current) {
+                (Some(spec), Some(current)) if current.spec() == &spec => {}
+                (Some(spec), _) => {
+                    if let Err(error) = self.load(spec, Vec::new()) {
+                        tracing::error!(subscription = %name, %error, "cannot load the subscription defined by another node");
+                    }
+                }
+                (None, Some(_)) => self.forget(&name)?,
+                (None, None) => {}
+            }
+        }
+        *next = end;
+        Ok(())
+    }
+
+    /// Follows the catalog until `shutdown` (logs with consumer groups):
+    /// subscriptions created or deleted through other nodes appear and
+    /// disappear here within about [`CATALOG_POLL`].
+    pub async fn follow_catalog(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.shared.log.groups().is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(CATALOG_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let this = Arc::clone(&self);
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || this.apply_catalog()).await
+            {
+                tracing::warn!(%error, "cannot read the subscription catalog");
+            }
+        }
     }
 
     /// Creates a subscription. Creating one that exists with the same
@@ -191,18 +271,21 @@ impl Subscriptions {
             };
         }
         let committed = (0..info.partitions)
-            .map(|p| {
-                let offsets = self.shared.log.offsets(&topic, p)?;
-                Ok(match spec.start {
-                    StartPosition::Earliest => offsets.start,
-                    StartPosition::Latest => offsets.end,
-                    StartPosition::Time(ms) => self.shared.log.offset_for_time(&topic, p, ms)?,
-                })
-            })
+            .map(|p| start_offset(self.shared.log.as_ref(), &topic, p, spec.start))
             .collect::<Result<Vec<u64>, LogError>>()?;
         let sub_dir = self.dir.join(name.as_str());
         let redrive = ensure_redrive_topic(self.shared.log.as_ref(), &spec)?;
-        store::create(&sub_dir, &spec, &committed)?;
+        if let Some(groups) = self.shared.log.groups() {
+            let offsets: Vec<(Source, u64)> = committed
+                .iter()
+                .enumerate()
+                .map(|(p, &offset)| ((topic.clone(), p as u32), offset))
+                .collect();
+            groups.commit_idle(&spec.name, &offsets)?;
+            catalog::write(self.shared.log.as_ref(), &spec.name, Some(&spec))?;
+        } else {
+            store::create(&sub_dir, &spec, &committed)?;
+        }
         let subscription = Arc::new(Subscription::new(
             spec,
             info,
@@ -338,16 +421,17 @@ impl Subscriptions {
     /// Deletes a subscription and its stored offsets; connected consumers
     /// get NOT_FOUND on their next poll.
     pub fn delete(&self, name: &str) -> Result<(), DeliveryError> {
-        let key = SubscriptionName::new(name)
-            .map_err(|_| DeliveryError::SubscriptionNotFound(name.to_string()))?;
-        let subscription = self
-            .subscriptions
-            .write()
-            .map_err(|_| poisoned())?
-            .remove(&key)
-            .ok_or_else(|| DeliveryError::SubscriptionNotFound(name.to_string()))?;
-        subscription.mark_deleted();
-        store::remove(&self.dir.join(key.as_str()))?;
+        let subscription = self.get(name)?;
+        if let Some(groups) = self.shared.log.groups() {
+            catalog::write(self.shared.log.as_ref(), name, None)?;
+            self.forget(name)?;
+            if let Err(error) = groups.delete(name) {
+                tracing::warn!(subscription = %name, %error, "could not delete the consumer group (its committed offsets stay in Kafka)");
+            }
+        } else {
+            self.forget(name)?;
+        }
+        store::remove(&self.dir.join(subscription.name()))?;
         if subscription.spec().dead_letter_topic.is_some() {
             match self.shared.log.delete_topic(&redrive_topic_name(name)?) {
                 Ok(()) | Err(LogError::TopicNotFound(_)) => {}
@@ -355,6 +439,21 @@ impl Subscriptions {
             }
         }
         tracing::info!(subscription = %name, "subscription deleted");
+        Ok(())
+    }
+
+    /// Removes a subscription from this node; its consumers get NOT_FOUND.
+    fn forget(&self, name: &str) -> Result<(), DeliveryError> {
+        let key = SubscriptionName::new(name)
+            .map_err(|_| DeliveryError::SubscriptionNotFound(name.to_string()))?;
+        if let Some(subscription) = self
+            .subscriptions
+            .write()
+            .map_err(|_| poisoned())?
+            .remove(&key)
+        {
+            subscription.mark_deleted();
+        }
         Ok(())
     }
 
@@ -399,6 +498,23 @@ impl Subscriptions {
         let this = Arc::clone(&self);
         let _ = tokio::task::spawn_blocking(move || this.flush()).await;
     }
+}
+
+/// How often other nodes' subscription changes are looked for.
+pub const CATALOG_POLL: Duration = Duration::from_secs(1);
+
+/// Where a new subscription starts on one partition of its topic.
+pub(super) fn start_offset(
+    log: &dyn EventLog,
+    topic: &TopicName,
+    partition: u32,
+    start: StartPosition,
+) -> Result<u64, LogError> {
+    Ok(match start {
+        StartPosition::Earliest => log.offsets(topic, partition)?.start,
+        StartPosition::Latest => log.offsets(topic, partition)?.end,
+        StartPosition::Time(ms) => log.offset_for_time(topic, partition, ms)?,
+    })
 }
 
 /// The private topic redriven dead letters come back through:

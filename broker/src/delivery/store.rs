@@ -93,6 +93,8 @@ pub(super) fn save_redriven(
     dir: &Path,
     redriven: &std::collections::BTreeSet<(u32, u64)>,
 ) -> Result<(), DeliveryError> {
+    // With shared definitions (Kafka), the directory holds only this file.
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     write_atomic(
         &dir.join(REDRIVEN),
         &serde_json::to_vec(redriven).unwrap_or_default(),

@@ -6,14 +6,17 @@ use super::ordering::KeyOrder;
 use super::store;
 use super::{DeliveryError, Shared};
 use crate::config::{Ordering, SubscriptionConfig};
-use crate::log::{EventLog, LogError, LogRecord, PartitionOffsets, TopicInfo};
+use crate::log::{
+    EventLog, GroupListener, GroupMembership, LogError, LogRecord, PartitionOffsets, Source,
+    TopicInfo,
+};
 use crate::model::{DeadLetter, StoredEvent, TopicName, partition_for, partition_key};
 use crate::rules::{Pattern, event_view};
 use crate::telemetry::metrics::{SubscriptionLag, SubscriptionMetrics};
 use crate::telemetry::spans::{self, Settlement};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use switchyard_sdk::telemetry::{context, exporting};
 use tokio::sync::Notify;
@@ -176,6 +179,12 @@ struct State {
     epoch: u32,
     /// Per partition: which keys are busy (ordering by key only).
     keys: Vec<KeyOrder>,
+    /// Per cursor: whether this node delivers it. Always with a
+    /// single-node log; with consumer groups, what the group assigned.
+    owned: Vec<bool>,
+    /// The current group membership's number (0: none); callbacks of an
+    /// earlier membership that is still leaving are ignored.
+    member: u64,
     /// Rate limit token bucket: tokens left and when they were counted.
     tokens: f64,
     tokens_at: Instant,
@@ -187,6 +196,41 @@ struct State {
     traces: HashMap<(u32, u64), Span>,
 }
 
+/// This node's seat in the subscription's consumer group (logs with
+/// consumer groups only), held while consumers are connected here.
+struct Seat {
+    membership: Box<dyn GroupMembership>,
+    /// Kept alive for the membership, which holds it weakly.
+    _member: Arc<dyn GroupListener>,
+}
+
+impl std::fmt::Debug for Seat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seat").finish_non_exhaustive()
+    }
+}
+
+/// Relays one membership's rebalances to its subscription.
+struct Member {
+    subscription: Weak<Subscription>,
+    id: u64,
+}
+
+impl GroupListener for Member {
+    fn assigned(&self, sources: &[(usize, Option<u64>)]) {
+        if let Some(subscription) = self.subscription.upgrade() {
+            subscription.assign(self.id, sources);
+        }
+    }
+
+    fn revoked(&self, sources: &[usize]) -> Vec<(usize, u64)> {
+        self.subscription
+            .upgrade()
+            .map(|subscription| subscription.revoke(self.id, sources))
+            .unwrap_or_default()
+    }
+}
+
 /// A named consumer group on one topic.
 #[derive(Debug)]
 pub struct Subscription {
@@ -195,7 +239,9 @@ pub struct Subscription {
     /// What the subscription reads, by cursor index: the topic's partitions,
     /// then (with a dead-letter topic) partition 0 of its private redrive
     /// topic `<name>.redrive`, where redriven events come back.
-    sources: Vec<(TopicName, u32)>,
+    sources: Vec<Source>,
+    /// This node's group membership (logs with consumer groups).
+    seat: Mutex<Option<Seat>>,
     log: Arc<dyn EventLog>,
     dead_letter_topic: Option<TopicName>,
     filter: Option<Pattern>,
@@ -228,6 +274,7 @@ impl Subscription {
         committed.resize(sources.len(), 0);
         let cursor_count = sources.len();
         let log = Arc::clone(&shared.log);
+        let single_node = log.groups().is_none();
         let appended = log.appended(&topic.name)?;
         let dead_letter_topic = spec
             .dead_letter_topic
@@ -261,6 +308,8 @@ impl Subscription {
                 deleted: false,
                 epoch: 0,
                 keys: (0..cursor_count).map(|_| KeyOrder::default()).collect(),
+                owned: vec![single_node; cursor_count],
+                member: 0,
                 tokens: spec.rate_limit.map_or(0.0, |rate| rate.max(1.0)),
                 tokens_at: Instant::now(),
                 traces: HashMap::new(),
@@ -268,6 +317,7 @@ impl Subscription {
             }),
             settled: Notify::new(),
             appended,
+            seat: Mutex::new(None),
             spec,
             log,
         })
@@ -344,15 +394,169 @@ impl Subscription {
                 max_in_flight: max_in_flight as usize,
             },
         );
+        drop(state);
         tracing::info!(subscription = %self.spec.name, consumer = id, max_in_flight, "consumer connected");
-        Ok(Consumer {
+        let consumer = Consumer {
             id,
             subscription: Arc::clone(self),
-        })
+        };
+        self.join_group()?;
+        Ok(consumer)
+    }
+
+    /// Makes this node a member of the subscription's consumer group (logs
+    /// with consumer groups) while consumers are connected here and it is
+    /// not one yet. Until the group assigns partitions, nothing is
+    /// delivered.
+    fn join_group(self: &Arc<Self>) -> Result<(), DeliveryError> {
+        let Some(groups) = self.log.groups() else {
+            return Ok(());
+        };
+        let mut seat = self.seat.lock().map_err(|_| self.gone())?;
+        let id = {
+            let mut state = self.state()?;
+            if seat.is_some() || state.consumers.is_empty() {
+                return Ok(());
+            }
+            state.member += 1;
+            state.member
+        };
+        let member: Arc<dyn GroupListener> = Arc::new(Member {
+            subscription: Arc::downgrade(self),
+            id,
+        });
+        let membership = groups.join(&self.spec.name, &self.sources, Arc::downgrade(&member))?;
+        *seat = Some(Seat {
+            membership,
+            _member: member,
+        });
+        Ok(())
+    }
+
+    /// Leaves the consumer group once no consumer is connected here (or
+    /// the subscription is deleted): commits the ack floors of the owned
+    /// partitions, then hands them back for the group to give to other
+    /// nodes.
+    fn leave_group(&self) {
+        let Ok(mut seat) = self.seat.lock() else {
+            return;
+        };
+        let floors = {
+            let Ok(mut guard) = self.state.lock() else {
+                return;
+            };
+            let state = &mut *guard;
+            if seat.is_none() || !(state.consumers.is_empty() || state.deleted) {
+                return;
+            }
+            // Later callbacks of the leaving membership are stale.
+            state.member += 1;
+            let owned: Vec<usize> = (0..state.owned.len()).filter(|&i| state.owned[i]).collect();
+            give_up(state, &owned)
+        };
+        if let Some(left) = seat.take()
+            && let Err(error) = left.membership.commit(&floors)
+        {
+            tracing::warn!(subscription = %self.spec.name, %error, "leaving the group: committing offsets failed (un-committed progress is delivered again)");
+        }
+    }
+
+    /// The group gave this node `sources`: deliver them from their
+    /// committed offsets (the subscription's start position where the
+    /// group has none). A cursor whose committed offset nobody moved
+    /// since this node gave it up carries on as it was: its retries keep
+    /// their attempt counts, its deliveries in flight stay valid.
+    fn assign(&self, member: u64, sources: &[(usize, Option<u64>)]) {
+        let starts: Vec<(usize, u64)> = sources
+            .iter()
+            .map(|&(index, committed)| {
+                let start = committed.map_or_else(|| self.initial_offset(index), Ok);
+                (index, start.unwrap_or(0))
+            })
+            .collect();
+        let Ok(mut guard) = self.state() else {
+            return;
+        };
+        let state = &mut *guard;
+        if state.member != member {
+            return;
+        }
+        let mut moved = false;
+        for &(index, offset) in &starts {
+            if index >= state.owned.len() {
+                continue;
+            }
+            if state.durable[index] != offset {
+                restart(state, index, offset);
+                state.durable[index] = offset;
+                moved = true;
+            }
+            state.owned[index] = true;
+        }
+        if moved {
+            state.epoch = state.epoch.wrapping_add(1);
+            state.traces.clear();
+        }
+        drop(guard);
+        tracing::info!(subscription = %self.spec.name, ?starts, "delivering assigned partitions");
+        self.settled.notify_waiters();
+    }
+
+    /// The group takes `sources` away from this node: stop delivering
+    /// them and return their ack floors to commit.
+    fn revoke(&self, member: u64, sources: &[usize]) -> Vec<(usize, u64)> {
+        let Ok(mut guard) = self.state() else {
+            return Vec::new();
+        };
+        if guard.member != member {
+            return Vec::new();
+        }
+        give_up(&mut guard, sources)
+    }
+
+    /// Where cursor `index` starts when the group never committed an
+    /// offset for it: the subscription's start position on its topic,
+    /// the beginning of its redrive topic.
+    fn initial_offset(&self, index: usize) -> Result<u64, LogError> {
+        let (topic, partition) = self.source(index as u32);
+        if topic == &self.topic {
+            super::start_offset(self.log.as_ref(), topic, partition, self.spec.start)
+        } else {
+            Ok(self.offsets_of(index as u32)?.start)
+        }
+    }
+
+    fn has_seat(&self) -> bool {
+        self.seat.lock().is_ok_and(|seat| seat.is_some())
+    }
+
+    fn gone(&self) -> DeliveryError {
+        DeliveryError::SubscriptionNotFound(self.spec.name.clone())
+    }
+
+    /// The committed offset of each cursor: this node's for what it owns,
+    /// the group's for the rest.
+    fn committed(&self) -> Result<Vec<u64>, DeliveryError> {
+        let (mut committed, owned) = {
+            let state = self.state()?;
+            (state.durable.clone(), state.owned.clone())
+        };
+        if let Some(groups) = self.log.groups()
+            && owned.contains(&false)
+        {
+            let stored = groups.committed(&self.spec.name, &self.sources)?;
+            for (index, offset) in stored.into_iter().enumerate() {
+                if !owned[index] {
+                    committed[index] = offset.unwrap_or(0);
+                }
+            }
+        }
+        Ok(committed)
     }
 
     /// Definition and progress.
     pub fn describe(&self) -> Result<SubscriptionDescription, DeliveryError> {
+        let committed = self.committed()?;
         let state = self.state()?;
         let partitions = state
             .cursors
@@ -360,7 +564,7 @@ impl Subscription {
             .enumerate()
             .map(|(p, cursor)| {
                 let end = self.offsets_of(p as u32)?.end;
-                let committed = state.durable[p];
+                let committed = committed[p];
                 let (topic, partition) = self.source(p as u32);
                 Ok(PartitionProgress {
                     topic: topic.to_string(),
@@ -432,14 +636,44 @@ impl Subscription {
                 targets.push((partition as usize, offset.clamp(range.start, range.end)));
             }
         }
+        if let Some(groups) = self.log.groups()
+            && !self.has_seat()
+        {
+            // Not a member here: the group's offsets are set directly.
+            let offsets: Vec<(Source, u64)> = targets
+                .iter()
+                .map(|&(index, offset)| (self.sources[index].clone(), offset))
+                .collect();
+            groups.commit_idle(&self.spec.name, &offsets)?;
+            // This node's cursors start over too, so that when the group
+            // assigns them here again they do not carry on as before.
+            let mut guard = self.state()?;
+            let state = &mut *guard;
+            for &(index, offset) in &targets {
+                restart(state, index, offset);
+                state.durable[index] = offset;
+            }
+            state.epoch = state.epoch.wrapping_add(1);
+            drop(guard);
+            tracing::info!(subscription = %self.spec.name, ?target, "subscription seeked (group offsets)");
+            return Ok(());
+        }
         {
             let mut guard = self.state()?;
             let state = &mut *guard;
+            let elsewhere: Vec<u32> = targets
+                .iter()
+                .filter(|&&(index, _)| !state.owned[index])
+                .map(|&(index, _)| index as u32)
+                .collect();
+            if !elsewhere.is_empty() {
+                return Err(DeliveryError::OwnedElsewhere {
+                    subscription: self.spec.name.clone(),
+                    partitions: elsewhere,
+                });
+            }
             for (partition, offset) in targets {
-                for holder in state.cursors[partition].reset(offset) {
-                    release_credit(&mut state.consumers, holder);
-                }
-                state.keys[partition].forget_below(u64::MAX);
+                restart(state, partition, offset);
             }
             state.epoch = state.epoch.wrapping_add(1);
             state.dirty = true;
@@ -451,8 +685,12 @@ impl Subscription {
         Ok(())
     }
 
-    /// Writes committed offsets to disk if they changed.
+    /// Stores committed offsets if they changed: in the consumer group
+    /// (what this node owns) or on disk.
     pub(super) fn flush(&self) -> Result<(), DeliveryError> {
+        if self.log.groups().is_some() {
+            return self.commit_to_group();
+        }
         let snapshot = {
             let Ok(mut state) = self.state() else {
                 return Ok(());
@@ -483,11 +721,50 @@ impl Subscription {
         }
     }
 
+    /// Commits the ack floors of the partitions this node owns that moved
+    /// since the last commit.
+    fn commit_to_group(&self) -> Result<(), DeliveryError> {
+        let seat = self.seat.lock().map_err(|_| self.gone())?;
+        let Some(seat) = seat.as_ref() else {
+            return Ok(());
+        };
+        let floors: Vec<(usize, u64)> = {
+            let Ok(mut state) = self.state() else {
+                return Ok(());
+            };
+            if !state.dirty {
+                return Ok(());
+            }
+            state.dirty = false;
+            (0..state.cursors.len())
+                .filter(|&i| state.owned[i] && state.cursors[i].committed != state.durable[i])
+                .map(|i| (i, state.cursors[i].committed))
+                .collect()
+        };
+        match seat.membership.commit(&floors) {
+            Ok(()) => {
+                if let Ok(mut state) = self.state() {
+                    for &(index, offset) in &floors {
+                        state.durable[index] = offset;
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if let Ok(mut state) = self.state() {
+                    state.dirty = true;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
     pub(super) fn mark_deleted(&self) {
         if let Ok(mut state) = self.state.lock() {
             state.deleted = true;
             state.traces.clear();
         }
+        self.leave_group();
         self.settled.notify_waiters();
     }
 
@@ -525,6 +802,9 @@ impl Subscription {
                 break;
             }
             let partition = (state.next_partition + i) % partitions;
+            if !state.owned[partition] {
+                continue;
+            }
             let cursor = &mut state.cursors[partition];
             let keys = &mut state.keys[partition];
             let offsets = self.offsets_of(partition as u32)?;
@@ -664,7 +944,7 @@ impl Subscription {
     /// How far behind the subscription is: events from the committed
     /// offsets to the ends, and the age of the oldest of them.
     pub(super) fn lag(&self) -> Result<SubscriptionLag, DeliveryError> {
-        let committed = self.state()?.durable.clone();
+        let committed = self.committed()?;
         let mut events = 0;
         let mut oldest_ms: Option<i64> = None;
         for (index, committed) in committed.into_iter().enumerate() {
@@ -929,8 +1209,37 @@ impl Subscription {
             }
         }
         tracing::info!(subscription = %self.spec.name, consumer, "consumer disconnected");
+        self.leave_group();
         self.settled.notify_waiters();
     }
+}
+
+/// Starts cursor `index` over at `offset`: deliveries in flight are
+/// forgotten (their credits returned) and held keys released.
+fn restart(state: &mut State, index: usize, offset: u64) {
+    for holder in state.cursors[index].reset(offset) {
+        release_credit(&mut state.consumers, holder);
+    }
+    state.keys[index].forget_below(u64::MAX);
+}
+
+/// Stops delivering the owned cursors among `sources` (they go to
+/// another node, or nowhere) and returns their ack floors for
+/// committing. The cursors stay as they are: if a cursor comes back
+/// unmoved, delivery carries on from it; if another node moved it, it
+/// restarts from the group's offset ([`Subscription::assign`]).
+fn give_up(state: &mut State, sources: &[usize]) -> Vec<(usize, u64)> {
+    let mut floors = Vec::new();
+    for &index in sources {
+        if !state.owned.get(index).copied().unwrap_or(false) {
+            continue;
+        }
+        let floor = state.cursors[index].committed;
+        state.owned[index] = false;
+        state.durable[index] = floor;
+        floors.push((index, floor));
+    }
+    floors
 }
 
 fn release_credit(consumers: &mut HashMap<u64, ConsumerSlot>, holder: u64) {

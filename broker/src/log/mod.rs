@@ -176,6 +176,72 @@ pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
     fn appended(&self, topic: &TopicName) -> Result<Arc<Notify>, LogError>;
     /// Flushes and stops all writers; appends fail afterwards.
     fn close(&self);
+    /// How several broker nodes share subscriptions over this log; `None`
+    /// for a log only one node uses (the embedded one): that node owns
+    /// every partition and keeps committed offsets itself.
+    fn groups(&self) -> Option<&dyn ConsumerGroups> {
+        None
+    }
+}
+
+/// One source of a subscription: a topic's partition.
+pub type Source = (TopicName, u32);
+
+/// Consumer groups: each subscription is a group whose members are the
+/// nodes that have consumers of it connected; the group balances the
+/// partitions among them and stores the committed offsets (Kafka's
+/// consumer groups). Groups are named by their subscription.
+pub trait ConsumerGroups: Send + Sync {
+    /// Makes this node a member of the subscription's group for `sources`; `listener`
+    /// hears of each assignment and revocation until the returned
+    /// membership is dropped (which leaves the group, in the background).
+    fn join(
+        &self,
+        subscription: &str,
+        sources: &[Source],
+        listener: std::sync::Weak<dyn GroupListener>,
+    ) -> Result<Box<dyn GroupMembership>, LogError>;
+    /// The group's committed offset of each source (`None`: never
+    /// committed).
+    fn committed(
+        &self,
+        subscription: &str,
+        sources: &[Source],
+    ) -> Result<Vec<Option<u64>>, LogError>;
+    /// Commits offsets for a group this node is not a member of; refused
+    /// by Kafka while other nodes are members.
+    fn commit_idle(&self, subscription: &str, offsets: &[(Source, u64)]) -> Result<(), LogError>;
+    /// Deletes the group and its committed offsets.
+    fn delete(&self, subscription: &str) -> Result<(), LogError>;
+}
+
+/// Told by a membership what this node owns. Sources are given by their
+/// index in the `sources` the membership was joined with.
+pub trait GroupListener: Send + Sync {
+    /// This node now delivers these sources, from the committed offset
+    /// given (`None`: the group never committed one).
+    fn assigned(&self, sources: &[(usize, Option<u64>)]);
+    /// This node stops delivering these sources; returns the offset to
+    /// commit for each before they move (the contiguous ack floor).
+    fn revoked(&self, sources: &[usize]) -> Vec<(usize, u64)>;
+}
+
+/// A node's membership of a consumer group.
+pub trait GroupMembership: Send + Sync {
+    /// Commits offsets of sources this node owns (by index).
+    fn commit(&self, offsets: &[(usize, u64)]) -> Result<(), LogError>;
+}
+
+/// Runs blocking work (a librdkafka call, a wait on a log future) without
+/// stalling the async workers: through `block_in_place` on a multi-thread
+/// runtime, directly elsewhere.
+pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 #[cfg(test)]

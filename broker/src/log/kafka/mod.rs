@@ -12,8 +12,9 @@
 //! wakes readers when records appended by other nodes arrive.
 
 pub mod binding;
+mod group;
 
-use super::{EventLog, LogError, LogRecord, PartitionOffsets, TopicInfo};
+use super::{ConsumerGroups, EventLog, LogError, LogRecord, PartitionOffsets, TopicInfo, blocking};
 use crate::config::KafkaConfig;
 use crate::model::TopicName;
 use bytes::Bytes;
@@ -39,6 +40,8 @@ pub const CACHE_RECORDS: usize = 16_384;
 /// The Kafka-backed log.
 pub struct KafkaLog {
     config: KafkaConfig,
+    /// Connection settings every client starts from.
+    base: ClientConfig,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     /// Fetches on cache misses, watermarks, offsets by time, metadata.
@@ -136,6 +139,7 @@ impl KafkaLog {
             admin: base.create().map_err(|e| create("admin client", e))?,
             reader: Mutex::new(reader.create().map_err(|e| create("reader", e))?),
             config: config.clone(),
+            base,
             topics: RwLock::default(),
             partitions: RwLock::default(),
             notifies: RwLock::default(),
@@ -383,17 +387,6 @@ fn is_not_yet_known(error: &KafkaError) -> bool {
 /// thread) without stalling the async workers.
 fn admin_call<F: std::future::Future>(future: F) -> F::Output {
     blocking(|| futures::executor::block_on(future))
-}
-
-/// Runs blocking network work (a librdkafka call) without stalling the
-/// async workers: through `block_in_place` on a multi-thread runtime.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
-    }
 }
 
 impl EventLog for KafkaLog {
@@ -657,5 +650,9 @@ impl EventLog for KafkaLog {
         if let Err(error) = self.producer.flush(self.config.timeout) {
             tracing::error!(%error, "flushing the Kafka producer failed");
         }
+    }
+
+    fn groups(&self) -> Option<&dyn ConsumerGroups> {
+        Some(self)
     }
 }

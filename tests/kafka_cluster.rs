@@ -1,0 +1,226 @@
+//! Two broker nodes over one Kafka-protocol broker (tansu): any node takes
+//! publishes, subscriptions defined through one node exist on the other,
+//! a subscription's partitions are split between the nodes its consumers
+//! are connected to, and when a node dies mid-stream its partitions move
+//! to the survivor: everything is delivered and acked, nothing is lost.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use support::*;
+use switchyard_sdk::proto;
+
+const PARTITIONS: u32 = 4;
+const EVENTS: usize = 120;
+
+/// A node's config: the shared cluster, a short session timeout so a dead
+/// node's partitions move within seconds.
+fn node_config(dir: &Path, tansu: &Tansu) {
+    write_config(
+        dir,
+        &format!(
+            "backend: kafka
+kafka:
+  brokers: \"{}\"
+  topic_prefix: cluster.
+  timeout: 20s
+  settings: {{batch.num.messages: \"1\", session.timeout.ms: \"6000\"}}
+topics:
+  - name: orders
+    partitions: {PARTITIONS}
+subscriptions:
+  - name: billing
+    topic: orders
+    ack_deadline: 30s
+",
+            tansu.brokers
+        ),
+        ORDER_RULES,
+    );
+}
+
+async fn publish(node: &BrokerProcess, ids: impl Iterator<Item = usize>) {
+    let events = ids
+        .map(|i| {
+            event(
+                &format!("e{i}"),
+                "order.placed",
+                &format!("customer-{i}"),
+                serde_json::json!({"n": i}),
+            )
+        })
+        .collect();
+    for result in node
+        .client()
+        .await
+        .publish_batch("default", events)
+        .await
+        .expect("publish")
+    {
+        result.expect("stored");
+    }
+}
+
+/// What one node's consumer saw.
+#[derive(Default)]
+struct Seen {
+    partitions: BTreeSet<u32>,
+    acked: BTreeSet<String>,
+}
+
+fn event_id(delivery: &proto::Delivery) -> String {
+    delivery.event.as_ref().expect("event").id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_shared_and_a_dead_nodes_partitions_move_without_loss() {
+    let tansu = Tansu::start();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    node_config(dir_a.path(), &tansu);
+    node_config(dir_b.path(), &tansu);
+    let node_a = BrokerProcess::start(dir_a.path());
+    let mut node_b = BrokerProcess::start(dir_b.path());
+
+    // Either node takes publishes.
+    publish(&node_a, 0..EVENTS / 2).await;
+    publish(&node_b, EVENTS / 2..EVENTS).await;
+
+    // A consumer on A takes deliveries but holds them (5 credits), so the
+    // events are still there when B's consumer joins and the partitions
+    // are split.
+    let mut on_a = RawStream::open(&node_a.url, "billing", 5)
+        .await
+        .expect("open on A");
+    for _ in 0..5 {
+        on_a.next().await.expect("a delivery on A");
+    }
+    let mut on_b = RawStream::open(&node_b.url, "billing", 5)
+        .await
+        .expect("open on B");
+    let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
+    let mut b_unacked = 0;
+    // Both consume and ack until B acked 20 events and holds 5 unacked
+    // ones; then B dies.
+    while seen.get("B").map_or(0, |s| s.acked.len()) < 20 || b_unacked < 5 {
+        tokio::select! {
+            delivery = on_a.next() => {
+                let delivery = delivery.expect("a delivery on A");
+                let a = seen.entry("A").or_default();
+                a.partitions.insert(delivery.partition);
+                a.acked.insert(event_id(&delivery));
+                on_a.ack(vec![delivery.delivery_id]).await;
+            }
+            delivery = on_b.next() => {
+                let delivery = delivery.expect("a delivery on B");
+                let b = seen.entry("B").or_default();
+                b.partitions.insert(delivery.partition);
+                if b.acked.len() < 20 {
+                    b.acked.insert(event_id(&delivery));
+                    on_b.ack(vec![delivery.delivery_id]).await;
+                } else {
+                    b_unacked += 1;
+                }
+            }
+        }
+    }
+    let b_partitions = seen["B"].partitions.clone();
+    node_b.kill();
+    drop(on_b);
+
+    // A's consumer gets the rest, including B's partitions and B's
+    // unacked deliveries.
+    let mut after_kill = BTreeSet::new();
+    let mut all_acked: BTreeSet<String> = seen.values().flat_map(|s| s.acked.clone()).collect();
+    while all_acked.len() < EVENTS {
+        let delivery = on_a.next().await.expect("a delivery on A after B died");
+        after_kill.insert(delivery.partition);
+        all_acked.insert(event_id(&delivery));
+        on_a.ack(vec![delivery.delivery_id]).await;
+    }
+    let expected: BTreeSet<String> = (0..EVENTS).map(|i| format!("e{i}")).collect();
+    assert_eq!(all_acked, expected, "every published event acked");
+    assert!(
+        !b_partitions.is_empty() && b_partitions.is_subset(&after_kill),
+        "B's partitions {b_partitions:?} moved to A (A delivered from {after_kill:?} after the kill)"
+    );
+    assert!(
+        b_partitions.len() < PARTITIONS as usize,
+        "B delivered from {b_partitions:?} only: the partitions were split while both nodes were up"
+    );
+    let admin = node_a.admin().await;
+    until_fully_committed(&admin, "billing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_created_or_deleted_through_one_node_follow_on_the_other() {
+    let tansu = Tansu::start();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    node_config(dir_a.path(), &tansu);
+    node_config(dir_b.path(), &tansu);
+    let node_a = BrokerProcess::start(dir_a.path());
+    let node_b = BrokerProcess::start(dir_b.path());
+    let mut admin_a = node_a.admin().await;
+    let admin_b = node_b.admin().await;
+
+    admin_a
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "audit".into(),
+                topic: "orders".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create on A");
+    eventually("audit known on B", || {
+        let mut admin = admin_b.clone();
+        async move {
+            admin
+                .describe_subscription(proto::DescribeSubscriptionRequest {
+                    name: "audit".into(),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+
+    // Published through A, delivered by B.
+    publish(&node_a, 0..3).await;
+    let mut on_b = RawStream::open(&node_b.url, "audit", 10)
+        .await
+        .expect("open on B");
+    let mut ids = BTreeSet::new();
+    while ids.len() < 3 {
+        let delivery = on_b.next().await.expect("delivery");
+        ids.insert(event_id(&delivery));
+        on_b.ack(vec![delivery.delivery_id]).await;
+    }
+
+    admin_b
+        .clone()
+        .delete_subscription(proto::DeleteSubscriptionRequest {
+            name: "audit".into(),
+        })
+        .await
+        .expect("delete on B");
+    eventually("audit gone on A", || {
+        let mut admin = admin_a.clone();
+        async move {
+            admin
+                .describe_subscription(proto::DescribeSubscriptionRequest {
+                    name: "audit".into(),
+                })
+                .await
+                .is_err_and(|e| e.code() == tonic::Code::NotFound)
+        }
+    })
+    .await;
+}
