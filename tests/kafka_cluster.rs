@@ -224,3 +224,81 @@ async fn subscriptions_created_or_deleted_through_one_node_follow_on_the_other()
     })
     .await;
 }
+
+fn scheduled(id: &str, delay: std::time::Duration) -> proto::CloudEvent {
+    switchyard_sdk::Event::new("/tests", "order.placed")
+        .id(id)
+        .partition_key(id)
+        .deliver_after(delay)
+        .json(&serde_json::json!({"order": id}))
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_fires_scheduled_events_and_another_takes_over_when_it_dies() {
+    use std::time::Duration;
+    let tansu = Tansu::start();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    node_config(dir_a.path(), &tansu);
+    node_config(dir_b.path(), &tansu);
+    let node_a = BrokerProcess::start(dir_a.path());
+    node_a
+        .client()
+        .await
+        .publish("default", scheduled("s1", Duration::from_secs(4)))
+        .await
+        .expect("schedule through A");
+    let node_b = BrokerProcess::start(dir_b.path());
+    let mut on_b = RawStream::open(&node_b.url, "billing", 10)
+        .await
+        .expect("open on B");
+    let first = on_b.next().await.expect("s1 fired");
+    assert_eq!(event_id(&first), "s1");
+    on_b.ack(vec![first.delivery_id]).await;
+    // Fired by one node only: nothing else comes.
+    let again = tokio::time::timeout(Duration::from_secs(3), on_b.next()).await;
+    assert!(again.is_err(), "s1 fired twice: {again:?}");
+
+    drop(on_b);
+
+    // The owner dies; the other node fires what comes next.
+    let (mut owner, survivor) = if owns_schedule(&node_a) {
+        (node_a, node_b)
+    } else {
+        (node_b, node_a)
+    };
+    assert!(!owns_schedule(&survivor), "one owner at a time");
+    let mut on_survivor = RawStream::open(&survivor.url, "billing", 10)
+        .await
+        .expect("open on the survivor");
+    owner.kill();
+    survivor
+        .client()
+        .await
+        .publish("default", scheduled("s2", Duration::from_secs(1)))
+        .await
+        .expect("schedule through the survivor");
+    let second = on_survivor
+        .next()
+        .await
+        .expect("s2 fired after the owner died");
+    assert_eq!(event_id(&second), "s2");
+    assert!(
+        owns_schedule(&survivor),
+        "the survivor took the schedule over"
+    );
+}
+
+/// Whether the node's log says it fires scheduled events now.
+fn owns_schedule(node: &BrokerProcess) -> bool {
+    node.log()
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|entry| entry["fields"]["message"].as_str().map(str::to_string))
+        .find(|message| message.contains("fires scheduled events"))
+        .is_some_and(|message| message == "this node now fires scheduled events")
+}

@@ -39,6 +39,7 @@ pub mod audit;
 pub mod config;
 pub mod delivery;
 pub mod ingest;
+pub mod lease;
 pub mod log;
 pub mod model;
 pub mod push;

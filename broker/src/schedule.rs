@@ -8,7 +8,13 @@
 //!
 //! Firing is at-least-once: a crash between routing an event and
 //! recording it done routes it again after the restart.
+//!
+//! With several nodes (Kafka), every node follows both topics (so any node
+//! can list and cancel what any node scheduled) and one node fires: the
+//! holder of the [`Lease`]. When it dies, the next node takes over within
+//! the lease and fires what is pending.
 
+use crate::lease::Lease;
 use crate::log::{EventLog, LogError, scan};
 use crate::model::{CloudEvent, EventError, StoredEvent, TopicName, now_unix_ms};
 use bytes::Bytes;
@@ -26,6 +32,9 @@ pub const SCHEDULED_TOPIC: &str = "__scheduled";
 /// Internal topic recording the scheduled offsets that fired or were
 /// cancelled.
 pub const DONE_TOPIC: &str = "__scheduled.done";
+/// How often a node of several reads what the others scheduled, fired or
+/// cancelled.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// The time in an event's `deliverafter`, when it is later than `now_ms`;
 /// `None` for events to route now. A time past `max_delay` or one that does
@@ -81,6 +90,20 @@ struct Index {
     by_time: BTreeMap<(i64, u64), u64>,
     /// identity → (fire time ms, offset).
     by_identity: HashMap<u64, (i64, u64)>,
+    /// offset → fire time ms.
+    by_offset: HashMap<u64, i64>,
+}
+
+impl Index {
+    /// Removes the timer of (time, offset); returns its identity.
+    fn remove_at(&mut self, fire_ms: i64, offset: u64) -> Option<u64> {
+        let identity = self.by_time.remove(&(fire_ms, offset))?;
+        self.by_offset.remove(&offset);
+        if self.by_identity.get(&identity) == Some(&(fire_ms, offset)) {
+            self.by_identity.remove(&identity);
+        }
+        Some(identity)
+    }
 }
 
 impl Timers {
@@ -96,6 +119,7 @@ impl Timers {
             .is_none_or(|&(t, _)| fire_ms < t);
         index.by_time.insert((fire_ms, offset), identity);
         index.by_identity.insert(identity, (fire_ms, offset));
+        index.by_offset.insert(offset, fire_ms);
         drop(index);
         if earliest {
             self.earlier.notify_one();
@@ -105,9 +129,21 @@ impl Timers {
     /// Disarms the timer of an identity; returns its (time, offset).
     fn remove(&self, identity: u64) -> Option<(i64, u64)> {
         let mut index = self.index.lock().ok()?;
-        let (fire_ms, offset) = index.by_identity.remove(&identity)?;
-        index.by_time.remove(&(fire_ms, offset));
+        let (fire_ms, offset) = *index.by_identity.get(&identity)?;
+        index.remove_at(fire_ms, offset);
         Some((fire_ms, offset))
+    }
+
+    /// Disarms the timer of the record at `offset`, if armed; returns
+    /// whether it was.
+    fn remove_offset(&self, offset: u64) -> bool {
+        let Ok(mut index) = self.index.lock() else {
+            return false;
+        };
+        let Some(&fire_ms) = index.by_offset.get(&offset) else {
+            return false;
+        };
+        index.remove_at(fire_ms, offset).is_some()
     }
 
     /// Takes up to `max` timers due at `now_ms`, earliest first.
@@ -117,16 +153,13 @@ impl Timers {
         };
         let mut due = Vec::new();
         while due.len() < max {
-            let Some((&(fire_ms, offset), &identity)) = index.by_time.iter().next() else {
+            let Some(&(fire_ms, offset)) = index.by_time.keys().next() else {
                 break;
             };
             if fire_ms > now_ms {
                 break;
             }
-            index.by_time.remove(&(fire_ms, offset));
-            if index.by_identity.get(&identity) == Some(&(fire_ms, offset)) {
-                index.by_identity.remove(&identity);
-            }
+            index.remove_at(fire_ms, offset);
             due.push((fire_ms, offset));
         }
         due
@@ -215,6 +248,17 @@ pub struct Schedule {
     timers: Arc<Timers>,
     scheduled: TopicName,
     done: TopicName,
+    /// How far both topics have been read into the timers.
+    followed: Arc<Mutex<Followed>>,
+}
+
+/// Read positions in the two topics, and done markers seen for records
+/// not read yet (so that they are not armed when read).
+#[derive(Debug, Default)]
+struct Followed {
+    scheduled: u64,
+    done: u64,
+    done_ahead: HashSet<u64>,
 }
 
 /// One done marker: the offset, little-endian.
@@ -246,19 +290,34 @@ impl Schedule {
                 log.create_topic(topic, 1)?;
             }
         }
-        let retained_from = log.offsets(&scheduled, 0)?.start;
-        let mut finished = HashSet::new();
-        scan(log.as_ref(), &done, 0, 0, |record| {
-            // Markers of compacted records are not needed any more.
-            if let Some(offset) = marked_offset(record).filter(|&o| o >= retained_from) {
-                finished.insert(offset);
-            }
-            ControlFlow::Continue(())
-        })?;
-        let timers = Arc::new(Timers::default());
+        let schedule = Schedule {
+            log,
+            timers: Arc::default(),
+            scheduled,
+            done,
+            followed: Arc::default(),
+        };
+        schedule.follow()?;
+        let armed = schedule.timers.len();
+        Ok((schedule, armed))
+    }
+
+    /// Arms the scheduled records appended since the last call (by any
+    /// node) and disarms those marked done since (fired or cancelled, by
+    /// any node).
+    fn follow(&self) -> Result<(), LogError> {
+        let mut followed = self
+            .followed
+            .lock()
+            .map_err(|_| LogError::Failed("the schedule's read positions are poisoned".into()))?;
+        let followed = &mut *followed;
         let now_ms = now_unix_ms();
-        scan(log.as_ref(), &scheduled, 0, retained_from, |record| {
-            if finished.contains(&record.offset) {
+        let from = followed
+            .scheduled
+            .max(self.log.offsets(&self.scheduled, 0)?.start);
+        scan(self.log.as_ref(), &self.scheduled, 0, from, |record| {
+            followed.scheduled = record.offset + 1;
+            if followed.done_ahead.remove(&record.offset) {
                 return ControlFlow::Continue(());
             }
             let Ok(stored) = StoredEvent::from_bytes(&record.payload) else {
@@ -273,23 +332,26 @@ impl Schedule {
                 .ok()
                 .flatten()
                 .unwrap_or(now_ms);
-            timers.add(
+            self.timers.add(
                 fire_ms,
                 record.offset,
                 identity(&stored.bus, &event.source, &event.id),
             );
             ControlFlow::Continue(())
         })?;
-        let armed = timers.len();
-        Ok((
-            Schedule {
-                log,
-                timers,
-                scheduled,
-                done,
-            },
-            armed,
-        ))
+        followed.scheduled = followed.scheduled.max(from);
+        scan(self.log.as_ref(), &self.done, 0, followed.done, |record| {
+            followed.done = record.offset + 1;
+            if let Some(offset) = marked_offset(record) {
+                if offset >= followed.scheduled {
+                    followed.done_ahead.insert(offset);
+                } else {
+                    self.timers.remove_offset(offset);
+                }
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(())
     }
 
     /// The timers (ingest arms them when it stores a scheduled event).
@@ -413,16 +475,65 @@ impl Schedule {
     /// Fires due events through `route` (the ingest pipeline, skipping
     /// the schedule; called with the due events of one bus at a time)
     /// until `stop` is cancelled. Up to 1024 due events are routed and
-    /// recorded as done together.
+    /// recorded as done together. With several nodes, only the lease
+    /// holder fires; every node follows what the others schedule and mark
+    /// done.
     pub async fn run<F, Fut>(self, route: F, stop: tokio_util::sync::CancellationToken)
     where
         F: Fn(String, Vec<CloudEvent>) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
+        let shared = self.log.groups().is_some();
+        let mut lease = if shared {
+            match Lease::open(Arc::clone(&self.log)) {
+                Ok(lease) => Some(lease),
+                Err(error) => {
+                    tracing::error!(%error, "cannot open the schedule's lease; this node will not fire scheduled events");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut owner = !shared;
         let mut armed_end = self.log.offsets(&self.scheduled, 0).map_or(0, |o| o.end);
         let mut compacted_at = tokio::time::Instant::now();
         loop {
-            if compacted_at.elapsed() >= COMPACT_EVERY {
+            if let Some(held) = lease.take() {
+                let this = self.clone();
+                let ticked = tokio::task::spawn_blocking(move || {
+                    let mut held = held;
+                    let holds = held.tick();
+                    (held, holds, this.follow())
+                })
+                .await;
+                match ticked {
+                    Ok((held, holds, followed)) => {
+                        lease = Some(held);
+                        if let Err(error) = followed {
+                            tracing::warn!(%error, "cannot follow the schedule");
+                        }
+                        let holds = holds.unwrap_or_else(|error| {
+                            tracing::warn!(%error, "cannot renew the schedule's lease");
+                            false
+                        });
+                        if holds != owner {
+                            tracing::info!(
+                                fires = holds,
+                                "{}",
+                                if holds {
+                                    "this node now fires scheduled events"
+                                } else {
+                                    "this node no longer fires scheduled events"
+                                }
+                            );
+                        }
+                        owner = holds;
+                    }
+                    Err(error) => tracing::error!(%error, "the schedule's lease task failed"),
+                }
+            }
+            if owner && compacted_at.elapsed() >= COMPACT_EVERY {
                 if let Err(error) = self.compact(armed_end) {
                     tracing::warn!(%error, "cannot compact the schedule");
                 }
@@ -435,14 +546,18 @@ impl Schedule {
             let wait = self
                 .timers
                 .next()
+                .filter(|_| owner)
                 .map_or(COMPACT_EVERY, |at| {
                     Duration::from_millis((at - now_unix_ms()).max(0) as u64)
                 })
-                .min(COMPACT_EVERY);
+                .min(if shared { FOLLOW_EVERY } else { COMPACT_EVERY });
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.timers.earlier.notified() => continue,
                 () = tokio::time::sleep(wait) => {}
+            }
+            if !owner {
+                continue;
             }
             let due = self.timers.take_due(now_unix_ms(), 1024);
             if due.is_empty() {

@@ -1027,12 +1027,15 @@ mod tests {
     fn the_kubernetes_config_runs_on_kafka() {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/switchyard.yaml");
-        let config =
-            BrokerConfig::load(&path).expect("deploy/kubernetes/switchyard.yaml is valid");
+        let config = BrokerConfig::load(&path).expect("deploy/kubernetes/switchyard.yaml is valid");
         assert_eq!(config.backend, Backend::Kafka);
         assert_eq!(config.kafka.brokers, "kafka:9092");
         assert_eq!(
-            config.kafka.settings.get("session.timeout.ms").map(String::as_str),
+            config
+                .kafka
+                .settings
+                .get("session.timeout.ms")
+                .map(String::as_str),
             Some("10000")
         );
     }

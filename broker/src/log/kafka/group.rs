@@ -286,6 +286,16 @@ impl ConsumerGroups for KafkaLog {
         if config.get("heartbeat.interval.ms").is_none() {
             config.set("heartbeat.interval.ms", "1000");
         }
+        // The rebalance timeout: how long a rebalance waits for members
+        // that do not rejoin (dead ones). Members poll every 100 ms, so it
+        // can be short; Kafka wants it no shorter than the session timeout.
+        if config.get("max.poll.interval.ms").is_none() {
+            let session: u64 = config
+                .get("session.timeout.ms")
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(10_000);
+            config.set("max.poll.interval.ms", (session * 2).to_string());
+        }
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
