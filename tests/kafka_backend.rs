@@ -22,7 +22,7 @@ kafka:
   brokers: \"{}\"
   topic_prefix: sy.
   timeout: 20s
-  settings: {{batch.num.messages: \"1\"}}
+  settings: {{{}}}
 topics:
   - name: orders
     partitions: 1
@@ -30,7 +30,8 @@ subscriptions:
   - name: billing
     topic: orders
 ",
-            tansu.brokers
+            tansu.brokers,
+            tansu_settings_yaml(&[])
         ),
         ORDER_RULES,
     );

@@ -25,7 +25,7 @@ kafka:
   brokers: \"{}\"
   topic_prefix: cluster.
   timeout: 20s
-  settings: {{batch.num.messages: \"1\", session.timeout.ms: \"6000\"}}
+  settings: {{{}}}
 topics:
   - name: orders
     partitions: {PARTITIONS}
@@ -34,7 +34,8 @@ subscriptions:
     topic: orders
     ack_deadline: 30s
 ",
-            tansu.brokers
+            tansu.brokers,
+            tansu_settings_yaml(&[("session.timeout.ms", "6000")])
         ),
         ORDER_RULES,
     );

@@ -58,7 +58,8 @@ pub fn write_config(dir: &Path, config: &str, rules: &str) -> PathBuf {
                 })
                 .unwrap_or_default();
             format!(
-                "backend: kafka\nkafka: {{brokers: \"{brokers}\", topic_prefix: \"t{unique}.\", timeout: 20s, settings: {{batch.num.messages: \"1\"}}}}\n"
+                "backend: kafka\nkafka: {{brokers: \"{brokers}\", topic_prefix: \"t{unique}.\", timeout: 20s, settings: {{{}}}}}\n",
+                tansu_settings_yaml(&[])
             )
         }
         Err(_) => String::new(),
@@ -437,6 +438,17 @@ pub async fn until_dead_letters(
 /// produce batch, as tansu reports the high watermark of a multi-record
 /// batch too low (docs/kafka.md).
 pub const TANSU_SETTINGS: [(&str, &str); 1] = [("batch.num.messages", "1")];
+
+/// [`TANSU_SETTINGS`] and `extra` as the entries of a YAML flow mapping
+/// (`kafka.settings: {{...}}` in a config).
+pub fn tansu_settings_yaml(extra: &[(&str, &str)]) -> String {
+    TANSU_SETTINGS
+        .iter()
+        .chain(extra)
+        .map(|(key, value)| format!("{key}: \"{value}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A Kafka-protocol broker (tansu, in memory) on an ephemeral port, for
 /// the Kafka backend; killed on drop.
