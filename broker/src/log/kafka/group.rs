@@ -256,15 +256,25 @@ impl KafkaLog {
         format!("{}{subscription}", self.config.topic_prefix)
     }
 
-    /// A consumer of `group` with manual commits, for one call.
-    fn group_client(&self, group: &str) -> Result<BaseConsumer, LogError> {
+    /// A consumer of `group` with manual commits that never joins it, for
+    /// reading and setting its offsets; kept per group (describe and the
+    /// lag metrics ask often).
+    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut clients = self.group_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(group) {
+            return Ok(Arc::clone(client));
+        }
         let mut config: ClientConfig = self.base.clone();
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false");
-        config
-            .create()
-            .map_err(|e| kafka_error("cannot create a group client", e))
+        let client: Arc<BaseConsumer> = Arc::new(
+            config
+                .create()
+                .map_err(|e| kafka_error("cannot create a group client", e))?,
+        );
+        clients.insert(group.to_string(), Arc::clone(&client));
+        Ok(client)
     }
 }
 
@@ -364,6 +374,10 @@ impl ConsumerGroups for KafkaLog {
 
     fn delete(&self, subscription: &str) -> Result<(), LogError> {
         let group = &self.group_id(subscription);
+        self.group_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(group);
         let results = super::admin_call(self.admin.delete_groups(&[group], &self.options()))
             .map_err(|e| kafka_error(&format!("deleting group {group}"), e))?;
         for result in results {

@@ -50,6 +50,8 @@ pub struct KafkaLog {
     /// Per topic this node has touched, the state of each partition.
     partitions: RwLock<HashMap<TopicName, Vec<Arc<PartitionState>>>>,
     notifies: RwLock<HashMap<TopicName, Arc<Notify>>>,
+    /// Per consumer group, a client for its offsets ([`group`]).
+    group_clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -143,6 +145,7 @@ impl KafkaLog {
             topics: RwLock::default(),
             partitions: RwLock::default(),
             notifies: RwLock::default(),
+            group_clients: Mutex::default(),
         })
     }
 
