@@ -29,7 +29,8 @@ tansu_pid=$!
 trap 'kill "$tansu_pid" 2>/dev/null || true' EXIT
 SWITCHYARD_TEST_KAFKA="127.0.0.1:$port" cargo nextest run -p switchyard-broker --no-fail-fast \
   --test publish_subscribe --test retries --test replay --test bad_input --test rules_routing \
-  --test scheduled --test push --test limits --test acl --test auth --test tls --test cli --test metrics
+  --test scheduled --test push --test limits --test acl --test auth --test tls --test cli --test metrics \
+  --test flow
 kill "$tansu_pid" 2>/dev/null || true
 # Fuzz every parser briefly when nightly + cargo-fuzz are there (skips
 # with a notice otherwise); scripts/fuzz.sh 300 for a longer run.

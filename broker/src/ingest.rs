@@ -2,6 +2,7 @@
 //! between `api` and `rules` / `log`; knows nothing of gRPC.
 
 use crate::config::{BrokerConfig, DedupConfig};
+use crate::flow::{Flow, Position};
 use crate::log::{EventLog, LogError, scan};
 use crate::model::{
     CloudEvent, EventError, EventLimits, StoredEvent, TopicName, partition_for, validate_event,
@@ -177,6 +178,8 @@ pub struct Ingest {
     max_delay: Duration,
     /// Most scheduled events pending at once (memory bound).
     max_scheduled: usize,
+    /// Where each accepted event's publishing and routing is recorded.
+    flow: Arc<Flow>,
 }
 
 /// The events of a batch bound for one topic partition.
@@ -208,6 +211,7 @@ impl Ingest {
         config: &BrokerConfig,
         metrics: Arc<Metrics>,
         schedule: Schedule,
+        flow: Arc<Flow>,
     ) -> Ingest {
         let limits = &config.limits;
         Ingest {
@@ -231,6 +235,7 @@ impl Ingest {
             schedule,
             max_delay: limits.max_delay,
             max_scheduled: limits.max_scheduled,
+            flow,
         }
     }
 
@@ -349,6 +354,7 @@ impl Ingest {
         &self,
         bus: &str,
         events: Vec<CloudEvent>,
+        publisher: &str,
     ) -> Result<Vec<Outcome>, IngestError> {
         let rules = self.rules();
         if !rules.has_bus(bus) {
@@ -423,6 +429,7 @@ impl Ingest {
             })
             .collect();
         self.count(bus, &planned, &results);
+        self.record_flow(bus, Some(publisher), &events, &results);
         self.metrics
             .publish_duration
             .get_or_create(&BusLabels {
@@ -487,9 +494,51 @@ impl Ingest {
             .await;
         let results: Vec<Outcome> = outcomes.into_iter().flatten().collect();
         self.count(bus, &planned, &results);
+        self.record_flow(bus, None, &events, &results);
         match results.into_iter().find_map(Result::err) {
             Some(rejection) => Err(rejection.to_string()),
             None => Ok(()),
+        }
+    }
+
+    /// Records each newly stored event of a batch in the flow history:
+    /// published by `publisher`, or fired (a scheduled event) when `None`.
+    fn record_flow(
+        &self,
+        bus: &str,
+        publisher: Option<&str>,
+        events: &[CloudEvent],
+        results: &[Outcome],
+    ) {
+        if !self.flow.enabled() {
+            return;
+        }
+        for (event, result) in events.iter().zip(results) {
+            let Ok(stored) = result else { continue };
+            if stored.duplicate {
+                continue;
+            }
+            let targets = if stored.deliver_after_ms.is_some() {
+                Vec::new()
+            } else {
+                stored
+                    .offsets
+                    .iter()
+                    .map(|(topic, partition, offset)| Position {
+                        topic: topic.to_string(),
+                        partition: *partition,
+                        offset: *offset,
+                    })
+                    .collect()
+            };
+            self.flow.published(
+                bus,
+                publisher,
+                event,
+                &stored.rules,
+                targets,
+                stored.deliver_after_ms,
+            );
         }
     }
 

@@ -38,6 +38,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod delivery;
+pub mod flow;
 pub mod ingest;
 pub mod lease;
 pub mod log;

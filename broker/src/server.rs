@@ -9,6 +9,7 @@ use crate::audit::AuditLog;
 use crate::config::Backend;
 use crate::config::BrokerConfig;
 use crate::delivery::{DeliveryError, Subscriptions};
+use crate::flow::Flow;
 use crate::ingest::Ingest;
 use crate::log::kafka::KafkaLog;
 use crate::log::{EmbeddedLog, EventLog, LogError};
@@ -83,6 +84,8 @@ pub struct Broker {
     metrics: Arc<Metrics>,
     schedule: Schedule,
     audit: Arc<AuditLog>,
+    /// The flow history (its writer runs while serving).
+    flow: Arc<Flow>,
     /// The Kafka backend, when used: its watermark poller runs while serving.
     kafka: Option<Arc<KafkaLog>>,
 }
@@ -115,11 +118,13 @@ impl Broker {
             config.storage.default_partitions,
         )?;
         let metrics = Arc::new(Metrics::new());
+        let flow = Arc::new(Flow::open(Arc::clone(&log), &config.flow)?);
         let subscriptions = Arc::new(Subscriptions::open(
             &config.data_dir,
             Arc::clone(&log),
             config.delivery.clone(),
             Arc::clone(&metrics),
+            Arc::clone(&flow),
         )?);
         for spec in &config.subscriptions {
             match subscriptions.get(&spec.name) {
@@ -146,6 +151,7 @@ impl Broker {
             &config,
             Arc::clone(&metrics),
             schedule.clone(),
+            Arc::clone(&flow),
         ));
         let restored = ingest.recover_dedup()?;
         tracing::info!(restored, "dedup window restored from the log");
@@ -164,6 +170,7 @@ impl Broker {
             metrics,
             schedule,
             audit,
+            flow,
             kafka,
         })
     }
@@ -180,6 +187,7 @@ impl Broker {
         let token = CancellationToken::new();
         let flusher = tokio::spawn(Arc::clone(&self.subscriptions).run_flusher(token.clone()));
         tokio::spawn(Arc::clone(&self.subscriptions).follow_catalog(token.clone()));
+        let flow_writer = tokio::spawn(Arc::clone(&self.flow).run(token.clone()));
         if let Some(kafka) = &self.kafka {
             tokio::spawn(Arc::clone(kafka).poll_watermarks(token.clone()));
         }
@@ -271,6 +279,7 @@ impl Broker {
             self.schedule.clone(),
             self.config.storage.default_partitions,
             access,
+            Arc::clone(&self.flow),
         ))
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -317,6 +326,7 @@ impl Broker {
         let _ = pushers.await;
         let _ = scheduler.await;
         let _ = flusher.await;
+        let _ = flow_writer.await;
         let log = Arc::clone(&self.log);
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
         tracing::info!("switchyard stopped");

@@ -10,7 +10,7 @@
 //! | `subscribe` | subscription        | Subscribe, DescribeSubscription, ListDeadLetters           |
 //! | `redrive`   | subscription        | RedriveDeadLetters, SeekSubscription                       |
 //! | `manage`    | `topic/NAME`, `subscription/NAME`, `schema/FILE` | Create/Delete Topic and Subscription, RegisterSchema |
-//! | `view`      | `topics`, `subscriptions`, `rules`, `schemas`, `scheduled` | the List calls                  |
+//! | `view`      | `topics`, `subscriptions`, `rules`, `schemas`, `scheduled`, `flows` | the List calls, GetFlow |
 //!
 //! Rules change only through their files (reloads are audited as
 //! `ReloadRules`), so no call manages them. Without `auth.acl` entries
@@ -33,7 +33,8 @@ pub enum Action {
     Redrive,
     /// Create and delete topics, subscriptions and schemas.
     Manage,
-    /// List topics, subscriptions, rules, schemas, scheduled events.
+    /// List topics, subscriptions, rules, schemas, scheduled events; read
+    /// flow histories.
     View,
 }
 

@@ -6,6 +6,7 @@ use crate::config::{
     PushBatch, PushConfig, PushMode, StartPosition, SubscriptionConfig,
 };
 use crate::delivery::{SeekTarget, SubscriptionDescription, Subscriptions};
+use crate::flow::{Flow, FlowEvent, Position, Step, StepKind};
 use crate::ingest::Ingest;
 use crate::log::{EventLog, TopicInfo};
 use crate::model::TopicName;
@@ -26,6 +27,7 @@ pub struct AdminService {
     schedule: Schedule,
     default_partitions: u32,
     access: Arc<Access>,
+    flow: Arc<Flow>,
 }
 
 impl AdminService {
@@ -38,6 +40,7 @@ impl AdminService {
         schedule: Schedule,
         default_partitions: u32,
         access: Arc<Access>,
+        flow: Arc<Flow>,
     ) -> Self {
         Self {
             log,
@@ -46,6 +49,7 @@ impl AdminService {
             schedule,
             default_partitions,
             access,
+            flow,
         }
     }
 
@@ -303,6 +307,26 @@ impl AdminService {
         })
     }
 
+    /// The flow history a query names.
+    async fn flow(&self, request: proto::GetFlowRequest) -> Result<proto::Flow, Status> {
+        if request.query.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "`query` is required: an event id, a trace id or a correlation id",
+            ));
+        }
+        let limit = match request.limit {
+            0 => 100,
+            n => n as usize,
+        };
+        let flow = Arc::clone(&self.flow);
+        let events = tokio::task::spawn_blocking(move || flow.find(&request.query, limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(proto::Flow {
+            events: events.into_iter().map(flow_event_to_proto).collect(),
+        })
+    }
+
     /// A subscription's dead letters.
     async fn dead_letters(
         &self,
@@ -550,6 +574,14 @@ impl Admin for AdminService {
         .await
     }
 
+    async fn get_flow(
+        &self,
+        request: Request<proto::GetFlowRequest>,
+    ) -> Result<Response<proto::Flow>, Status> {
+        let grant = (Action::View, "flows");
+        self.read(request, "GetFlow", grant, |r| self.flow(r)).await
+    }
+
     async fn list_dead_letters(
         &self,
         request: Request<proto::ListDeadLettersRequest>,
@@ -626,4 +658,96 @@ impl Admin for AdminService {
         )
         .await
     }
+}
+
+fn position_to_proto(position: Position) -> proto::FlowPosition {
+    proto::FlowPosition {
+        topic: position.topic,
+        partition: position.partition,
+        offset: position.offset,
+    }
+}
+
+fn flow_event_to_proto(event: FlowEvent) -> proto::FlowEvent {
+    proto::FlowEvent {
+        source: event.source,
+        id: event.id,
+        steps: event.steps.into_iter().map(flow_step_to_proto).collect(),
+    }
+}
+
+fn flow_step_to_proto(step: Step) -> proto::FlowStep {
+    let mut out = proto::FlowStep {
+        at_unix_ms: step.at_ms,
+        position: step.position.map(position_to_proto),
+        ..Default::default()
+    };
+    let positions = |targets: Vec<Position>| targets.into_iter().map(position_to_proto).collect();
+    out.step = match step.kind {
+        StepKind::Published {
+            bus,
+            event_type,
+            publisher,
+            trace_id,
+            correlation,
+            rules,
+            targets,
+            scheduled_for_ms,
+        } => {
+            out.bus = bus;
+            out.event_type = event_type;
+            out.publisher = publisher;
+            out.trace_id = trace_id.unwrap_or_default();
+            out.correlation = correlation.unwrap_or_default();
+            out.rules = rules;
+            out.targets = positions(targets);
+            out.scheduled_for_unix_ms = scheduled_for_ms.unwrap_or_default();
+            "published"
+        }
+        StepKind::Fired { rules, targets } => {
+            out.rules = rules;
+            out.targets = positions(targets);
+            "fired"
+        }
+        StepKind::Delivered {
+            subscription,
+            attempt,
+        } => {
+            out.subscription = subscription;
+            out.attempt = attempt;
+            "delivered"
+        }
+        StepKind::Acked { subscription } => {
+            out.subscription = subscription;
+            "acked"
+        }
+        StepKind::Nacked {
+            subscription,
+            reason,
+        } => {
+            out.subscription = subscription;
+            out.reason = reason;
+            "nacked"
+        }
+        StepKind::DeadLettered {
+            subscription,
+            topic,
+            reason,
+        } => {
+            out.subscription = subscription;
+            out.dead_letter_topic = topic;
+            out.reason = reason;
+            "dead_lettered"
+        }
+        StepKind::Redriven {
+            subscription,
+            target,
+        } => {
+            out.subscription = subscription;
+            out.targets = vec![position_to_proto(target)];
+            "redriven"
+        }
+    }
+    .to_string();
+    out
 }

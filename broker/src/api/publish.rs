@@ -63,7 +63,7 @@ impl Publisher for PublisherService {
         let ids: Vec<String> = request.events.iter().map(|e| e.id.clone()).collect();
         let outcomes = self
             .ingest
-            .publish(bus, request.events)
+            .publish(bus, request.events, &principal.0)
             .instrument(span)
             .await?;
         let results = ids

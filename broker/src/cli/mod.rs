@@ -2,6 +2,7 @@
 //! gRPC clients (through the SDK) of a running broker.
 
 mod admin;
+mod flow;
 mod graph;
 mod log;
 mod publish;
@@ -152,6 +153,16 @@ enum Command {
     ///   switchyard graph --format mermaid
     #[command(verbatim_doc_comment)]
     Graph(graph::GraphArgs),
+    /// Print what happened to a business flow: every event of it, found by
+    /// event id, trace id or correlation id (the broker's
+    /// `flow.correlation`), with each step — published, routed, delivered,
+    /// acked, nacked, dead-lettered, redriven — and its time.
+    ///
+    /// Examples:
+    ///   switchyard flow order-1234             # by correlation id (flow.correlation: data.orderId)
+    ///   switchyard flow 4bf92f3577b34da6a3ce929d0e0e4736 --json
+    #[command(verbatim_doc_comment)]
+    Flow(flow::FlowArgs),
     /// Print the SHA-256 of a bearer token read from stdin, for
     /// `auth.tokens[].sha256` in the broker config (the token itself is
     /// never stored).
@@ -176,6 +187,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schemas(command) => admin::schemas(command).await,
         Command::Dlq(command) => admin::dlq(command).await,
         Command::Graph(args) => graph::run(args).await,
+        Command::Flow(args) => flow::run(args).await,
         Command::Scheduled(command) => admin::scheduled(command).await,
         Command::Log(command) => log::run(command),
         Command::TokenHash => {

@@ -105,6 +105,40 @@ pub struct BrokerConfig {
     /// The audit log file (denied calls, admin changes), relative to this
     /// config file; unset: `DATA_DIR/audit.log`.
     pub audit_log: Option<PathBuf>,
+    /// The flow history: what happened to each event.
+    pub flow: FlowConfig,
+}
+
+/// The flow history (`switchyard flow`): every transition of every event
+/// — published, routed, delivered, acked, nacked, dead-lettered,
+/// redriven — in the internal topic `__flow`, indexed in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowConfig {
+    /// Whether to record it.
+    pub enabled: bool,
+    /// Where a flow's correlation id is in its events: `data.<path>` (a
+    /// field of the JSON payload, e.g. `data.orderId`) or an attribute or
+    /// extension name (e.g. `correlationid`, `subject`). Unset: flows are
+    /// found by trace id and event id only.
+    pub correlation: Option<String>,
+    /// Steps older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Most steps kept in the in-memory index (about 100 bytes each); older
+    /// ones stay on disk but are no longer found.
+    pub max_indexed: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            correlation: None,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_indexed: 1_000_000,
+        }
+    }
 }
 
 /// TLS on the gRPC listener (rustls). Paths are relative to the config
@@ -204,6 +238,7 @@ impl Default for BrokerConfig {
             auth: AuthConfig::default(),
             tls: None,
             audit_log: None,
+            flow: FlowConfig::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub use subscription::{
 };
 
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};
+use crate::flow::{Flow, Position, StepKind};
 use crate::log::Source;
 use crate::log::{EventLog, LogError};
 use crate::model::{NameError, StoredEvent, SubscriptionName, TopicName};
@@ -108,6 +109,8 @@ pub(super) struct Shared {
     pub(super) config: DeliveryConfig,
     /// The broker's metrics.
     pub(super) metrics: Arc<Metrics>,
+    /// Where deliveries and their outcomes are recorded.
+    pub(super) flow: Arc<Flow>,
 }
 
 /// All subscriptions of the broker.
@@ -132,11 +135,13 @@ impl Subscriptions {
         log: Arc<dyn EventLog>,
         config: DeliveryConfig,
         metrics: Arc<Metrics>,
+        flow: Arc<Flow>,
     ) -> Result<Subscriptions, DeliveryError> {
         let shared = Shared {
             log: Arc::clone(&log),
             config,
             metrics,
+            flow,
         };
         let dir = data_dir.join("subscriptions");
         let this = Subscriptions {
@@ -404,11 +409,26 @@ impl Subscriptions {
             let mut record = dead.record.clone();
             record.dead_letter = None;
             let span = spans::redrive(name, record.event.as_ref());
-            self.shared
+            let offsets = self
+                .shared
                 .log
                 .append(&redrive_topic, 0, vec![record.to_bytes()])
                 .instrument(span)
                 .await?;
+            if let (Some(event), Some(&offset)) = (record.event.as_ref(), offsets.first()) {
+                let target = Position {
+                    topic: redrive_topic.to_string(),
+                    partition: 0,
+                    offset,
+                };
+                self.shared.flow.on_event(
+                    event,
+                    StepKind::Redriven {
+                        subscription: name.to_string(),
+                        target,
+                    },
+                );
+            }
             done.insert((dead.partition, dead.offset));
             store::save_redriven(subscription.dir(), &done)?;
             redriven += 1;

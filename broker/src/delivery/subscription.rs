@@ -6,6 +6,7 @@ use super::ordering::KeyOrder;
 use super::store;
 use super::{DeliveryError, Shared};
 use crate::config::{Ordering, SubscriptionConfig};
+use crate::flow::{Flow, Position, StepKind};
 use crate::log::{
     EventLog, GroupListener, GroupMembership, LogError, LogRecord, PartitionOffsets, Source,
     TopicInfo,
@@ -254,6 +255,8 @@ pub struct Subscription {
     appended: Arc<Notify>,
     /// Its delivery counters and latency histogram.
     metrics: SubscriptionMetrics,
+    /// Where deliveries and their outcomes are recorded.
+    flow: Arc<Flow>,
 }
 
 impl Subscription {
@@ -297,6 +300,7 @@ impl Subscription {
             filter,
             max_unacked: shared.config.max_unacked_per_partition,
             metrics: shared.metrics.subscription(&spec.name),
+            flow: Arc::clone(&shared.flow),
             dir,
             state: Mutex::new(State {
                 cursors: committed.iter().map(|&c| Cursor::new(c)).collect(),
@@ -331,6 +335,16 @@ impl Subscription {
     /// Wakes waiting consumers (new events on the redrive topic).
     pub(super) fn wake(&self) {
         self.settled.notify_waiters();
+    }
+
+    /// Where the event at `offset` of cursor `index` is.
+    fn position(&self, index: u32, offset: u64) -> Position {
+        let (topic, partition) = self.source(index);
+        Position {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        }
     }
 
     /// The topic and partition behind cursor `index`.
@@ -910,6 +924,20 @@ impl Subscription {
         if exporting() {
             self.trace_deliveries(&mut state.traces, &mut polled.deliveries);
         }
+        for delivery in &polled.deliveries {
+            self.flow.at(
+                Position {
+                    topic: delivery.topic.to_string(),
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                },
+                delivery.record.event.as_ref(),
+                StepKind::Delivered {
+                    subscription: self.spec.name.clone(),
+                    attempt: delivery.attempt,
+                },
+            );
+        }
         let delivered = polled.deliveries.len() as u64;
         let retried = polled.deliveries.iter().filter(|d| d.attempt > 1).count() as u64;
         self.metrics.deliveries.inc_by(delivered);
@@ -1022,6 +1050,17 @@ impl Subscription {
         match outcome {
             Ok(()) => {
                 self.metrics.dead_letters.inc();
+                if let Some(topic) = &self.dead_letter_topic {
+                    self.flow.at(
+                        self.position(partition, offset),
+                        None,
+                        StepKind::DeadLettered {
+                            subscription: self.spec.name.clone(),
+                            topic: topic.to_string(),
+                            reason: due.reason.to_string(),
+                        },
+                    );
+                }
                 cursor.ack(offset);
                 state.keys[partition as usize].finish(offset);
                 state.dirty = true;
@@ -1157,6 +1196,13 @@ impl Subscription {
                 continue;
             };
             if let Some(holder) = cursor.ack(offset) {
+                self.flow.at(
+                    self.position(partition, offset),
+                    None,
+                    StepKind::Acked {
+                        subscription: self.spec.name.clone(),
+                    },
+                );
                 state.keys[partition as usize].finish(offset);
                 state.dirty = true;
                 if let Some(holder) = holder {
@@ -1191,6 +1237,14 @@ impl Subscription {
             };
             let reason: Arc<str> = Arc::from(nack.reason.as_str());
             if let Some(holder) = cursor.nack(offset, attempt, now + delay, reason, dead_letter) {
+                self.flow.at(
+                    self.position(partition, offset),
+                    None,
+                    StepKind::Nacked {
+                        subscription: self.spec.name.clone(),
+                        reason: nack.reason.clone(),
+                    },
+                );
                 tracing::info!(subscription = %self.spec.name, partition, offset, attempt, reason = %nack.reason, ?delay, "delivery nacked");
                 release_credit(&mut state.consumers, holder);
             }

@@ -32,6 +32,7 @@ fn open(dir: &Path) -> (Arc<dyn EventLog>, Subscriptions) {
         Arc::clone(&log),
         DeliveryConfig::default(),
         Default::default(),
+        no_flow(&log),
     )
     .expect("subs");
     (log, subs)
@@ -129,6 +130,7 @@ async fn nack_redelivers_after_the_delay() {
         Arc::clone(&log),
         DeliveryConfig::default(),
         Default::default(),
+        no_flow(&log),
     )
     .expect("subs");
     let mut fast = spec("billing", 10);
@@ -189,4 +191,13 @@ async fn latest_start_skips_existing_events_and_bad_specs_are_refused() {
         sub.describe(),
         Err(DeliveryError::SubscriptionNotFound(_))
     ));
+}
+
+/// A flow history that records nothing (these tests look at delivery only).
+fn no_flow(log: &Arc<dyn EventLog>) -> Arc<crate::flow::Flow> {
+    let config = crate::config::FlowConfig {
+        enabled: false,
+        ..Default::default()
+    };
+    Arc::new(crate::flow::Flow::open(Arc::clone(log), &config).expect("flow"))
 }
