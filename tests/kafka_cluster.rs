@@ -204,6 +204,30 @@ async fn subscriptions_created_or_deleted_through_one_node_follow_on_the_other()
         ids.insert(event_id(&delivery));
         on_b.ack(vec![delivery.delivery_id]).await;
     }
+    // The flow history is shared too: A sees what B delivered.
+    eventually("A's flow of e0 shows B's delivery and ack", || {
+        let admin = admin_a.clone();
+        async move {
+            let flow = admin
+                .clone()
+                .get_flow(proto::GetFlowRequest {
+                    query: "e0".into(),
+                    limit: 0,
+                })
+                .await
+                .expect("get flow")
+                .into_inner();
+            let steps: Vec<(String, String)> = flow
+                .events
+                .iter()
+                .flat_map(|e| &e.steps)
+                .map(|s| (s.step.clone(), s.subscription.clone()))
+                .collect();
+            steps.contains(&("delivered".into(), "audit".into()))
+                && steps.contains(&("acked".into(), "audit".into()))
+        }
+    })
+    .await;
 
     admin_b
         .clone()

@@ -49,6 +49,8 @@ struct Options {
     otlp: Option<String>,
     /// Kafka bootstrap servers: use the Kafka backend.
     kafka: Option<String>,
+    /// Record the flow history (`--flow off` turns it off).
+    flow: bool,
 }
 
 fn options() -> Options {
@@ -63,6 +65,7 @@ fn options() -> Options {
         backlog: 0,
         otlp: None,
         kafka: None,
+        flow: true,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -78,6 +81,7 @@ fn options() -> Options {
             "--backlog" => options.backlog = value,
             "--otlp" => options.otlp = Some(pair[1].clone()),
             "--kafka" => options.kafka = Some(pair[1].clone()),
+            "--flow" => options.flow = pair[1] != "off",
             _ => {}
         }
     }
@@ -131,6 +135,10 @@ async fn start_broker(dir: &std::path::Path, options: &Options) -> anyhow::Resul
                 ..Default::default()
             },
         }],
+        flow: switchyard_broker::config::FlowConfig {
+            enabled: options.flow,
+            ..Default::default()
+        },
         ..BrokerConfig::default()
     };
     let config = match &options.kafka {
@@ -279,8 +287,12 @@ async fn throughput(options: &Options) -> anyhow::Result<()> {
     );
     report(
         &format!(
-            "throughput ({} publishers, batch {}, {} partitions, fsync always, {}% nacked once)",
-            options.publishers, options.batch, options.partitions, options.nack_percent
+            "throughput ({} publishers, batch {}, {} partitions, fsync always, {}% nacked once, flow history {})",
+            options.publishers,
+            options.batch,
+            options.partitions,
+            options.nack_percent,
+            if options.flow { "on" } else { "off" }
         ),
         total,
         done - start,

@@ -34,6 +34,8 @@ const BATCH: usize = 1024;
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 /// Most steps one query reads.
 const MAX_STEPS_READ: usize = 20_000;
+/// How often a node of several indexes the steps the others wrote.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
 /// Where a copy of an event is: topic, partition, offset.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -249,6 +251,9 @@ pub struct Flow {
     receiver: Mutex<Option<mpsc::Receiver<Step>>>,
     index: Mutex<Index>,
     dropped: AtomicU64,
+    /// Where indexing goes on, when several nodes write the topic (then
+    /// every step, this node's too, is indexed by following the topic).
+    followed: Mutex<Option<u64>>,
 }
 
 impl Flow {
@@ -270,21 +275,48 @@ impl Flow {
             receiver: Mutex::new(Some(receiver)),
             index: Mutex::default(),
             dropped: AtomicU64::new(0),
+            followed: Mutex::new(None),
         };
         if config.enabled {
             let offsets = flow.log.offsets(&flow.topic, 0)?;
             let from = offsets
                 .start
                 .max(offsets.end.saturating_sub(config.max_indexed as u64));
-            let mut index = flow.lock_index();
-            scan(flow.log.as_ref(), &flow.topic, 0, from, |record| {
-                if let Ok(step) = serde_json::from_slice::<Step>(&record.payload) {
-                    index.add(record.offset, keys_of(&step), config.max_indexed);
-                }
-                ControlFlow::Continue(())
-            })?;
+            let end = flow.index_from(from)?;
+            if flow.log.groups().is_some() {
+                *flow.followed.lock().unwrap_or_else(|e| e.into_inner()) = Some(end);
+            }
         }
         Ok(flow)
+    }
+
+    /// Indexes the stored steps from offset `from` on; returns the offset
+    /// after the last one.
+    fn index_from(&self, from: u64) -> Result<u64, LogError> {
+        let mut index = self.lock_index();
+        let mut end = from;
+        scan(self.log.as_ref(), &self.topic, 0, from, |record| {
+            end = record.offset + 1;
+            if let Ok(step) = serde_json::from_slice::<Step>(&record.payload) {
+                index.add(record.offset, keys_of(&step), self.config.max_indexed);
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(end)
+    }
+
+    /// Indexes what every node wrote since the last call (several nodes
+    /// only).
+    fn follow(&self) {
+        let Some(from) = *self.followed.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        match self.index_from(from) {
+            Ok(end) => {
+                *self.followed.lock().unwrap_or_else(|e| e.into_inner()) = Some(end);
+            }
+            Err(error) => tracing::warn!(%error, "cannot index the flow history"),
+        }
     }
 
     fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -497,9 +529,15 @@ impl Flow {
             return;
         }
         let mut retention = tokio::time::interval(RETENTION_EVERY);
+        let mut follow = tokio::time::interval(FOLLOW_EVERY);
+        let shared = self.log.groups().is_some();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
+                _ = follow.tick(), if shared => {
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.follow()).await;
+                }
                 received = receiver.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
                         return;
@@ -532,12 +570,14 @@ impl Flow {
             .map(bytes::Bytes::from)
             .collect();
         match self.log.append(&self.topic, 0, payloads).await {
-            Ok(offsets) => {
+            // With several nodes, following the topic indexes these too.
+            Ok(offsets) if self.log.groups().is_none() => {
                 let mut index = self.lock_index();
                 for (step, offset) in batch.iter().zip(offsets) {
                     index.add(offset, keys_of(step), self.config.max_indexed);
                 }
             }
+            Ok(_) => {}
             Err(error) => {
                 tracing::warn!(steps = batch.len(), %error, "cannot record flow steps; those flows are incomplete");
             }
