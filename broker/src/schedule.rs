@@ -484,31 +484,32 @@ impl Schedule {
         Fut: std::future::Future<Output = Result<(), String>>,
     {
         let shared = self.log.groups().is_some();
-        let mut lease = if shared {
-            match Lease::open(Arc::clone(&self.log)) {
-                Ok(lease) => Some(lease),
-                Err(error) => {
-                    tracing::error!(%error, "cannot open the schedule's lease; this node will not fire scheduled events");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        // Opened in the loop: a Kafka hiccup at start must not leave this
+        // node out of the schedule for good.
+        let mut lease: Option<Lease> = None;
         let mut owner = !shared;
         let mut armed_end = self.log.offsets(&self.scheduled, 0).map_or(0, |o| o.end);
         let mut compacted_at = tokio::time::Instant::now();
         loop {
-            if let Some(held) = lease.take() {
+            if shared {
                 let this = self.clone();
+                let log = Arc::clone(&self.log);
+                let held = lease.take();
                 let ticked = tokio::task::spawn_blocking(move || {
-                    let mut held = held;
+                    let mut held = match held {
+                        Some(held) => held,
+                        None => Lease::open(log)?,
+                    };
                     let holds = held.tick();
-                    (held, holds, this.follow())
+                    Ok::<_, LogError>((held, holds, this.follow()))
                 })
                 .await;
                 match ticked {
-                    Ok((held, holds, followed)) => {
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "cannot open the schedule's lease; this node does not fire scheduled events until it can");
+                        owner = false;
+                    }
+                    Ok(Ok((held, holds, followed))) => {
                         lease = Some(held);
                         if let Err(error) = followed {
                             tracing::warn!(%error, "cannot follow the schedule");

@@ -8,8 +8,9 @@ use crate::config::{
 use crate::delivery::{SeekTarget, SubscriptionDescription, Subscriptions};
 use crate::flow::{Flow, FlowEvent, Position, Step, StepKind};
 use crate::ingest::Ingest;
-use crate::log::{EventLog, TopicInfo};
+use crate::log::{EventLog, LogError, TopicInfo};
 use crate::model::TopicName;
+use crate::rules::{RuleSet, dry_run};
 use crate::schedule::Schedule;
 use std::future::Future;
 use std::sync::Arc;
@@ -327,6 +328,65 @@ impl AdminService {
         })
     }
 
+    /// What candidate rules would do with the bus's recent traffic.
+    async fn rules_dry_run(
+        &self,
+        request: proto::DryRunRulesRequest,
+    ) -> Result<proto::DryRunRulesResponse, Status> {
+        let bus = super::bus_or_default(&request.bus).to_string();
+        let candidate =
+            crate::rules::parse_rules(&request.rules_yaml, std::path::Path::new("candidate rules"))
+                .and_then(|rules| RuleSet::from_rules(rules, &[]))
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let last = match request.last {
+            0 => 1000,
+            n => n as usize,
+        };
+        let current = self.ingest.rules();
+        let subscriptions: Vec<(String, String)> = self
+            .subscriptions
+            .list()
+            .iter()
+            .map(|s| (s.name().to_string(), s.spec().topic.clone()))
+            .collect();
+        let log = Arc::clone(&self.log);
+        let report = tokio::task::spawn_blocking(move || {
+            let events = dry_run::recent_events(log.as_ref(), &bus, last)?;
+            Ok::<_, LogError>(dry_run::dry_run(
+                &current,
+                &candidate,
+                &bus,
+                &events,
+                &subscriptions,
+            ))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(proto::DryRunRulesResponse {
+            examined: report.examined,
+            rules: report
+                .rules
+                .into_iter()
+                .map(|r| proto::RuleDryRun {
+                    name: r.name,
+                    change: r.change.as_str().to_string(),
+                    matched_before: r.matched_before,
+                    matched_after: r.matched_after,
+                })
+                .collect(),
+            subscriptions: report
+                .subscriptions
+                .into_iter()
+                .map(|s| proto::SubscriptionDryRun {
+                    name: s.name,
+                    topic: s.topic,
+                    received_before: s.received_before,
+                    received_after: s.received_after,
+                })
+                .collect(),
+        })
+    }
+
     /// A subscription's dead letters.
     async fn dead_letters(
         &self,
@@ -570,6 +630,16 @@ impl Admin for AdminService {
         self.change(request, "CancelScheduled", grant, |r| async move {
             self.schedule.cancel(bus, &r.source, &r.id).await?;
             Ok(proto::CancelScheduledResponse {})
+        })
+        .await
+    }
+
+    async fn dry_run_rules(
+        &self,
+        request: Request<proto::DryRunRulesRequest>,
+    ) -> Result<Response<proto::DryRunRulesResponse>, Status> {
+        self.read(request, "DryRunRules", (Action::View, "rules"), |r| {
+            self.rules_dry_run(r)
         })
         .await
     }

@@ -501,6 +501,62 @@ pub(crate) enum RulesCommand {
         #[arg(long, default_value = "")]
         bus: String,
     },
+    /// Before deploying a rules file, see what it would do with the
+    /// broker's recent traffic: per rule, how many of the newest recorded
+    /// events of the bus it matches now and would match; per subscription,
+    /// how many it receives now and would receive (so you see who starts
+    /// or stops getting events).
+    ///
+    /// Example: switchyard rules dry-run --rules new-rules.yaml --bus default --last 5000
+    #[command(verbatim_doc_comment)]
+    DryRun {
+        #[command(flatten)]
+        connection: Connection,
+        /// The candidate rules file (YAML; the whole set for the bus).
+        #[arg(long = "rules")]
+        rules: PathBuf,
+        /// The bus whose traffic is replayed.
+        #[arg(long, default_value = "default")]
+        bus: String,
+        /// How many of the newest recorded events to examine.
+        #[arg(long, default_value_t = 1000)]
+        last: u32,
+    },
+}
+
+/// A dry-run report as text: rules, then subscriptions, with the change
+/// marked.
+fn render_dry_run(bus: &str, report: &proto::DryRunRulesResponse) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "examined the {} newest recorded event(s) of bus {bus} (events no rule in force matched are not recorded)\n\nrule                         change     matched now -> would match\n",
+        report.examined
+    );
+    for rule in &report.rules {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<10} {:>11} -> {}",
+            rule.name, rule.change, rule.matched_before, rule.matched_after
+        );
+    }
+    out.push_str(
+        "\nsubscription                 topic              receives now -> would receive\n",
+    );
+    for sub in &report.subscriptions {
+        let verdict = match (sub.received_before, sub.received_after) {
+            (0, 0) => "",
+            (0, _) => "  (starts receiving)",
+            (_, 0) => "  (stops receiving)",
+            (a, b) if a != b => "  (changes)",
+            _ => "",
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:<18} {:>12} -> {}{verdict}",
+            sub.name, sub.topic, sub.received_before, sub.received_after
+        );
+    }
+    out
 }
 
 /// An Admin client of the broker at `connection`.
@@ -833,6 +889,26 @@ pub(super) async fn rules(command: RulesCommand) -> Result<(), Failure> {
                     println!("  {mark} {}: {}", line.path, line.detail);
                 }
             }
+        }
+        RulesCommand::DryRun {
+            connection,
+            rules,
+            bus,
+            last,
+        } => {
+            load_rules(std::slice::from_ref(&rules))?;
+            let rules_yaml = std::fs::read_to_string(&rules)
+                .with_context(|| format!("cannot read {}", rules.display()))?;
+            let report = admin(&connection)
+                .await?
+                .dry_run_rules(proto::DryRunRulesRequest {
+                    rules_yaml,
+                    bus: bus.clone(),
+                    last,
+                })
+                .await?
+                .into_inner();
+            print!("{}", render_dry_run(&bus, &report));
         }
         RulesCommand::List { connection, bus } => {
             let mut admin = admin(&connection).await?;

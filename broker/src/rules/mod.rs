@@ -17,6 +17,7 @@
 //!       - topic: billing
 //! ```
 
+pub mod dry_run;
 mod matcher;
 mod operators;
 mod pattern;

@@ -1,0 +1,171 @@
+//! `switchyard rules dry-run`: what a candidate rule set would do with
+//! recent traffic — and, once deployed, it does exactly that.
+
+mod support;
+
+use support::*;
+use switchyard_sdk::proto;
+
+const CONFIG: &str = "
+rules_poll_interval: 100ms
+topics:
+  - name: orders
+    partitions: 1
+  - name: review
+    partitions: 1
+subscriptions:
+  - name: billing
+    topic: orders
+  - name: reviewers
+    topic: review
+";
+
+const CANDIDATE: &str = "
+rules:
+  - name: orders
+    pattern:
+      type: [order.placed]
+    targets:
+      - topic: orders
+  - name: big-orders
+    pattern:
+      type: [order.placed]
+      data:
+        total: [{numeric: ['>', 100]}]
+    targets:
+      - topic: review
+";
+
+const TOTALS: [i64; 5] = [50, 150, 250, 20, 500];
+
+async fn publish_orders(client: &switchyard_sdk::Client, round: &str) {
+    let events = TOTALS
+        .iter()
+        .enumerate()
+        .map(|(i, total)| {
+            event(
+                &format!("{round}-{i}"),
+                "order.placed",
+                &format!("c{i}"),
+                serde_json::json!({"total": total}),
+            )
+        })
+        .collect();
+    for result in client
+        .publish_batch("default", events)
+        .await
+        .expect("publish")
+    {
+        result.expect("stored");
+    }
+}
+
+async fn end_offset(admin: &switchyard_sdk::Admin, subscription: &str) -> u64 {
+    describe(&mut admin.clone(), subscription).await.partitions[0].end_offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_predicts_what_the_deployed_rules_then_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), CONFIG, ORDER_RULES);
+    let broker = BrokerProcess::start(dir.path());
+    let client = broker.client().await;
+    let admin = broker.admin().await;
+    publish_orders(&client, "before").await;
+
+    let report = admin
+        .clone()
+        .dry_run_rules(proto::DryRunRulesRequest {
+            rules_yaml: CANDIDATE.into(),
+            bus: String::new(),
+            last: 100,
+        })
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!(report.examined, 5);
+    let rule = |name: &str| {
+        report
+            .rules
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| (r.change.as_str(), r.matched_before, r.matched_after))
+    };
+    assert_eq!(rule("orders"), Some(("unchanged", 5, 5)));
+    assert_eq!(rule("big-orders"), Some(("added", 0, 3)));
+    let received = |name: &str| {
+        report
+            .subscriptions
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| (s.received_before, s.received_after))
+    };
+    assert_eq!(received("billing"), Some((5, 5)));
+    assert_eq!(received("reviewers"), Some((0, 3)));
+
+    let candidate = dir.path().join("candidate.yaml");
+    std::fs::write(&candidate, CANDIDATE).expect("write candidate");
+    let text = broker.cli(&[
+        "rules",
+        "dry-run",
+        "--rules",
+        candidate.to_str().expect("path"),
+        "--last",
+        "100",
+    ]);
+    assert!(
+        text.contains("examined the 5 newest recorded event(s) of bus default"),
+        "{text}"
+    );
+    assert!(text.contains("big-orders"), "{text}");
+    assert!(text.contains("(starts receiving)"), "{text}");
+
+    // Deploy it; the same traffic again does what the dry run said.
+    std::fs::write(dir.path().join("rules.yaml"), CANDIDATE).expect("deploy");
+    eventually("the candidate rules are in force", || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_rules(proto::ListRulesRequest::default())
+                .await
+                .expect("list rules")
+                .into_inner()
+                .rules
+                .iter()
+                .any(|r| r.name == "big-orders")
+        }
+    })
+    .await;
+    publish_orders(&client, "after").await;
+    let predicted = |name: &str| received(name).map_or(0, |(_, after)| after);
+    assert_eq!(
+        end_offset(&admin, "billing").await - 5,
+        predicted("billing"),
+        "billing got what the dry run said"
+    );
+    assert_eq!(
+        end_offset(&admin, "reviewers").await,
+        predicted("reviewers"),
+        "reviewers got what the dry run said"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_candidate_is_refused_naming_the_problem() {
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
+    let error = broker
+        .admin()
+        .await
+        .dry_run_rules(proto::DryRunRulesRequest {
+            rules_yaml: "rules:\n  - name: x\n    pattern: {type: [{numeric: ['>']}]}\n    targets: [{topic: t}]\n".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("broken rules");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(
+        error.message().contains("candidate rules"),
+        "{}",
+        error.message()
+    );
+}
