@@ -10,7 +10,7 @@
 //! | `subscribe` | subscription        | Subscribe, DescribeSubscription, ListDeadLetters           |
 //! | `redrive`   | subscription        | RedriveDeadLetters, SeekSubscription                       |
 //! | `manage`    | `topic/NAME`, `subscription/NAME`, `schema/FILE` | Create/Delete Topic and Subscription, RegisterSchema |
-//! | `view`      | `topics`, `subscriptions`, `rules`, `schemas`, `scheduled`, `flows` | the List calls, GetFlow |
+//! | `view`      | `topics`, `subscriptions`, `rules`, `schemas`, `scheduled`, `flows` | the List calls, GetFlow, DryRunRules (`rules`) |
 //!
 //! Rules change only through their files (reloads are audited as
 //! `ReloadRules`), so no call manages them. Without `auth.acl` entries
