@@ -13,11 +13,15 @@ topics:
     partitions: 1
   - name: review
     partitions: 1
+  - name: refunds
+    partitions: 1
 subscriptions:
   - name: billing
     topic: orders
   - name: reviewers
     topic: review
+  - name: refund-desk
+    topic: refunds
 ";
 
 const CANDIDATE: &str = "
@@ -34,6 +38,11 @@ rules:
         total: [{numeric: ['>', 100]}]
     targets:
       - topic: review
+  - name: refunds
+    pattern:
+      type: [refund.issued]
+    targets:
+      - topic: refunds
 ";
 
 const TOTALS: [i64; 5] = [50, 150, 250, 20, 500];
@@ -58,6 +67,33 @@ async fn publish_orders(client: &switchyard_sdk::Client, round: &str) {
     {
         result.expect("stored");
     }
+    // No rule in force matches a refund: it is recorded by the flow
+    // history only.
+    client
+        .publish(
+            "default",
+            event(
+                &format!("{round}-refund"),
+                "refund.issued",
+                "c9",
+                serde_json::json!({"total": 10}),
+            ),
+        )
+        .await
+        .expect("publish refund");
+}
+
+async fn dry_run(admin: &switchyard_sdk::Admin) -> proto::DryRunRulesResponse {
+    admin
+        .clone()
+        .dry_run_rules(proto::DryRunRulesRequest {
+            rules_yaml: CANDIDATE.into(),
+            bus: String::new(),
+            last: 100,
+        })
+        .await
+        .expect("dry run")
+        .into_inner()
 }
 
 async fn end_offset(admin: &switchyard_sdk::Admin, subscription: &str) -> u64 {
@@ -73,17 +109,12 @@ async fn a_dry_run_predicts_what_the_deployed_rules_then_do() {
     let admin = broker.admin().await;
     publish_orders(&client, "before").await;
 
-    let report = admin
-        .clone()
-        .dry_run_rules(proto::DryRunRulesRequest {
-            rules_yaml: CANDIDATE.into(),
-            bus: String::new(),
-            last: 100,
-        })
-        .await
-        .expect("dry run")
-        .into_inner();
-    assert_eq!(report.examined, 5);
+    // The flow history records the unmatched refund in the background.
+    eventually("the unmatched refund is recorded", || async {
+        dry_run(&admin).await.examined == 6
+    })
+    .await;
+    let report = dry_run(&admin).await;
     let rule = |name: &str| {
         report
             .rules
@@ -93,6 +124,7 @@ async fn a_dry_run_predicts_what_the_deployed_rules_then_do() {
     };
     assert_eq!(rule("orders"), Some(("unchanged", 5, 5)));
     assert_eq!(rule("big-orders"), Some(("added", 0, 3)));
+    assert_eq!(rule("refunds"), Some(("added", 0, 1)));
     let received = |name: &str| {
         report
             .subscriptions
@@ -102,6 +134,7 @@ async fn a_dry_run_predicts_what_the_deployed_rules_then_do() {
     };
     assert_eq!(received("billing"), Some((5, 5)));
     assert_eq!(received("reviewers"), Some((0, 3)));
+    assert_eq!(received("refund-desk"), Some((0, 1)));
 
     let candidate = dir.path().join("candidate.yaml");
     std::fs::write(&candidate, CANDIDATE).expect("write candidate");
@@ -114,7 +147,7 @@ async fn a_dry_run_predicts_what_the_deployed_rules_then_do() {
         "100",
     ]);
     assert!(
-        text.contains("examined the 5 newest recorded event(s) of bus default"),
+        text.contains("examined the 6 newest recorded event(s) of bus default"),
         "{text}"
     );
     assert!(text.contains("big-orders"), "{text}");
@@ -147,6 +180,11 @@ async fn a_dry_run_predicts_what_the_deployed_rules_then_do() {
         end_offset(&admin, "reviewers").await,
         predicted("reviewers"),
         "reviewers got what the dry run said"
+    );
+    assert_eq!(
+        end_offset(&admin, "refund-desk").await,
+        predicted("refund-desk"),
+        "the refund desk got what the dry run said"
     );
 }
 

@@ -92,6 +92,10 @@ pub enum StepKind {
         /// When it will be routed, for a scheduled event.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scheduled_for_ms: Option<i64>,
+        /// The whole event (CloudEvents JSON), kept only when no rule
+        /// matched it: no topic has a copy, and rule dry-runs replay it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unmatched: Option<serde_json::Value>,
     },
     /// A scheduled event routed at its time.
     Fired {
@@ -185,6 +189,14 @@ fn keys_of(step: &Step) -> Vec<u64> {
     {
         keys.extend(trace_id.as_deref().map(|t| key("trace", &[t])));
         keys.extend(correlation.as_deref().map(|c| key("correlation", &[c])));
+    }
+    if let StepKind::Published {
+        bus,
+        unmatched: Some(_),
+        ..
+    } = &step.kind
+    {
+        keys.push(key("unmatched", &[bus]));
     }
     keys
 }
@@ -360,8 +372,11 @@ impl Flow {
         if !self.config.enabled {
             return;
         }
+        let scheduled = scheduled_for_ms.is_some();
         let kind = match publisher {
             Some(publisher) => StepKind::Published {
+                unmatched: (rules.is_empty() && !scheduled)
+                    .then(|| switchyard_sdk::json::to_json(event)),
                 bus: bus.to_string(),
                 event_type: event.r#type.clone(),
                 publisher: publisher.to_string(),
@@ -597,6 +612,28 @@ impl Flow {
             Ok(start) => self.lock_index().evict_below(start),
             Err(error) => tracing::warn!(%error, "cannot delete old flow steps"),
         }
+    }
+
+    /// The newest `last` events published on `bus` that no rule matched,
+    /// with when they were published, oldest first.
+    pub fn unmatched(&self, bus: &str, last: usize) -> Result<Vec<(i64, CloudEvent)>, LogError> {
+        let mut offsets = self.lock_index().lookup(key("unmatched", &[bus]));
+        let skip = offsets.len().saturating_sub(last);
+        offsets.drain(..skip);
+        Ok(self
+            .read(&offsets)?
+            .into_iter()
+            .filter_map(|(_, step)| match step.kind {
+                StepKind::Published {
+                    bus: stored_bus,
+                    unmatched: Some(json),
+                    ..
+                } if stored_bus == bus => switchyard_sdk::json::from_json(&json)
+                    .ok()
+                    .map(|event| (step.at_ms, event)),
+                _ => None,
+            })
+            .collect())
     }
 }
 

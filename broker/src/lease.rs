@@ -8,9 +8,13 @@
 //! Liveness is judged by this node's clock (when it read a heartbeat), not
 //! by record timestamps, so clock skew between nodes does not matter;
 //! heartbeats older than [`LEASE`] by their timestamp are ignored when a
-//! node starts and reads the backlog. While nodes join or die, two may
-//! briefly both believe they hold the lease: the work it guards must be
-//! safe to repeat (it is: firing is at-least-once).
+//! node starts and reads the backlog. A node claims the lease only
+//! [`CLAIM_AFTER`] after it started heartbeating, so that the holder it
+//! replaces (a higher id) has read its heartbeats and stepped back first;
+//! the hand-over leaves the work undone for a moment rather than done
+//! twice. Should two nodes still both believe they hold it (a node stalled
+//! for longer than a tick), the work must be safe to repeat (it is: firing
+//! is at-least-once).
 
 use crate::log::{EventLog, LogError, blocking, scan};
 use crate::model::{TopicName, now_unix_ms};
@@ -23,6 +27,9 @@ use std::time::{Duration, Instant};
 const TOPIC: &str = "__leases";
 /// How long a node counts as alive after its last heartbeat.
 pub const LEASE: Duration = Duration::from_secs(5);
+/// How long a node heartbeats before it may hold the lease: longer than
+/// other nodes take to read its first heartbeat (they tick every second).
+pub const CLAIM_AFTER: Duration = Duration::from_secs(3);
 
 /// This node's view of who is alive.
 #[derive(Debug)]
@@ -35,6 +42,8 @@ pub struct Lease {
     next: u64,
     /// When each node's latest heartbeat was read.
     seen: HashMap<u64, Instant>,
+    /// From when this node may hold the lease.
+    eligible_at: Instant,
 }
 
 impl Lease {
@@ -56,6 +65,7 @@ impl Lease {
             node,
             next: 0,
             seen: HashMap::new(),
+            eligible_at: Instant::now() + CLAIM_AFTER,
         })
     }
 
@@ -84,7 +94,7 @@ impl Lease {
         self.next = next;
         self.seen.retain(|_, at| now.duration_since(*at) < LEASE);
         self.seen.insert(self.node, now);
-        Ok(self.holder() == self.node)
+        Ok(self.holder() == self.node && now >= self.eligible_at)
     }
 
     /// The node holding the lease, as far as this node knows.
@@ -109,6 +119,10 @@ mod tests {
         if first.node > second.node {
             std::mem::swap(&mut first, &mut second);
         }
+        assert!(!first.tick().expect("tick"), "not before CLAIM_AFTER");
+        let now = Instant::now();
+        first.eligible_at = now;
+        second.eligible_at = now;
         assert!(first.tick().expect("tick"), "alone, it holds the lease");
         assert!(!second.tick().expect("tick"), "a lower node is alive");
         assert!(first.tick().expect("tick"), "still the lowest");

@@ -350,8 +350,15 @@ impl AdminService {
             .map(|s| (s.name().to_string(), s.spec().topic.clone()))
             .collect();
         let log = Arc::clone(&self.log);
+        let flow = Arc::clone(&self.flow);
         let report = tokio::task::spawn_blocking(move || {
-            let events = dry_run::recent_events(log.as_ref(), &bus, last)?;
+            // Stored copies, and (from the flow history) the events no
+            // rule matched, newest `last` of both.
+            let mut recorded = dry_run::recent_events(log.as_ref(), &bus, last)?;
+            recorded.extend(flow.unmatched(&bus, last)?);
+            recorded.sort_by_key(|(at_ms, _)| *at_ms);
+            let skip = recorded.len().saturating_sub(last);
+            let events: Vec<_> = recorded.into_iter().skip(skip).map(|(_, e)| e).collect();
             Ok::<_, LogError>(dry_run::dry_run(
                 &current,
                 &candidate,
@@ -763,6 +770,7 @@ fn flow_step_to_proto(step: Step) -> proto::FlowStep {
             rules,
             targets,
             scheduled_for_ms,
+            unmatched: _,
         } => {
             out.bus = bus;
             out.event_type = event_type;

@@ -529,7 +529,7 @@ pub(crate) enum RulesCommand {
 fn render_dry_run(bus: &str, report: &proto::DryRunRulesResponse) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "examined the {} newest recorded event(s) of bus {bus} (events no rule in force matched are not recorded)\n\nrule                         change     matched now -> would match\n",
+        "examined the {} newest recorded event(s) of bus {bus}\n\nrule                         change     matched now -> would match\n",
         report.examined
     );
     for rule in &report.rules {

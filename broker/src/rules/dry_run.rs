@@ -4,10 +4,9 @@
 //! matches now and would match, and per subscription, the events it
 //! receives now and would receive.
 //!
-//! Recorded traffic is what the log holds: the stored copies of a bus's
-//! events in every topic (deduplicated by source and id). Events that no
-//! rule in force matched were not stored, so they are not examined — the
-//! report says how many events it looked at.
+//! Recorded traffic is the stored copies of a bus's events in every topic
+//! (deduplicated by source and id, [`recent_events`]) and, from the flow
+//! history, the events no rule in force matched (no topic has those).
 
 use super::{Rule, RuleSet, event_view};
 use crate::log::{EventLog, LogError};
@@ -76,13 +75,13 @@ pub struct DryRun {
     pub subscriptions: Vec<SubscriptionOutcome>,
 }
 
-/// The newest `last` events published on `bus`, oldest first, from their
-/// stored copies in every user topic.
+/// The newest `last` events published on `bus` that have stored copies,
+/// oldest first, with when they were stored.
 pub fn recent_events(
     log: &dyn EventLog,
     bus: &str,
     last: usize,
-) -> Result<Vec<CloudEvent>, LogError> {
+) -> Result<Vec<(i64, CloudEvent)>, LogError> {
     let mut found: Vec<(i64, u64, CloudEvent)> = Vec::new();
     let mut seen = HashSet::new();
     for topic in log.topics() {
@@ -113,7 +112,11 @@ pub fn recent_events(
     }
     found.sort_by_key(|(at, offset, _)| (*at, *offset));
     let skip = found.len().saturating_sub(last);
-    Ok(found.into_iter().skip(skip).map(|(_, _, e)| e).collect())
+    Ok(found
+        .into_iter()
+        .skip(skip)
+        .map(|(at_ms, _, e)| (at_ms, e))
+        .collect())
 }
 
 /// Routes `events` of `bus` by `current` and by `candidate` and counts
