@@ -53,13 +53,7 @@ async fn fill_ack_and_kill(dir: &Path) {
                 )
             })
             .collect();
-        for result in client
-            .publish_batch("default", events)
-            .await
-            .expect("publish")
-        {
-            result.expect("stored");
-        }
+        publish_stored(&client, events).await;
     }
     let mut stream = RawStream::open(&broker.url, "books", 2000)
         .await

@@ -24,18 +24,14 @@ subscriptions:
     topic: refunds
 ";
 
-const CANDIDATE: &str = "
-rules:
-  - name: orders
-    pattern:
-      type: [order.placed]
-    targets:
-      - topic: orders
-  - name: big-orders
+/// The rules in force (`ORDER_RULES`) and two new ones.
+fn candidate() -> String {
+    format!(
+        "{ORDER_RULES}  - name: big-orders
     pattern:
       type: [order.placed]
       data:
-        total: [{numeric: ['>', 100]}]
+        total: [{{numeric: ['>', 100]}}]
     targets:
       - topic: review
   - name: refunds
@@ -43,7 +39,9 @@ rules:
       type: [refund.issued]
     targets:
       - topic: refunds
-";
+"
+    )
+}
 
 const TOTALS: [i64; 5] = [50, 150, 250, 20, 500];
 
@@ -60,13 +58,7 @@ async fn publish_orders(client: &switchyard_sdk::Client, round: &str) {
             )
         })
         .collect();
-    for result in client
-        .publish_batch("default", events)
-        .await
-        .expect("publish")
-    {
-        result.expect("stored");
-    }
+    publish_stored(client, events).await;
     // No rule in force matches a refund: it is recorded by the flow
     // history only.
     client
@@ -87,7 +79,7 @@ async fn dry_run(admin: &switchyard_sdk::Admin) -> proto::DryRunRulesResponse {
     admin
         .clone()
         .dry_run_rules(proto::DryRunRulesRequest {
-            rules_yaml: CANDIDATE.into(),
+            rules_yaml: candidate(),
             bus: String::new(),
             last: 100,
         })
@@ -136,13 +128,13 @@ async fn a_dry_run_predicts_what_the_deployed_rules_then_do() {
     assert_eq!(received("reviewers"), Some((0, 3)));
     assert_eq!(received("refund-desk"), Some((0, 1)));
 
-    let candidate = dir.path().join("candidate.yaml");
-    std::fs::write(&candidate, CANDIDATE).expect("write candidate");
+    let candidate_file = dir.path().join("candidate.yaml");
+    std::fs::write(&candidate_file, candidate()).expect("write candidate");
     let text = broker.cli(&[
         "rules",
         "dry-run",
         "--rules",
-        candidate.to_str().expect("path"),
+        candidate_file.to_str().expect("path"),
         "--last",
         "100",
     ]);
@@ -154,7 +146,7 @@ async fn a_dry_run_predicts_what_the_deployed_rules_then_do() {
     assert!(text.contains("(starts receiving)"), "{text}");
 
     // Deploy it; the same traffic again does what the dry run said.
-    std::fs::write(dir.path().join("rules.yaml"), CANDIDATE).expect("deploy");
+    std::fs::write(dir.path().join("rules.yaml"), candidate()).expect("deploy");
     eventually("the candidate rules are in force", || {
         let mut admin = admin.clone();
         async move {

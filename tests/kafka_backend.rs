@@ -17,12 +17,7 @@ fn config(dir: &Path, tansu: &Tansu) {
     write_config(
         dir,
         &format!(
-            "backend: kafka
-kafka:
-  brokers: \"{}\"
-  topic_prefix: sy.
-  timeout: 20s
-  settings: {{{}}}
+            "{}
 topics:
   - name: orders
     partitions: 1
@@ -30,8 +25,7 @@ subscriptions:
   - name: billing
     topic: orders
 ",
-            tansu.brokers,
-            tansu_settings_yaml(&[])
+            kafka_backend_yaml(&tansu.brokers, "sy.", &[])
         ),
         ORDER_RULES,
     );
@@ -52,13 +46,7 @@ async fn publish(broker: &BrokerProcess, ids: &[&str]) {
             event
         })
         .collect();
-    for result in client
-        .publish_batch("default", events)
-        .await
-        .expect("publish")
-    {
-        result.expect("stored");
-    }
+    publish_stored(&client, events).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

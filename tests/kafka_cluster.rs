@@ -14,18 +14,22 @@ use switchyard_sdk::proto;
 const PARTITIONS: u32 = 4;
 const EVENTS: usize = 120;
 
+/// Two nodes' directories, each with a config for the shared cluster.
+fn node_dirs(tansu: &Tansu) -> [tempfile::TempDir; 2] {
+    [(); 2].map(|()| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        node_config(dir.path(), tansu);
+        dir
+    })
+}
+
 /// A node's config: the shared cluster, a short session timeout so a dead
 /// node's partitions move within seconds.
 fn node_config(dir: &Path, tansu: &Tansu) {
     write_config(
         dir,
         &format!(
-            "backend: kafka
-kafka:
-  brokers: \"{}\"
-  topic_prefix: cluster.
-  timeout: 20s
-  settings: {{{}}}
+            "{}
 topics:
   - name: orders
     partitions: {PARTITIONS}
@@ -34,8 +38,11 @@ subscriptions:
     topic: orders
     ack_deadline: 30s
 ",
-            tansu.brokers,
-            tansu_settings_yaml(&[("session.timeout.ms", "6000")])
+            kafka_backend_yaml(
+                &tansu.brokers,
+                "cluster.",
+                &[("session.timeout.ms", "6000")]
+            )
         ),
         ORDER_RULES,
     );
@@ -52,15 +59,7 @@ async fn publish(node: &BrokerProcess, ids: impl Iterator<Item = usize>) {
             )
         })
         .collect();
-    for result in node
-        .client()
-        .await
-        .publish_batch("default", events)
-        .await
-        .expect("publish")
-    {
-        result.expect("stored");
-    }
+    publish_stored(&node.client().await, events).await;
 }
 
 /// What one node's consumer saw.
@@ -77,12 +76,7 @@ fn event_id(delivery: &proto::Delivery) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_are_shared_and_a_dead_nodes_partitions_move_without_loss() {
     let tansu = Tansu::start();
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    node_config(dir_a.path(), &tansu);
-    node_config(dir_b.path(), &tansu);
+    let [dir_a, dir_b] = node_dirs(&tansu);
     let node_a = BrokerProcess::start(dir_a.path());
     let mut node_b = BrokerProcess::start(dir_b.path());
 
@@ -159,12 +153,7 @@ async fn partitions_are_shared_and_a_dead_nodes_partitions_move_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_created_or_deleted_through_one_node_follow_on_the_other() {
     let tansu = Tansu::start();
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    node_config(dir_a.path(), &tansu);
-    node_config(dir_b.path(), &tansu);
+    let [dir_a, dir_b] = node_dirs(&tansu);
     let node_a = BrokerProcess::start(dir_a.path());
     let node_b = BrokerProcess::start(dir_b.path());
     let mut admin_a = node_a.admin().await;
@@ -263,12 +252,7 @@ fn scheduled(id: &str, delay: std::time::Duration) -> proto::CloudEvent {
 async fn one_node_fires_scheduled_events_and_another_takes_over_when_it_dies() {
     use std::time::Duration;
     let tansu = Tansu::start();
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    node_config(dir_a.path(), &tansu);
-    node_config(dir_b.path(), &tansu);
+    let [dir_a, dir_b] = node_dirs(&tansu);
     let node_a = BrokerProcess::start(dir_a.path());
     node_a
         .client()

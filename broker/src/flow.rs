@@ -391,31 +391,21 @@ impl Flow {
                 targets,
             },
         };
-        self.record(Step {
-            at_ms: now_unix_ms(),
-            source: Some(event.source.clone()),
-            id: Some(event.id.clone()),
-            position: None,
-            kind,
-        });
+        self.step_now(Some(event), None, kind);
     }
 
     /// Records a step about an event as a whole (e.g. redriven).
     pub fn on_event(&self, event: &CloudEvent, kind: StepKind) {
-        if !self.config.enabled {
-            return;
-        }
-        self.record(Step {
-            at_ms: now_unix_ms(),
-            source: Some(event.source.clone()),
-            id: Some(event.id.clone()),
-            position: None,
-            kind,
-        });
+        self.step_now(Some(event), None, kind);
     }
 
     /// Records a step about the copy at `position`.
     pub fn at(&self, position: Position, event: Option<&CloudEvent>, kind: StepKind) {
+        self.step_now(event, Some(position), kind);
+    }
+
+    /// Records a step that happens now (when recording is on).
+    fn step_now(&self, event: Option<&CloudEvent>, position: Option<Position>, kind: StepKind) {
         if !self.config.enabled {
             return;
         }
@@ -423,7 +413,7 @@ impl Flow {
             at_ms: now_unix_ms(),
             source: event.map(|e| e.source.clone()),
             id: event.map(|e| e.id.clone()),
-            position: Some(position),
+            position,
             kind,
         });
     }

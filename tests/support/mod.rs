@@ -57,10 +57,7 @@ pub fn write_config(dir: &Path, config: &str, rules: &str) -> PathBuf {
                         .replace(|c: char| !c.is_ascii_alphanumeric(), "")
                 })
                 .unwrap_or_default();
-            format!(
-                "backend: kafka\nkafka: {{brokers: \"{brokers}\", topic_prefix: \"t{unique}.\", timeout: 20s, settings: {{{}}}}}\n",
-                tansu_settings_yaml(&[])
-            )
+            kafka_backend_yaml(&brokers, &format!("t{unique}."), &[])
         }
         Err(_) => String::new(),
     };
@@ -403,6 +400,18 @@ pub fn event(id: &str, event_type: &str, key: &str, data: serde_json::Value) -> 
         .expect("json")
 }
 
+/// Publishes `events` on the default bus in one batch; panics unless
+/// every one is stored.
+pub async fn publish_stored(client: &Client, events: Vec<proto::CloudEvent>) {
+    for result in client
+        .publish_batch("default", events)
+        .await
+        .expect("publish")
+    {
+        result.expect("stored");
+    }
+}
+
 /// The dead letters of `subscription`.
 pub async fn dead_letters(
     admin: &switchyard_sdk::Admin,
@@ -439,15 +448,19 @@ pub async fn until_dead_letters(
 /// batch too low (docs/kafka.md).
 pub const TANSU_SETTINGS: [(&str, &str); 1] = [("batch.num.messages", "1")];
 
-/// [`TANSU_SETTINGS`] and `extra` as the entries of a YAML flow mapping
-/// (`kafka.settings: {{...}}` in a config).
-pub fn tansu_settings_yaml(extra: &[(&str, &str)]) -> String {
-    TANSU_SETTINGS
+/// The config lines that put a broker on the Kafka backend at `brokers`,
+/// its topics under `prefix`, with [`TANSU_SETTINGS`] and `extra` as
+/// librdkafka settings.
+pub fn kafka_backend_yaml(brokers: &str, prefix: &str, extra: &[(&str, &str)]) -> String {
+    let settings = TANSU_SETTINGS
         .iter()
         .chain(extra)
         .map(|(key, value)| format!("{key}: \"{value}\""))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    format!(
+        "backend: kafka\nkafka: {{brokers: \"{brokers}\", topic_prefix: \"{prefix}\", timeout: 20s, settings: {{{settings}}}}}\n"
+    )
 }
 
 /// A Kafka-protocol broker (tansu, in memory) on an ephemeral port, for

@@ -99,20 +99,14 @@ fn describe(step: &proto::FlowStep) -> String {
 
 /// The flow as a tree: one branch per event, one leaf per step.
 fn render(query: &str, flow: &proto::Flow) -> String {
-    let start = flow
-        .events
-        .iter()
-        .flat_map(|e| e.steps.first())
-        .map(|s| s.at_unix_ms)
-        .min()
-        .unwrap_or_default();
-    let end = flow
-        .events
-        .iter()
-        .flat_map(|e| e.steps.last())
-        .map(|s| s.at_unix_ms)
-        .max()
-        .unwrap_or(start);
+    let times = || {
+        flow.events
+            .iter()
+            .flat_map(|e| &e.steps)
+            .map(|s| s.at_unix_ms)
+    };
+    let start = times().min().unwrap_or_default();
+    let end = times().max().unwrap_or(start);
     let mut out = format!(
         "flow {query}: {} event(s) from {} over {} ms\n",
         flow.events.len(),
