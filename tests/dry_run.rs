@@ -82,6 +82,7 @@ async fn dry_run(admin: &switchyard_sdk::Admin) -> proto::DryRunRulesResponse {
             rules_yaml: candidate(),
             bus: String::new(),
             last: 100,
+            ..Default::default()
         })
         .await
         .expect("dry run")
@@ -197,5 +198,55 @@ async fn a_broken_candidate_is_refused_naming_the_problem() {
         error.message().contains("candidate rules"),
         "{}",
         error.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pattern_tested_beside_the_rules_in_force_returns_the_events_it_matches() {
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
+    let client = broker.client().await;
+    let admin = broker.admin().await;
+    publish_orders(&client, "now").await;
+    // What the console's pattern test sends: one rule, added to the rules
+    // in force, with sample events.
+    let report = admin
+        .clone()
+        .dry_run_rules(proto::DryRunRulesRequest {
+            rules_yaml: "rules:\n  - name: pattern-test\n    pattern: {data: {total: [{numeric: ['>=', 250]}]}}\n    targets: [{topic: review}]\n".into(),
+            last: 100,
+            add_to_current: true,
+            samples: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("dry run")
+        .into_inner();
+    let tested = report
+        .rules
+        .iter()
+        .find(|r| r.name == "pattern-test")
+        .expect("the tested rule");
+    assert_eq!(tested.change, "added");
+    assert_eq!(tested.matched_after, 2);
+    let ids: Vec<&str> = tested.matched.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["now-2", "now-4"], "the matching events, oldest first");
+    let orders = report
+        .rules
+        .iter()
+        .find(|r| r.name == "orders")
+        .expect("orders");
+    assert_eq!(
+        (orders.change.as_str(), orders.matched_after),
+        ("unchanged", 5),
+        "the rules in force stay"
+    );
+    let reviewers = report
+        .subscriptions
+        .iter()
+        .find(|s| s.name == "reviewers")
+        .expect("reviewers");
+    assert_eq!(
+        (reviewers.received_before, reviewers.received_after),
+        (0, 2)
     );
 }

@@ -132,7 +132,7 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
     let no_dlq = admin
         .list_dead_letters(proto::ListDeadLettersRequest {
             subscription: "patient".into(),
-            limit: 0,
+            ..Default::default()
         })
         .await
         .expect_err("patient has no dead-letter topic");
@@ -144,6 +144,7 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
 
     // Done on the source: the subscription moved past it.
     until_fully_committed(&admin, "flaky").await;
+    assert_eq!(describe(&mut admin, "flaky").await.dead_letters, 1);
 
     // Redrive: the event comes back to `flaky` only, afresh, unchanged.
     let redrive_text = broker.cli(&["dlq", "redrive", "flaky"]);
@@ -160,6 +161,13 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
     assert_eq!(redriven.event.as_ref().expect("event").id, "doomed");
     assert!(redriven.dead_letter.is_none());
     again.ack(vec![redriven.delivery_id]).await;
+    assert_eq!(
+        describe(&mut admin, "flaky").await.dead_letters,
+        0,
+        "a redriven dead letter no longer waits"
+    );
+    let listed_text = broker.cli(&["dlq", "list", "flaky"]);
+    assert!(listed_text.contains("redriven"), "{listed_text}");
     let orders_end: u64 = describe(&mut admin, "patient")
         .await
         .partitions

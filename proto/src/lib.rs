@@ -10,6 +10,11 @@ pub mod v1 {
     tonic::include_proto!("switchyard.v1");
 }
 
+/// The encoded `FileDescriptorSet` of every `switchyard.v1` file (and its
+/// imports), for reflection: e.g. mapping the API to JSON.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));
+
 /// Names of the CloudEvents 1.0 core attributes (and of the JSON format's
 /// data members): they can never be extension attributes.
 pub const CORE_ATTRIBUTES: [&str; 10] = [

@@ -5,13 +5,14 @@ use crate::config::{
     BackoffConfig, ClientErrorPolicy, DEFAULT_ACK_DEADLINE, DEFAULT_PUSH_TIMEOUT, Ordering,
     PushBatch, PushConfig, PushMode, StartPosition, SubscriptionConfig,
 };
-use crate::delivery::{SeekTarget, SubscriptionDescription, Subscriptions};
+use crate::delivery::{DeadLetterSelection, SeekTarget, SubscriptionDescription, Subscriptions};
 use crate::flow::{Flow, FlowEvent, Position, Step, StepKind};
 use crate::ingest::Ingest;
 use crate::log::{EventLog, LogError, TopicInfo};
 use crate::model::TopicName;
 use crate::rules::{RuleSet, dry_run};
 use crate::schedule::Schedule;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,11 +89,34 @@ impl AdminService {
     }
 }
 
-fn topic_to_proto(info: TopicInfo) -> proto::Topic {
-    proto::Topic {
+/// A topic with its size: the events its partitions retain now.
+/// Most sample events a dry run returns per rule.
+const MAX_DRY_RUN_SAMPLES: u32 = 100;
+
+fn topic_to_proto(log: &dyn EventLog, info: TopicInfo) -> Result<proto::Topic, LogError> {
+    let mut retained_events = 0;
+    for partition in 0..info.partitions {
+        let offsets = log.offsets(&info.name, partition)?;
+        retained_events += offsets.end.saturating_sub(offsets.start);
+    }
+    Ok(proto::Topic {
         name: info.name.to_string(),
         partitions: info.partitions,
+        retained_events,
+    })
+}
+
+/// A request's `filter_json`: none when empty, else a compiled pattern
+/// (INVALID_ARGUMENT naming the problem when it is not one).
+fn filter_from_json(filter_json: &str) -> Result<Option<crate::rules::Pattern>, Status> {
+    if filter_json.is_empty() {
+        return Ok(None);
     }
+    let json: serde_json::Value = serde_json::from_str(filter_json)
+        .map_err(|e| Status::invalid_argument(format!("filter_json is not valid JSON: {e}")))?;
+    crate::rules::Pattern::compile(&json)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("filter: {e}")))
 }
 
 fn subscription_to_proto(spec: &SubscriptionConfig) -> proto::Subscription {
@@ -218,7 +242,10 @@ fn subscription_from_proto(sub: proto::Subscription) -> Result<SubscriptionConfi
     })
 }
 
-fn description_to_proto(description: SubscriptionDescription) -> proto::SubscriptionDescription {
+fn description_to_proto(
+    description: SubscriptionDescription,
+    dead_letters: u64,
+) -> proto::SubscriptionDescription {
     let partitions: Vec<proto::PartitionProgress> = description
         .partitions
         .iter()
@@ -238,6 +265,7 @@ fn description_to_proto(description: SubscriptionDescription) -> proto::Subscrip
         total_lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
         consumers: description.consumers,
+        dead_letters,
         push: description.push.map(|push| proto::PushState {
             circuit: push.circuit.as_str().into(),
             retry_at_unix_ms: push.retry_at_ms,
@@ -334,15 +362,29 @@ impl AdminService {
         request: proto::DryRunRulesRequest,
     ) -> Result<proto::DryRunRulesResponse, Status> {
         let bus = super::bus_or_default(&request.bus).to_string();
+        let current = self.ingest.rules();
         let candidate =
             crate::rules::parse_rules(&request.rules_yaml, std::path::Path::new("candidate rules"))
-                .and_then(|rules| RuleSet::from_rules(rules, &[]))
+                .and_then(|mut rules| {
+                    if request.add_to_current {
+                        let replaced: HashSet<String> =
+                            rules.iter().map(|r| r.name.clone()).collect();
+                        rules.extend(
+                            current
+                                .rules()
+                                .iter()
+                                .filter(|r| !replaced.contains(&r.name))
+                                .cloned(),
+                        );
+                    }
+                    RuleSet::from_rules(rules, &[])
+                })
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let samples = request.samples.min(MAX_DRY_RUN_SAMPLES) as usize;
         let last = match request.last {
             0 => 1000,
             n => n as usize,
         };
-        let current = self.ingest.rules();
         let subscriptions: Vec<(String, String)> = self
             .subscriptions
             .list()
@@ -365,6 +407,7 @@ impl AdminService {
                 &bus,
                 &events,
                 &subscriptions,
+                samples,
             ))
         })
         .await
@@ -379,6 +422,7 @@ impl AdminService {
                     change: r.change.as_str().to_string(),
                     matched_before: r.matched_before,
                     matched_after: r.matched_after,
+                    matched: r.matched,
                 })
                 .collect(),
             subscriptions: report
@@ -404,9 +448,14 @@ impl AdminService {
         } else {
             request.limit as usize
         };
+        let filter = filter_from_json(&request.filter_json)?;
         let subscriptions = std::sync::Arc::clone(&self.subscriptions);
         let found = tokio::task::spawn_blocking(move || {
-            subscriptions.dead_letters(&request.subscription, limit)
+            let selection = DeadLetterSelection {
+                filter: filter.as_ref(),
+                only: &[],
+            };
+            subscriptions.dead_letters(&request.subscription, &selection, limit)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
@@ -423,17 +472,15 @@ impl AdminService {
         &self,
         request: proto::RedriveDeadLettersRequest,
     ) -> Result<proto::RedriveDeadLettersResponse, Status> {
-        let filter = if request.filter_json.is_empty() {
-            None
-        } else {
-            let json: serde_json::Value =
-                serde_json::from_str(&request.filter_json).map_err(|e| {
-                    Status::invalid_argument(format!("filter_json is not valid JSON: {e}"))
-                })?;
-            Some(
-                crate::rules::Pattern::compile(&json)
-                    .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?,
-            )
+        let filter = filter_from_json(&request.filter_json)?;
+        let only: Vec<(u32, u64)> = request
+            .only
+            .iter()
+            .map(|p| (p.partition, p.offset))
+            .collect();
+        let selection = DeadLetterSelection {
+            filter: filter.as_ref(),
+            only: &only,
         };
         let limit = if request.limit == 0 {
             usize::MAX
@@ -442,7 +489,7 @@ impl AdminService {
         };
         let (redriven, remaining) = self
             .subscriptions
-            .redrive(&request.subscription, filter.as_ref(), limit)
+            .redrive(&request.subscription, &selection, limit)
             .await?;
         Ok(proto::RedriveDeadLettersResponse {
             redriven: redriven as u32,
@@ -474,7 +521,19 @@ impl AdminService {
         tokio::task::spawn_blocking(move || seeker.seek(&target))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(description_to_proto(subscription.describe()?))
+        self.description(&request.name).await
+    }
+
+    /// A subscription's progress, with how many dead letters wait.
+    async fn description(&self, name: &str) -> Result<proto::SubscriptionDescription, Status> {
+        let description = self.subscriptions.get(name)?.describe()?;
+        let subscriptions = Arc::clone(&self.subscriptions);
+        let name = name.to_string();
+        let dead_letters =
+            tokio::task::spawn_blocking(move || subscriptions.dead_letters_waiting(&name))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(description_to_proto(description, dead_letters))
     }
 
     /// The live rules of `bus` (all buses when empty) and their status.
@@ -522,7 +581,10 @@ impl Admin for AdminService {
             } else {
                 request.partitions
             };
-            Ok(topic_to_proto(self.log.create_topic(&name, partitions)?))
+            Ok(topic_to_proto(
+                self.log.as_ref(),
+                self.log.create_topic(&name, partitions)?,
+            )?)
         })
         .await
     }
@@ -532,7 +594,12 @@ impl Admin for AdminService {
         request: Request<proto::ListTopicsRequest>,
     ) -> Result<Response<proto::ListTopicsResponse>, Status> {
         self.read(request, "ListTopics", (Action::View, "topics"), |_| async {
-            let topics = self.log.topics().into_iter().map(topic_to_proto).collect();
+            let topics = self
+                .log
+                .topics()
+                .into_iter()
+                .map(|info| topic_to_proto(self.log.as_ref(), info))
+                .collect::<Result<_, _>>()?;
             Ok(proto::ListTopicsResponse { topics })
         })
         .await
@@ -611,10 +678,7 @@ impl Admin for AdminService {
             request,
             "DescribeSubscription",
             grant,
-            |request| async move {
-                let description = self.subscriptions.get(&request.name)?.describe()?;
-                Ok(description_to_proto(description))
-            },
+            |request| async move { self.description(&request.name).await },
         )
         .await
     }

@@ -310,6 +310,10 @@ pub(crate) enum DlqCommand {
         /// Most entries shown.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Only dead letters whose event matches this pattern (JSON), e.g.
+        /// '{"type": ["payment.requested"]}'.
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// Put dead letters back to this subscription only (not to the other
     /// subscribers of the topic), delivered afresh from attempt 1 with the
@@ -336,29 +340,32 @@ pub(super) async fn dlq(command: DlqCommand) -> Result<(), Failure> {
             connection,
             subscription,
             limit,
+            filter,
         } => {
             let mut admin = admin(&connection).await?;
             let dead = admin
                 .list_dead_letters(proto::ListDeadLettersRequest {
                     subscription,
                     limit,
+                    filter_json: filter.unwrap_or_default(),
                 })
                 .await?
                 .into_inner()
                 .dead_letters;
             println!(
-                "{:<28} {:<38} {:<30} {:>8}  LAST REASON",
-                "DEAD LETTER", "EVENT ID", "TYPE", "ATTEMPTS"
+                "{:<28} {:<38} {:<30} {:>8}  {:<8}  LAST REASON",
+                "DEAD LETTER", "EVENT ID", "TYPE", "ATTEMPTS", "STATE"
             );
             for entry in dead {
                 let event = entry.event.unwrap_or_default();
                 let meta = entry.dead_letter.unwrap_or_default();
                 println!(
-                    "{:<28} {:<38} {:<30} {:>8}  {}",
+                    "{:<28} {:<38} {:<30} {:>8}  {:<8}  {}",
                     format!("{}/{}@{}", entry.topic, entry.partition, entry.offset),
                     event.id,
                     event.r#type,
                     meta.attempts,
+                    if meta.redriven { "redriven" } else { "waiting" },
                     meta.last_reason
                 );
             }
@@ -385,6 +392,7 @@ pub(super) async fn dlq(command: DlqCommand) -> Result<(), Failure> {
                         subscription: subscription.clone(),
                         filter_json: filter.clone().unwrap_or_default(),
                         limit: batch,
+                        only: Vec::new(),
                     })
                     .await?
                     .into_inner();
@@ -905,6 +913,7 @@ pub(super) async fn rules(command: RulesCommand) -> Result<(), Failure> {
                     rules_yaml,
                     bus: bus.clone(),
                     last,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

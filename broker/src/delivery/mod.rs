@@ -324,11 +324,18 @@ impl Subscriptions {
             .unwrap_or_default()
     }
 
-    /// The events the subscription dead-lettered (oldest first, at most
-    /// `limit`), read from its dead-letter topic, with their failure
-    /// metadata.
-    pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<Delivery>, DeliveryError> {
+    /// The events the subscription dead-lettered that `selection` takes
+    /// (oldest first, at most `limit`), read from its dead-letter topic,
+    /// with their failure metadata (`redriven` set on those redriven
+    /// already).
+    pub fn dead_letters(
+        &self,
+        name: &str,
+        selection: &DeadLetterSelection<'_>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, DeliveryError> {
         let subscription = self.get(name)?;
+        let redriven = store::load_redriven(subscription.dir())?;
         let Some(topic) = &subscription.spec().dead_letter_topic else {
             return Err(DeliveryError::InvalidSpec {
                 field: "dead_letter_topic",
@@ -357,7 +364,14 @@ impl Subscriptions {
                         .dead_letter
                         .as_ref()
                         .is_some_and(|d| d.subscription == name);
-                    if ours && found.len() < limit {
+                    if ours
+                        && found.len() < limit
+                        && selection.takes(&stored, partition, record.offset)
+                    {
+                        let mut stored = stored;
+                        if let Some(dead) = stored.dead_letter.as_mut() {
+                            dead.redriven = redriven.contains(&(partition, record.offset));
+                        }
                         found.push(Delivery {
                             id: String::new(),
                             topic: topic.clone(),
@@ -380,29 +394,34 @@ impl Subscriptions {
         Ok(found)
     }
 
+    /// How many dead letters of subscription `name` wait (not redriven).
+    pub fn dead_letters_waiting(&self, name: &str) -> Result<u64, DeliveryError> {
+        if self.get(name)?.spec().dead_letter_topic.is_none() {
+            return Ok(0);
+        }
+        let all = self.dead_letters(name, &DeadLetterSelection::default(), usize::MAX)?;
+        Ok(all.iter().filter(|d| !is_redriven(d)).count() as u64)
+    }
+
     /// Puts dead letters of subscription `name` back to that subscription
-    /// only (through its private redrive topic): oldest first, those whose
-    /// event matches `filter` (if given), at most `limit`. Each is delivered
-    /// afresh from attempt 1, the event unchanged (id and trace context
-    /// included). A dead letter is redriven at most once. Returns how many
-    /// were redriven and how many matching ones are left.
+    /// only (through its private redrive topic): oldest first, those
+    /// `selection` takes, at most `limit`. Each is delivered afresh from
+    /// attempt 1, the event unchanged (id and trace context included). A
+    /// dead letter is redriven at most once. Returns how many were
+    /// redriven and how many selected ones are left.
     pub async fn redrive(
         &self,
         name: &str,
-        filter: Option<&crate::rules::Pattern>,
+        selection: &DeadLetterSelection<'_>,
         limit: usize,
     ) -> Result<(usize, usize), DeliveryError> {
         let subscription = self.get(name)?;
         let redrive_topic = redrive_topic_name(name)?;
         let mut done = store::load_redriven(subscription.dir())?;
         let candidates: Vec<Delivery> = self
-            .dead_letters(name, usize::MAX)?
+            .dead_letters(name, selection, usize::MAX)?
             .into_iter()
-            .filter(|d| !done.contains(&(d.partition, d.offset)))
-            .filter(|d| match (filter, &d.record.event) {
-                (Some(filter), Some(event)) => filter.matches(&crate::rules::event_view(event)),
-                _ => true,
-            })
+            .filter(|d| !is_redriven(d))
             .collect();
         let mut redriven = 0;
         for dead in candidates.iter().take(limit) {
@@ -552,6 +571,36 @@ fn ensure_redrive_topic(
         log.create_topic(&topic, 1)?;
     }
     Ok(Some(topic))
+}
+
+/// Which dead letters a listing or a redrive takes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeadLetterSelection<'a> {
+    /// Only those whose event matches this pattern.
+    pub filter: Option<&'a crate::rules::Pattern>,
+    /// Only these (partition, offset) places in the dead-letter topic;
+    /// empty: any.
+    pub only: &'a [(u32, u64)],
+}
+
+impl DeadLetterSelection<'_> {
+    /// Whether the dead letter at `partition`/`offset` is taken.
+    fn takes(&self, stored: &StoredEvent, partition: u32, offset: u64) -> bool {
+        let placed = self.only.is_empty() || self.only.contains(&(partition, offset));
+        let matches = match (self.filter, &stored.event) {
+            (Some(filter), Some(event)) => filter.matches(&crate::rules::event_view(event)),
+            _ => true,
+        };
+        placed && matches
+    }
+}
+
+fn is_redriven(delivery: &Delivery) -> bool {
+    delivery
+        .record
+        .dead_letter
+        .as_ref()
+        .is_some_and(|d| d.redriven)
 }
 
 fn redrive_topic_name(subscription: &str) -> Result<TopicName, DeliveryError> {

@@ -1103,6 +1103,7 @@ impl Subscription {
             last_reason: due.reason.to_string(),
             first_attempt_unix_ms: due.first_ms,
             last_attempt_unix_ms: now_ms(),
+            redriven: false,
         });
         let partitions = self.log.topic(topic)?.partitions;
         let target = stored

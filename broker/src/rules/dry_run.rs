@@ -11,7 +11,7 @@
 use super::{Rule, RuleSet, event_view};
 use crate::log::{EventLog, LogError};
 use crate::model::{CloudEvent, StoredEvent};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// How a rule differs between the rules in force and the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl Change {
 }
 
 /// One rule's counts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleOutcome {
     /// The rule.
     pub name: String,
@@ -49,6 +49,9 @@ pub struct RuleOutcome {
     pub matched_before: u64,
     /// Examined events it would match.
     pub matched_after: u64,
+    /// The newest of those (at most the `samples` asked for), oldest
+    /// first.
+    pub matched: Vec<CloudEvent>,
 }
 
 /// One subscription's counts.
@@ -65,7 +68,7 @@ pub struct SubscriptionOutcome {
 }
 
 /// A dry-run's report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DryRun {
     /// How many recorded events were routed both ways.
     pub examined: u64,
@@ -120,16 +123,19 @@ pub fn recent_events(
 }
 
 /// Routes `events` of `bus` by `current` and by `candidate` and counts
-/// what each rule and each of `subscriptions` (name, topic) gets.
+/// what each rule and each of `subscriptions` (name, topic) gets; keeps
+/// up to `samples` of the events each candidate rule matches.
 pub fn dry_run(
     current: &RuleSet,
     candidate: &RuleSet,
     bus: &str,
     events: &[CloudEvent],
     subscriptions: &[(String, String)],
+    samples: usize,
 ) -> DryRun {
     let mut before: BTreeMap<&str, u64> = BTreeMap::new();
     let mut after: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut matched: BTreeMap<&str, VecDeque<&CloudEvent>> = BTreeMap::new();
     let mut received: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for event in events {
         let view = event_view(event);
@@ -138,6 +144,15 @@ pub fn dry_run(
         for (counts, rules) in [(&mut before, current), (&mut after, candidate)] {
             for rule in rules.matching(bus, &view) {
                 *counts.entry(rule.name.as_str()).or_default() += 1;
+            }
+        }
+        if samples > 0 {
+            for rule in candidate.matching(bus, &view) {
+                let kept = matched.entry(rule.name.as_str()).or_default();
+                if kept.len() == samples {
+                    kept.pop_front();
+                }
+                kept.push_back(event);
             }
         }
         for (name, topic) in subscriptions {
@@ -165,6 +180,10 @@ pub fn dry_run(
             },
             matched_before: before.get(name.as_str()).copied().unwrap_or(0),
             matched_after: after.get(name.as_str()).copied().unwrap_or(0),
+            matched: matched
+                .get(name.as_str())
+                .map(|kept| kept.iter().map(|e| (*e).clone()).collect())
+                .unwrap_or_default(),
             name: name.clone(),
         })
         .collect();
@@ -236,7 +255,7 @@ mod tests {
             ("reviewers".to_string(), "review".to_string()),
             ("auditor".to_string(), "audit".to_string()),
         ];
-        let report = dry_run(&current, &candidate, "default", &events, &subscriptions);
+        let report = dry_run(&current, &candidate, "default", &events, &subscriptions, 1);
         assert_eq!(report.examined, 3);
         let rule = |name: &str| {
             report
@@ -247,6 +266,18 @@ mod tests {
         };
         assert_eq!(rule("orders"), Some((Change::Unchanged, 2, 2)));
         assert_eq!(rule("big"), Some((Change::Added, 0, 1)));
+        let samples = |name: &str| -> Vec<String> {
+            let rule = report.rules.iter().find(|r| r.name == name);
+            rule.map(|r| r.matched.iter().map(|e| e.id.clone()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(samples("big"), ["order.placed-500"]);
+        // One sample kept: the newest of the two matches.
+        assert_eq!(samples("orders"), ["order.placed-500"]);
+        assert!(
+            samples("old").is_empty(),
+            "removed rules match nothing after"
+        );
         assert_eq!(rule("old"), Some((Change::Removed, 1, 0)));
         let received: Vec<(u64, u64)> = report
             .subscriptions
