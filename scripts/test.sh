@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit + property + end-to-end
-# tests (nextest), and doc tests. CI (.ci/run) runs exactly this.
+# tests (nextest), doc tests, the e2e suite again on Kafka, the console's
+# browser tests, and a short fuzz run. CI (.ci/run) runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Build outside the clone so later runs on this machine reuse it.
@@ -30,8 +31,10 @@ trap 'kill "$tansu_pid" 2>/dev/null || true' EXIT
 SWITCHYARD_TEST_KAFKA="127.0.0.1:$port" cargo nextest run -p switchyard-broker --no-fail-fast \
   --test publish_subscribe --test retries --test replay --test bad_input --test rules_routing \
   --test scheduled --test push --test limits --test acl --test auth --test tls --test cli --test metrics \
-  --test flow
+  --test flow --test console
 kill "$tansu_pid" 2>/dev/null || true
+# The console in a real browser (headless Chromium via Playwright).
+scripts/console-test.sh
 # Fuzz every parser briefly when nightly + cargo-fuzz are there (skips
 # with a notice otherwise); scripts/fuzz.sh 300 for a longer run.
 scripts/fuzz.sh "${SWITCHYARD_FUZZ_SECONDS:-15}"

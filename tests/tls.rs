@@ -176,13 +176,7 @@ fn trusting(dir: &Path, ca: &str) -> TlsOptions {
 
 /// `GET /metrics` over HTTPS trusting `ca`; the status, or the error.
 async fn metrics_over_tls(broker: &BrokerProcess, ca: &[u8]) -> Result<u16, String> {
-    let addr = broker
-        .log()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|entry| entry["fields"]["message"] == "metrics listening")
-        .and_then(|entry| entry["fields"]["addr"].as_str().map(String::from))
-        .expect("the broker logs its metrics address");
+    let addr = broker.http_addr();
     let port = addr.rsplit(':').next().expect("port");
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca).map_err(|e| e.to_string())?)

@@ -29,6 +29,7 @@
 //! - [`push`]: push subscriptions: deliveries POSTed to HTTP endpoints.
 //! - [`api`]: gRPC services; the only module that knows tonic. Also
 //!   authentication, ACLs and quotas.
+//! - [`console`]: the operator console at `/ui` and the JSON Admin API.
 //! - [`audit`]: the audit log of denied calls and admin changes.
 //! - [`reload`]: hot reload of rule files (SIGHUP, file changes).
 //! - [`tls`]: rustls for the listeners, reloaded on SIGHUP.
@@ -37,6 +38,7 @@
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod flow;
 pub mod ingest;

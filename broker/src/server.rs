@@ -3,11 +3,13 @@
 
 use crate::api::access::{Access, Acl};
 use crate::api::auth::Authenticator;
+use crate::api::gateway::AdminGateway;
 use crate::api::quota::Quotas;
 use crate::api::{AdminService, PublisherService, SubscriberService};
 use crate::audit::AuditLog;
 use crate::config::Backend;
 use crate::config::BrokerConfig;
+use crate::console;
 use crate::delivery::{DeliveryError, Subscriptions};
 use crate::flow::Flow;
 use crate::ingest::Ingest;
@@ -69,6 +71,9 @@ pub enum StartError {
     /// The TLS certificate, key or client CA could not be used.
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    /// The console's API could not be set up (a build defect).
+    #[error("console: {0}")]
+    Console(String),
     /// The schedule of delayed events could not be opened.
     #[error("cannot open the schedule of delayed events: {0}")]
     Schedule(#[from] ScheduleError),
@@ -201,9 +206,6 @@ impl Broker {
             }
             None => None,
         };
-        if let Some(metrics_addr) = self.config.metrics_listen {
-            serve_metrics(metrics_addr, tls.clone(), Arc::clone(&metrics), &token).await?;
-        }
         let reloader = RuleReloader::new(
             self.config.rules.clone(),
             self.config.buses.clone(),
@@ -284,6 +286,12 @@ impl Broker {
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let admin = InterceptedService::new(admin, auth);
+        if let Some(http_addr) = self.config.metrics_listen {
+            let gateway =
+                AdminGateway::new(admin.clone()).map_err(|e| StartError::Console(e.to_string()))?;
+            let app = metrics::router(Arc::clone(&self.metrics)).merge(console::router(gateway));
+            serve_http(http_addr, tls.clone(), app, &token).await?;
+        }
         tracing::info!(%addr, data_dir = %self.config.data_dir.display(), "switchyard listening");
         let stop = token.clone();
         let router = Server::builder()
@@ -346,30 +354,39 @@ pub async fn run(
     broker.serve(listener, shutdown).await
 }
 
-/// Serves `/metrics` on `addr` (over TLS when the broker has it) until
-/// `stop`.
-async fn serve_metrics(
+/// Serves `app` (`/metrics`, the console) on `addr`, over TLS when the
+/// broker has it, until `stop`.
+async fn serve_http(
     addr: std::net::SocketAddr,
     tls: Option<Arc<ServerTls>>,
-    metrics: Arc<Metrics>,
+    app: axum::Router,
     stop: &CancellationToken,
 ) -> Result<(), StartError> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, tls = tls.is_some(), "metrics listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %local, tls = tls.is_some(), console = %format!("{scheme}://{local}/ui/"), "metrics and console listening");
     let stopped = stop.clone();
     let shutdown = async move { stopped.cancelled().await };
     let served = match tls {
         Some(tls) => {
             let connections = tls.incoming(listener, Protocol::Http1, stop.clone());
             let listener = TlsListener::new(connections, local);
-            tokio::spawn(metrics::serve(listener, metrics, shutdown))
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            })
         }
-        None => tokio::spawn(metrics::serve(listener, metrics, shutdown)),
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }),
     };
     tokio::spawn(async move {
         if let Ok(Err(error)) = served.await {
-            tracing::error!(%error, "metrics endpoint failed");
+            tracing::error!(%error, "HTTP endpoint (metrics, console) failed");
         }
     });
     Ok(())

@@ -162,17 +162,21 @@ impl BrokerProcess {
         }
     }
 
-    /// The text of `GET /metrics` (the address comes from the log).
-    pub fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let addr = self
-            .log()
+    /// The address of the HTTP listener (metrics, console), from the log.
+    pub fn http_addr(&self) -> String {
+        self.log()
             .lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find(|entry| entry["fields"]["message"] == "metrics listening")
+            .find(|entry| entry["fields"]["message"] == "metrics and console listening")
             .and_then(|entry| entry["fields"]["addr"].as_str().map(String::from))
-            .expect("the broker logs its metrics address");
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+            .expect("the broker logs its HTTP address")
+    }
+
+    /// The text of `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(self.http_addr()).expect("connect to metrics");
         stream
             .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
             .expect("request");

@@ -4,6 +4,7 @@
 pub mod access;
 mod admin;
 pub mod auth;
+pub mod gateway;
 mod publish;
 pub mod quota;
 mod status;

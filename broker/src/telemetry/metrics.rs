@@ -9,7 +9,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -379,17 +378,9 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown`.
-pub async fn serve<L>(
-    listener: L,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let app = axum::Router::new().route(
+/// The `GET /metrics` route, for the broker's HTTP listener.
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let metrics = Arc::clone(&metrics);
@@ -403,10 +394,7 @@ where
                 )
             }
         }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    )
 }
 
 #[cfg(test)]
