@@ -64,6 +64,7 @@ sleep 0.3 # let the last acks reach the 100 ms offset flush
 "$bin/switchyard" subscriptions describe payment-service
 
 if [ "${KEEP_RUNNING:-0}" = 1 ]; then
-  echo "== broker and services running; try: $bin/switchyard graph   (Ctrl-C stops)"
+  echo "== broker and services running; open the console: http://127.0.0.1:$metrics_port/ui/"
+  echo "   or try: $bin/switchyard graph; $bin/switchyard flow order-1   (Ctrl-C stops)"
   wait "${pids[0]}"
 fi

@@ -15,7 +15,8 @@ pub(crate) struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:50051; port 0 picks one].
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Prometheus metrics listen address [default: 127.0.0.1:9464].
+    /// HTTP listen address: /metrics and the operator console at /ui/
+    /// [default: 127.0.0.1:9464].
     #[arg(long, env = "SWITCHYARD_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// Data directory [default: ./data].

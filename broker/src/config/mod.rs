@@ -65,8 +65,8 @@ pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(30);
 pub struct BrokerConfig {
     /// gRPC listen address, e.g. `127.0.0.1:50051` (port 0 picks a free one).
     pub listen: SocketAddr,
-    /// Prometheus metrics (`GET /metrics`) listen address; null turns the
-    /// endpoint off.
+    /// HTTP listen address: Prometheus metrics (`GET /metrics`), the
+    /// operator console (`/ui/`) and its JSON Admin API; null turns it off.
     pub metrics_listen: Option<SocketAddr>,
     /// Where topics and subscription offsets are stored.
     pub data_dir: PathBuf,

@@ -236,7 +236,7 @@ async function overview(main, rates) {
         const parked = d.partitions.flatMap((p) => p.parked_keys);
         const lagSeconds = rates.value('subscription_lag_seconds', { subscription: sub.name });
         return h('tr', { 'data-subscription': sub.name },
-          h('td', {}, sub.name),
+          h('td', {}, h('a', { href: `#/subscription/${encodeURIComponent(sub.name)}` }, sub.name)),
           h('td', {}, sub.topic),
           h('td', { class: 'num', 'data-field': 'consumers' }, d.consumers),
           h('td', { class: `num ${Number(d.total_lag) > 0 ? 'warn' : ''}`, 'data-field': 'lag-events' }, fmt.count(d.total_lag)),
@@ -446,10 +446,18 @@ async function dlqView(main, rates, name) {
   return 'static';
 }
 
-/// Asks before a change; resolves true on Confirm.
-function confirmAction(text) {
+/// Asks before a change; resolves true on Confirm. With `typed`, Confirm
+/// stays disabled until that text is typed (for deletions).
+function confirmAction(text, typed) {
   const dialog = document.getElementById('confirm');
   document.getElementById('confirm-text').textContent = text;
+  const input = document.getElementById('confirm-typed');
+  const ok = document.getElementById('confirm-ok');
+  input.hidden = !typed;
+  input.value = '';
+  input.placeholder = typed ? `type ${typed} to confirm` : '';
+  input.oninput = () => { ok.disabled = input.value !== typed; };
+  ok.disabled = Boolean(typed);
   dialog.returnValue = 'cancel';
   return new Promise((resolve) => {
     dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
@@ -506,9 +514,75 @@ async function rulesView(main, rates) {
   return 'static';
 }
 
+async function subscriptionView(main, rates, name) {
+  const mine = generation;
+  const described = await api('DescribeSubscription', { name });
+  const sub = described.subscription;
+  const progress = h('div', { id: 'partitions' });
+  const outcome = h('span', { 'data-testid': 'action-status' });
+  const render = (d) => progress.replaceChildren(
+    h('p', { 'data-testid': 'subscription-summary' }, `${d.consumers} consumer(s) connected · lag ${fmt.count(d.total_lag)} event(s) · ${fmt.count(d.dead_letters)} dead letter(s) waiting`,
+      d.push ? ` · push circuit ${d.push.circuit}${d.push.last_error ? ` (${d.push.last_error})` : ''}` : ''),
+    table([['Topic'], ['Partition', 'num'], ['Committed', 'num'], ['End', 'num'], ['Lag', 'num'], ['In flight', 'num'], ['Oldest unacked', 'num'], ['Parked keys']],
+      d.partitions.map((p) => h('tr', { 'data-partition': `${p.topic}/${p.partition}` },
+        h('td', {}, p.topic), h('td', { class: 'num' }, p.partition), h('td', { class: 'num' }, fmt.count(p.committed_offset)),
+        h('td', { class: 'num' }, fmt.count(p.end_offset)), h('td', { class: 'num', 'data-field': 'lag' }, fmt.count(p.lag)),
+        h('td', { class: 'num' }, p.in_flight), h('td', { class: 'num' }, fmt.seconds(Number(p.oldest_unacked_age_ms) / 1000)),
+        h('td', {}, p.parked_keys.join(', '))))));
+  const target = h('select', { id: 'seek-target' },
+    h('option', { value: 'latest' }, 'the end (skip everything not delivered)'),
+    h('option', { value: 'earliest' }, 'the oldest retained event (deliver all again)'),
+    h('option', { value: 'time' }, 'a time (UTC)'));
+  const when = h('input', { id: 'seek-time', type: 'datetime-local', step: 1 });
+  const seek = async () => {
+    const request = { name };
+    let what;
+    if (target.value === 'time') {
+      const ms = Date.parse(`${when.value}Z`);
+      if (Number.isNaN(ms)) { outcome.textContent = 'Pick the time to seek to.'; return; }
+      request.time_unix_ms = ms;
+      what = `the first event at or after ${when.value} UTC`;
+    } else {
+      request[target.value] = true;
+      what = target.value === 'latest' ? 'the end of every partition: events not yet delivered are skipped' : 'the oldest retained event: everything retained is delivered again';
+    }
+    if (!(await confirmAction(`Move ${name} to ${what}? In-flight deliveries still count. This is audit-logged.`))) return;
+    try {
+      render(await api('SeekSubscription', request));
+      outcome.textContent = 'done: moved';
+    } catch (error) { outcome.textContent = `refused: ${error.message}`; }
+  };
+  const remove = async () => {
+    if (!(await confirmAction(`Delete subscription ${name}? Its committed offsets go with it and connected consumers are cut off. The topic and its events stay. This is audit-logged.`, name))) return;
+    try {
+      await api('DeleteSubscription', { name });
+      location.hash = '#/overview';
+    } catch (error) { outcome.textContent = `refused: ${error.message}`; }
+  };
+  render(described);
+  main.replaceChildren(
+    h('h2', {}, `Subscription ${name}`),
+    h('p', { class: 'muted' }, `topic ${sub.topic} · ack deadline ${sub.ack_deadline_seconds} s · max in flight ${sub.max_in_flight} · ${sub.ordering === 'ORDERING_BY_KEY' ? 'ordered by key' : 'unordered'} · `,
+      sub.dead_letter_topic ? h('a', { href: `#/dlq/${encodeURIComponent(name)}` }, `dead letters after ${sub.max_attempts} attempt(s) to ${sub.dead_letter_topic}`) : 'retried forever (no dead-letter topic)'),
+    h('section', {}, progress),
+    h('h2', {}, 'Actions'),
+    h('section', {},
+      h('div', { class: 'row' }, 'Seek to', target, when, h('button', { id: 'seek', onclick: seek }, 'Seek…')),
+      h('div', { class: 'row' }, h('button', { id: 'delete-subscription', class: 'danger', onclick: remove }, 'Delete subscription…'), outcome)));
+  // Progress refreshes in the background; the actions stay as they are.
+  (async () => {
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, REFRESH_MS));
+      if (mine !== generation) return;
+      try { render(await api('DescribeSubscription', { name })); } catch { return; }
+    }
+  })();
+  return 'static';
+}
+
 // ---- routing ----
 
-const VIEWS = { overview, map: mapView, flow: flowView, dlq: dlqView, rules: rulesView };
+const VIEWS = { overview, map: mapView, flow: flowView, dlq: dlqView, rules: rulesView, subscription: subscriptionView };
 let generation = 0;
 
 async function route() {
