@@ -1,12 +1,17 @@
 //! The flow history: every step of every event — published, delivered per
 //! attempt, nacked, dead-lettered, redriven, acked — is recorded once,
 //! found by correlation id, event id or trace id, printed by
-//! `switchyard flow`, and still there after a restart.
+//! `switchyard flow`, and still there after a restart; a whole order saga
+//! is recorded completely (step counts equal the broker's counters).
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
 use support::*;
+use switchyard_examples::saga::{self, Service};
 use switchyard_sdk::proto;
+use tokio_util::sync::CancellationToken;
 
 const CONFIG: &str = "
 topics:
@@ -166,6 +171,115 @@ async fn every_step_of_a_flow_is_recorded_once_and_survives_a_restart() {
     let after = flow(&admin, "o-1").await;
     assert_eq!(steps_of(&after, "failing"), FAILED_THEN_REDRIVEN);
     assert_eq!(steps_of(&after, "paid"), PAID);
+}
+
+/// Counts of steps by kind over the flows of orders 1..=6, each event once;
+/// in the broker's terms: an event published for later is `scheduled`, and
+/// is `routed` when it fires, as one published for now is at once.
+async fn saga_step_counts(admin: &switchyard_sdk::Admin) -> BTreeMap<String, u64> {
+    let mut events = BTreeMap::new();
+    for n in 1..=6 {
+        for event in flow(admin, &format!("order-{n}")).await {
+            events.insert((event.source.clone(), event.id.clone()), event);
+        }
+    }
+    let mut counts = BTreeMap::new();
+    for step in events.values().flat_map(|e| &e.steps) {
+        let kind = match step.step.as_str() {
+            "published" if step.scheduled_for_unix_ms > 0 => "scheduled",
+            "published" | "fired" => "routed",
+            other => other,
+        };
+        *counts.entry(kind.to_string()).or_default() += 1;
+    }
+    counts
+}
+
+/// The same transitions as counted by the broker's own metrics.
+fn counted_by_metrics(broker: &BrokerProcess) -> BTreeMap<String, u64> {
+    let metrics = broker.metrics();
+    [
+        ("routed", "switchyard_events_published_total"),
+        ("scheduled", "switchyard_events_scheduled_total"),
+        ("delivered", "switchyard_deliveries_total"),
+        ("acked", "switchyard_acks_total"),
+        ("nacked", "switchyard_nacks_total"),
+        ("dead_lettered", "switchyard_dead_letters_total"),
+    ]
+    .into_iter()
+    .map(|(step, metric)| (step.to_string(), metric_total(&metrics, metric) as u64))
+    .filter(|(_, count)| *count > 0)
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_saga_run_is_recorded_every_hop_once_per_attempt() {
+    // The order saga of examples/order-saga (flow.correlation: subject, the
+    // order id), every path: completed, retried, declined and compensated,
+    // out of stock, payment deadline passed, dead-lettered.
+    let (_dir, broker) = start_saga_broker(&[]);
+    let client = broker.client().await;
+    let admin = broker.admin().await;
+    let shutdown = CancellationToken::new();
+    for service in [Service::Inventory, Service::Payment, Service::Shipping] {
+        tokio::spawn(saga::run_service(service, client.clone(), shutdown.clone()));
+    }
+    let (outcomes, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(saga::close_orders(
+        client.clone(),
+        outcomes,
+        shutdown.clone().cancelled_owned(),
+    ));
+    for n in 1..=6 {
+        saga::place_order(&client, n, Duration::from_millis(1500))
+            .await
+            .expect("place order");
+    }
+    tokio::time::timeout(TIMEOUT, async {
+        for _ in 1..=6 {
+            closed.recv().await.expect("order-service runs");
+        }
+    })
+    .await
+    .expect("six sagas end");
+
+    // Every transition the broker counted is in the flows of the six
+    // orders, exactly once (the flow writer is asynchronous: poll).
+    eventually("the flows hold what the counters counted", || async {
+        let recorded = saga_step_counts(&admin).await;
+        let counted = counted_by_metrics(&broker);
+        let same = counted
+            .iter()
+            .all(|(step, count)| recorded.get(step) == Some(count));
+        if !same {
+            eprintln!("recorded {recorded:?}\ncounted  {counted:?}");
+        }
+        same
+    })
+    .await;
+    let recorded = saga_step_counts(&admin).await;
+    assert!(
+        recorded["nacked"] >= 1 && recorded["dead_lettered"] == 1,
+        "{recorded:?}"
+    );
+    // Per event and subscription, deliveries are attempts 1, 2, ... once each.
+    for n in 1..=6 {
+        for event in flow(&admin, &format!("order-{n}")).await {
+            let mut attempts: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+            for step in event.steps.iter().filter(|s| s.step == "delivered") {
+                attempts
+                    .entry(&step.subscription)
+                    .or_default()
+                    .push(step.attempt);
+            }
+            for (subscription, mut seen) in attempts {
+                seen.sort_unstable();
+                let expected: Vec<u32> = (1..=seen.len() as u32).collect();
+                assert_eq!(seen, expected, "{} to {subscription}", event.id);
+            }
+        }
+    }
+    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

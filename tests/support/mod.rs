@@ -535,3 +535,19 @@ impl Drop for Tansu {
         let _ = self.child.wait();
     }
 }
+
+/// The sum of every series of metric `name` (e.g. `switchyard_acks_total`)
+/// in Prometheus text `metrics`.
+pub fn metric_total(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
+}

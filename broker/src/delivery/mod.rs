@@ -21,7 +21,8 @@ use crate::log::{EventLog, LogError};
 use crate::model::{NameError, StoredEvent, SubscriptionName, TopicName};
 use crate::telemetry::metrics::{Metrics, SubscriptionLag};
 use crate::telemetry::spans;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -126,6 +127,8 @@ pub struct Subscriptions {
     subscriptions: RwLock<BTreeMap<SubscriptionName, Arc<Subscription>>>,
     /// The next catalog record to apply (shared definitions only).
     catalog_next: std::sync::Mutex<u64>,
+    /// Dead letters counted per subscription, read incrementally.
+    dead_letter_tallies: std::sync::Mutex<HashMap<String, DeadLetterTally>>,
 }
 
 impl Subscriptions {
@@ -149,6 +152,7 @@ impl Subscriptions {
             dir,
             subscriptions: RwLock::default(),
             catalog_next: std::sync::Mutex::new(0),
+            dead_letter_tallies: std::sync::Mutex::default(),
         };
         if log.groups().is_some() {
             catalog::ensure(log.as_ref())?;
@@ -336,54 +340,34 @@ impl Subscriptions {
     ) -> Result<Vec<Delivery>, DeliveryError> {
         let subscription = self.get(name)?;
         let redriven = store::load_redriven(subscription.dir())?;
-        let Some(topic) = &subscription.spec().dead_letter_topic else {
+        let Some(topic) = dead_letter_topic(&subscription)? else {
             return Err(DeliveryError::InvalidSpec {
                 field: "dead_letter_topic",
                 message: format!("subscription '{name}' has no dead-letter topic"),
             });
         };
-        let topic = TopicName::new(topic.clone())?;
         let mut found = Vec::new();
         for partition in 0..self.shared.log.topic(&topic)?.partitions {
-            let range = self.shared.log.offsets(&topic, partition)?;
-            let mut from = range.start;
-            while from < range.end && found.len() < limit {
-                let records = self.shared.log.read(&topic, partition, from, 1024)?;
-                let Some(last) = records.last() else { break };
-                from = last.offset + 1;
-                for record in records {
-                    let stored = StoredEvent::from_bytes(&record.payload).map_err(|e| {
-                        DeliveryError::Undecodable {
-                            topic: topic.to_string(),
-                            partition,
-                            offset: record.offset,
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    let ours = stored
-                        .dead_letter
-                        .as_ref()
-                        .is_some_and(|d| d.subscription == name);
-                    if ours
-                        && found.len() < limit
-                        && selection.takes(&stored, partition, record.offset)
-                    {
-                        let mut stored = stored;
-                        if let Some(dead) = stored.dead_letter.as_mut() {
-                            dead.redriven = redriven.contains(&(partition, record.offset));
-                        }
-                        found.push(Delivery {
-                            id: String::new(),
-                            topic: topic.clone(),
-                            partition,
-                            offset: record.offset,
-                            attempt: 0,
-                            record: stored,
-                            trace_context: Default::default(),
-                        });
-                    }
+            self.scan_dead_letters(name, &topic, partition, 0, |offset, mut stored| {
+                if found.len() >= limit {
+                    return ControlFlow::Break(());
                 }
-            }
+                if selection.takes(&stored, partition, offset) {
+                    if let Some(dead) = stored.dead_letter.as_mut() {
+                        dead.redriven = redriven.contains(&(partition, offset));
+                    }
+                    found.push(Delivery {
+                        id: String::new(),
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                        attempt: 0,
+                        record: stored,
+                        trace_context: Default::default(),
+                    });
+                }
+                ControlFlow::Continue(())
+            })?;
         }
         found.sort_by_key(|d| {
             d.record
@@ -395,12 +379,78 @@ impl Subscriptions {
     }
 
     /// How many dead letters of subscription `name` wait (not redriven).
+    /// Reads only what reached the dead-letter topic since the last call.
     pub fn dead_letters_waiting(&self, name: &str) -> Result<u64, DeliveryError> {
-        if self.get(name)?.spec().dead_letter_topic.is_none() {
+        let subscription = self.get(name)?;
+        let Some(topic) = dead_letter_topic(&subscription)? else {
             return Ok(0);
+        };
+        let partitions = self.shared.log.topic(&topic)?.partitions;
+        let mut tallies = self.dead_letter_tallies.lock().map_err(|_| poisoned())?;
+        let tally = tallies.entry(name.to_string()).or_default();
+        if tally.topic != topic.as_str() {
+            *tally = DeadLetterTally {
+                topic: topic.to_string(),
+                ..DeadLetterTally::default()
+            };
         }
-        let all = self.dead_letters(name, &DeadLetterSelection::default(), usize::MAX)?;
-        Ok(all.iter().filter(|d| !is_redriven(d)).count() as u64)
+        tally.next.resize(partitions as usize, 0);
+        for partition in 0..partitions {
+            let retained_from = self.shared.log.offsets(&topic, partition)?.start;
+            tally
+                .places
+                .retain(|&(p, offset)| p != partition || offset >= retained_from);
+            let from = tally.next[partition as usize];
+            let places = &mut tally.places;
+            tally.next[partition as usize] =
+                self.scan_dead_letters(name, &topic, partition, from, |offset, _| {
+                    places.insert((partition, offset));
+                    ControlFlow::Continue(())
+                })?;
+        }
+        let redriven = store::load_redriven(subscription.dir())?;
+        Ok(tally.places.difference(&redriven).count() as u64)
+    }
+
+    /// Visits the dead letters of subscription `name` in one partition of
+    /// its dead-letter topic, from offset `from`, with their offsets;
+    /// returns the offset after the last record read.
+    fn scan_dead_letters(
+        &self,
+        name: &str,
+        topic: &TopicName,
+        partition: u32,
+        from: u64,
+        mut visit: impl FnMut(u64, StoredEvent) -> ControlFlow<()>,
+    ) -> Result<u64, DeliveryError> {
+        let mut next = from;
+        let mut undecodable = None;
+        crate::log::scan(self.shared.log.as_ref(), topic, partition, from, |record| {
+            match StoredEvent::from_bytes(&record.payload) {
+                Ok(stored) => {
+                    next = record.offset + 1;
+                    let ours = stored
+                        .dead_letter
+                        .as_ref()
+                        .is_some_and(|d| d.subscription == name);
+                    if ours {
+                        visit(record.offset, stored)
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                }
+                Err(e) => {
+                    undecodable = Some(DeliveryError::Undecodable {
+                        topic: topic.to_string(),
+                        partition,
+                        offset: record.offset,
+                        reason: e.to_string(),
+                    });
+                    ControlFlow::Break(())
+                }
+            }
+        })?;
+        undecodable.map_or(Ok(next), Err)
     }
 
     /// Puts dead letters of subscription `name` back to that subscription
@@ -461,6 +511,9 @@ impl Subscriptions {
     /// get NOT_FOUND on their next poll.
     pub fn delete(&self, name: &str) -> Result<(), DeliveryError> {
         let subscription = self.get(name)?;
+        if let Ok(mut tallies) = self.dead_letter_tallies.lock() {
+            tallies.remove(name);
+        }
         if let Some(groups) = self.shared.log.groups() {
             catalog::write(self.shared.log.as_ref(), name, None)?;
             self.forget(name)?;
@@ -593,6 +646,26 @@ impl DeadLetterSelection<'_> {
         };
         placed && matches
     }
+}
+
+/// The dead letters of one subscription counted so far (see
+/// [`Subscriptions::dead_letters_waiting`]).
+#[derive(Debug, Default)]
+struct DeadLetterTally {
+    /// The dead-letter topic they were counted in.
+    topic: String,
+    /// Per partition, the next offset to read.
+    next: Vec<u64>,
+    /// (partition, offset) of each dead letter seen and still retained.
+    places: std::collections::BTreeSet<(u32, u64)>,
+}
+
+/// The dead-letter topic of `subscription`, if it has one.
+fn dead_letter_topic(subscription: &Subscription) -> Result<Option<TopicName>, DeliveryError> {
+    Ok(match &subscription.spec().dead_letter_topic {
+        Some(topic) => Some(TopicName::new(topic.clone())?),
+        None => None,
+    })
 }
 
 fn is_redriven(delivery: &Delivery) -> bool {
