@@ -15,6 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 const run = promisify(execFile);
@@ -132,7 +133,15 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  const exited = children.map((child) => new Promise((resolve) => {
+    if (child.exitCode !== null) resolve();
+    else child.on('exit', resolve);
+  }));
   for (const child of children) child.kill('SIGTERM');
+  await Promise.all(exited);
+  // Logs and data stay for a look with KEEP_CONSOLE_TEST_DIR=1.
+  if (process.env.KEEP_CONSOLE_TEST_DIR) console.log(`broker and service logs: ${work}`);
+  else fs.rmSync(work, { recursive: true, force: true });
 });
 
 test('the overview shows every subscription with the lag the Admin API reports', async () => {
@@ -313,4 +322,48 @@ test('a subscription is moved and deleted from the browser, each only after conf
   const audit = fs.readFileSync(path.join(work, 'data', 'audit.log'), 'utf8');
   assert.match(audit, /"operation":"SeekSubscription"/);
   assert.match(audit, /"operation":"DeleteSubscription"/);
+});
+
+test('with tokens configured, the console does what the token may and says what is missing', async () => {
+  // A second broker, with authentication and ACLs.
+  const sha = (token) => createHash('sha256').update(token).digest('hex');
+  const dir = path.join(work, 'auth');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'config.yaml'), `
+auth:
+  tokens:
+    - {principal: ops-viewer, sha256: ${sha('viewer-token')}}
+    - {principal: order-service, sha256: ${sha('publisher-token')}}
+  acl:
+    - principal: ops-viewer
+      allow: [view:*, subscribe:*]
+    - principal: order-service
+      allow: [publish:default]
+topics:
+  - {name: orders, partitions: 1}
+subscriptions:
+  - {name: billing, topic: orders}
+`);
+  const [grpcPort, httpPort] = [await freePort(), await freePort()];
+  start('switchyard', ['serve', '--config', path.join(dir, 'config.yaml'), '--listen', `127.0.0.1:${grpcPort}`,
+    '--metrics-listen', `127.0.0.1:${httpPort}`, '--data-dir', path.join(dir, 'data')], 'auth-broker.log');
+  const url = `http://127.0.0.1:${httpPort}`;
+  await eventually('the second broker serves the console', async () => (await fetch(`${url}/ui/`)).ok);
+  const bannerText = () => page.locator('#banner').textContent();
+
+  await page.goto(`${url}/ui/#/overview`);
+  await page.evaluate(() => sessionStorage.clear());
+  await page.reload();
+  await eventually('asked for a token', async () => /bearer token/.test(await bannerText()));
+
+  await page.fill('#token', 'publisher-token');
+  await page.click('#token-form button');
+  await eventually('told what is missing', async () => /Not allowed: principal "order-service" may not view/.test(await bannerText()));
+  assert.equal(await page.locator('tr[data-subscription]').count(), 0, 'nothing shown without the grant');
+
+  await page.fill('#token', 'viewer-token');
+  await page.click('#token-form button');
+  await page.waitForSelector('tr[data-subscription="billing"]');
+  assert.ok(await page.locator('#banner').isHidden());
+  await page.evaluate(() => sessionStorage.clear());
 });
