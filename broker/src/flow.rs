@@ -509,19 +509,18 @@ impl Flow {
     /// The steps at `offsets` (sorted), at most [`MAX_STEPS_READ`], with
     /// their offsets.
     fn read(&self, offsets: &[u64]) -> Result<Vec<(u64, Step)>, LogError> {
-        let mut steps = Vec::new();
-        for &offset in offsets.iter().take(MAX_STEPS_READ) {
-            if let Some(record) = self
-                .log
-                .read(&self.topic, 0, offset, 1)?
+        let mut wanted: Vec<u64> = offsets.iter().take(MAX_STEPS_READ).copied().collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        Ok(
+            crate::log::read_offsets(self.log.as_ref(), &self.topic, 0, &wanted)?
                 .into_iter()
-                .find(|r| r.offset == offset)
-                && let Ok(step) = serde_json::from_slice::<Step>(&record.payload)
-            {
-                steps.push((offset, step));
-            }
-        }
-        Ok(steps)
+                .filter_map(|record| {
+                    let step = serde_json::from_slice::<Step>(&record.payload).ok()?;
+                    Some((record.offset, step))
+                })
+                .collect(),
+        )
     }
 
     /// Writes queued steps in batches and deletes those past the

@@ -409,34 +409,21 @@ impl Schedule {
     /// The stored events at sorted `offsets`, reading each run of
     /// consecutive offsets at once; missing ones (retention) are logged.
     fn read_runs(&self, offsets: &[u64]) -> Result<Vec<StoredEvent>, LogError> {
+        let records = crate::log::read_offsets(self.log.as_ref(), &self.scheduled, 0, offsets)?;
+        let mut records = records.iter().peekable();
         let mut found = Vec::with_capacity(offsets.len());
-        let mut rest = offsets;
-        while let Some(&first) = rest.first() {
-            let run = rest
-                .iter()
-                .enumerate()
-                .take_while(|&(i, &o)| o == first + i as u64)
-                .count();
-            let wanted = &rest[..run];
-            let records = self.log.read(&self.scheduled, 0, first, run)?;
-            let mut records = records.iter().peekable();
-            for &offset in wanted {
-                // Both are in offset order: skip to this offset's record.
-                while records.next_if(|r| r.offset < offset).is_some() {}
-                match records.next_if(|r| r.offset == offset) {
-                    Some(record) => match StoredEvent::from_bytes(&record.payload) {
-                        Ok(stored) => found.push(stored),
-                        Err(error) => {
-                            tracing::error!(offset, %error, "a scheduled event does not decode; not routed")
-                        }
-                    },
-                    None => tracing::error!(
-                        offset,
-                        "a scheduled event is gone (retention?); not routed"
-                    ),
+        for &offset in offsets {
+            match records.next_if(|r| r.offset == offset) {
+                Some(record) => match StoredEvent::from_bytes(&record.payload) {
+                    Ok(stored) => found.push(stored),
+                    Err(error) => {
+                        tracing::error!(offset, %error, "a scheduled event does not decode; not routed")
+                    }
+                },
+                None => {
+                    tracing::error!(offset, "a scheduled event is gone (retention?); not routed")
                 }
             }
-            rest = &rest[run..];
         }
         Ok(found)
     }

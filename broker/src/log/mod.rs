@@ -271,3 +271,36 @@ pub fn scan(
     }
     Ok(())
 }
+
+/// The records at `offsets` (ascending) of one partition, reading each run
+/// of consecutive offsets with one read; offsets no longer there (past the
+/// retention) are left out.
+pub fn read_offsets(
+    log: &dyn EventLog,
+    topic: &TopicName,
+    partition: u32,
+    offsets: &[u64],
+) -> Result<Vec<LogRecord>, LogError> {
+    let mut found = Vec::with_capacity(offsets.len());
+    let mut rest = offsets;
+    while let Some(&first) = rest.first() {
+        let run = rest
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &o)| o == first + i as u64)
+            .count();
+        let mut records = log
+            .read(topic, partition, first, run)?
+            .into_iter()
+            .peekable();
+        for &offset in &rest[..run] {
+            // Both are in offset order: skip to this offset's record.
+            while records.next_if(|r| r.offset < offset).is_some() {}
+            if let Some(record) = records.next_if(|r| r.offset == offset) {
+                found.push(record);
+            }
+        }
+        rest = &rest[run..];
+    }
+    Ok(found)
+}

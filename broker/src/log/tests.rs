@@ -86,6 +86,32 @@ fn appends_read_back_across_segment_rolls_and_restarts() {
 }
 
 #[test]
+fn records_are_read_at_scattered_offsets_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = EmbeddedLog::open(dir.path(), &small_config()).expect("open");
+    log.create_topic(&topic(), 1).expect("create");
+    let written = payloads(200);
+    append_all(&log, &written);
+    let wanted = [0, 1, 2, 57, 58, 120, 199, 200, 500];
+    let records = read_offsets(&log, &topic(), 0, &wanted).expect("read");
+    let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+    assert_eq!(
+        offsets,
+        [0, 1, 2, 57, 58, 120, 199],
+        "offsets past the end are left out"
+    );
+    for record in &records {
+        assert_eq!(record.payload.to_vec(), written[record.offset as usize]);
+    }
+    assert!(
+        read_offsets(&log, &topic(), 0, &[])
+            .expect("read")
+            .is_empty()
+    );
+    log.close();
+}
+
+#[test]
 fn offsets_are_found_by_append_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = EmbeddedLog::open(dir.path(), &small_config()).expect("open");
