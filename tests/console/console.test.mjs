@@ -165,6 +165,8 @@ test('the overview shows every subscription with the lag the Admin API reports',
   });
   const retained = await page.locator('tr[data-topic="orders"] [data-field="retained"]').textContent();
   assert.equal(Number(retained), (await admin('ListTopics')).topics.find((t) => t.name === 'orders').retained_events);
+  // Rates appear from the second sampling on.
+  await page.waitForFunction(() => [...document.querySelectorAll('td')].some((td) => td.textContent.endsWith('/s')));
   await screenshot('overview');
 });
 
@@ -186,6 +188,8 @@ test('the choreography map draws every rule, topic and subscription, with live r
   for (const sub of subscriptions) assert.equal(await page.locator(`[data-node="subscription:${sub.name}"]`).count(), 1, sub.name);
   // Traffic that only the audit rule routes: its edge shows a live rate.
   const edge = page.locator('[data-edge="rule:saga-audit->topic:audit"]');
+  // The rule matches any type: its type edge carries the same rate.
+  const typeEdge = page.locator('[data-edge="type:any type on default->rule:saga-audit"]');
   let n = 0;
   await eventually('a live rate on saga-audit → audit', async () => {
     const events = Array.from({ length: 5 }, () => JSON.stringify({
@@ -194,9 +198,11 @@ test('the choreography map draws every rule, topic and subscription, with live r
     const publish = spawn(path.join(bin, 'switchyard'), ['publish', '--stdin', '--url', grpcUrl], { stdio: ['pipe', 'ignore', 'inherit'] });
     publish.stdin.end(`${events}\n`);
     await new Promise((resolve) => publish.on('exit', resolve));
-    return Number(await edge.getAttribute('data-rate')) > 0;
+    const [rate, typeRate] = [await edge.getAttribute('data-rate'), await typeEdge.getAttribute('data-rate')];
+    return Number(rate) > 0 && rate === typeRate;
   });
   assert.match(await edge.locator('text').textContent(), /^[\d.]+\/s$/);
+
   await screenshot('map');
 });
 

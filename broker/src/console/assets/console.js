@@ -127,9 +127,9 @@ function eventTypes(rule) {
 function choreography(rules, subscriptions) {
   const nodes = new Map();
   const edges = new Map();
-  const node = (kind, name) => {
+  const node = (kind, name, extra) => {
     const id = `${kind}:${name}`;
-    if (!nodes.has(id)) nodes.set(id, { id, kind, name });
+    if (!nodes.has(id)) nodes.set(id, { id, kind, name, ...extra });
     return id;
   };
   const edge = (from, to, extra) => {
@@ -138,8 +138,12 @@ function choreography(rules, subscriptions) {
   };
   const deadTopics = new Set(subscriptions.map((x) => x.dead_letter_topic).filter(Boolean));
   for (const rule of rules.filter((r) => r.enabled)) {
-    const r = node('rule', rule.name);
-    for (const type of eventTypes(rule)) edge(node('type', type), r, {});
+    const matches = ['events_routed_total', { bus: rule.bus, rule: rule.name }];
+    const r = node('rule', rule.name, { rate: matches });
+    // A rule of one type node matches only events of that type: its rate
+    // is the edge's. (No metric splits a rule's matches by type.)
+    const types = eventTypes(rule);
+    for (const type of types) edge(node('type', type), r, types.length === 1 ? { rate: matches } : {});
     for (const topic of rule.targets) {
       edge(r, node(deadTopics.has(topic) ? 'dlq' : 'topic', topic), { rate: ['events_routed_total', { bus: rule.bus, rule: rule.name }] });
     }
@@ -198,12 +202,14 @@ function drawMap(graph, rates) {
   }
   for (const n of graph.nodes) {
     const label = n.name.length > 30 ? `${n.name.slice(0, 29)}…` : n.name;
-    svgEl.append(s('g', { class: `node ${n.kind}`, 'data-node': n.id },
-      s('title', {}, `${n.kind} ${n.name}`),
+    const rate = n.rate ? rates.rate(...n.rate) : null;
+    svgEl.append(s('g', { class: `node ${n.kind}`, 'data-node': n.id, 'data-rate': rate === null ? undefined : rate.toFixed(2) },
+      s('title', {}, `${n.kind} ${n.name}${n.rate ? ` · ${fmt.rate(rate)} matches` : ''}`),
       s('rect', { x: n.x, y: n.y, width: n.w, height: n.h }),
-      s('text', { x: n.x + 8, y: n.y + 21 }, label)));
+      s('text', { x: n.x + 8, y: n.y + 21 }, n.rate && label.length > 22 ? `${label.slice(0, 21)}…` : label),
+      n.rate ? s('text', { class: 'rate', x: n.x + n.w - 6, y: n.y + 21, 'text-anchor': 'end' }, fmt.rate(rate)) : ''));
   }
-  svgEl.prepend(s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 8, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+  svgEl.prepend(s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 8, refY: 5, markerUnits: 'userSpaceOnUse', markerWidth: 9, markerHeight: 9, orient: 'auto-start-reverse' },
     s('path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: '#9aa4b5' }))));
   return svgEl;
 }
@@ -279,7 +285,7 @@ async function mapView(main, rates) {
   const [rules, subs] = await Promise.all([api('ListRules'), api('ListSubscriptions'), rates.sample()]);
   const graph = choreography(rules.rules, subs.subscriptions);
   main.replaceChildren(
-    h('p', { class: 'muted' }, 'Event types → rules → topics → subscriptions → dead-letter topics; edge labels are live rates (rule matches, deliveries, dead letters per second).'),
+    h('p', { class: 'muted' }, 'Event types → rules → topics → subscriptions → dead-letter topics; live rates per second: matches on rules and their edges, deliveries into subscriptions, dead letters out of them.'),
     h('section', {}, drawMap(graph, rates)));
 }
 
