@@ -9,9 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use support::*;
-use switchyard_examples::saga::{self, Service};
 use switchyard_sdk::proto;
-use tokio_util::sync::CancellationToken;
 
 const CONFIG: &str = "
 topics:
@@ -220,28 +218,7 @@ async fn a_whole_saga_run_is_recorded_every_hop_once_per_attempt() {
     let (_dir, broker) = start_saga_broker(&[]);
     let client = broker.client().await;
     let admin = broker.admin().await;
-    let shutdown = CancellationToken::new();
-    for service in [Service::Inventory, Service::Payment, Service::Shipping] {
-        tokio::spawn(saga::run_service(service, client.clone(), shutdown.clone()));
-    }
-    let (outcomes, mut closed) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(saga::close_orders(
-        client.clone(),
-        outcomes,
-        shutdown.clone().cancelled_owned(),
-    ));
-    for n in 1..=6 {
-        saga::place_order(&client, n, Duration::from_millis(1500))
-            .await
-            .expect("place order");
-    }
-    tokio::time::timeout(TIMEOUT, async {
-        for _ in 1..=6 {
-            closed.recv().await.expect("order-service runs");
-        }
-    })
-    .await
-    .expect("six sagas end");
+    let saga = run_saga(&client, 6, Duration::from_millis(1500)).await;
 
     // Every transition the broker counted is in the flows of the six
     // orders, exactly once (the flow writer is asynchronous: poll).
@@ -279,7 +256,7 @@ async fn a_whole_saga_run_is_recorded_every_hop_once_per_attempt() {
             }
         }
     }
-    shutdown.cancel();
+    saga.shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

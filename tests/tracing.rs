@@ -21,9 +21,8 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
-use switchyard_examples::saga::{self, Service, types};
+use switchyard_examples::saga::types;
 use switchyard_sdk::telemetry::{self, TelemetryOptions};
-use tokio_util::sync::CancellationToken;
 
 /// One collected span and the `service.name` that sent it.
 #[derive(Debug, Clone)]
@@ -292,38 +291,14 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
     .expect("telemetry");
     assert!(guard.exporting());
     let client = broker.client().await;
-    let shutdown = CancellationToken::new();
-    let mut services = Vec::new();
-    for service in [Service::Inventory, Service::Payment, Service::Shipping] {
-        services.push(tokio::spawn(saga::run_service(
-            service,
-            client.clone(),
-            shutdown.clone(),
-        )));
-    }
-    let (outcomes, mut closed) = tokio::sync::mpsc::unbounded_channel();
-    services.push(tokio::spawn(saga::close_orders(
-        client.clone(),
-        outcomes,
-        shutdown.clone().cancelled_owned(),
-    )));
     // Orders 1..=6 take every path: completed, retried, declined
     // (compensated), out of stock, payment deadline passed (compensated),
     // dead-lettered (and compensated by its deadline).
-    for n in 1..=6 {
-        saga::place_order(&client, n, Duration::from_millis(1500))
-            .await
-            .expect("place order");
-    }
-    let mut ended = Vec::new();
-    tokio::time::timeout(TIMEOUT, async {
-        while ended.len() < 6 {
-            ended.push(closed.recv().await.expect("order-service runs"));
-        }
-    })
-    .await
-    .expect("six sagas end");
-    ended.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+    let SagaRun {
+        ended,
+        shutdown,
+        mut services,
+    } = run_saga(&client, 6, Duration::from_millis(1500)).await;
     let why: Vec<(&str, &str)> = ended
         .iter()
         .map(|o| (o.event_type, o.because.as_str()))

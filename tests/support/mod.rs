@@ -551,3 +551,54 @@ pub fn metric_total(metrics: &str, name: &str) -> f64 {
         })
         .sum()
 }
+
+/// A finished run of the order saga; its services still run.
+pub struct SagaRun {
+    /// How each order closed, by order id.
+    pub ended: Vec<switchyard_examples::saga::Outcome>,
+    /// Stops the services.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The services' tasks.
+    pub services: Vec<tokio::task::JoinHandle<Result<(), switchyard_sdk::SdkError>>>,
+}
+
+/// Runs the order saga's services (inventory, payment, shipping, and the
+/// order service's closer) on `client`, places orders 1..=`orders` with a
+/// `payment_timeout` deadline each, and waits until every one has closed.
+pub async fn run_saga(client: &Client, orders: u32, payment_timeout: Duration) -> SagaRun {
+    use switchyard_examples::saga::{self, Service};
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut services = Vec::new();
+    for service in [Service::Inventory, Service::Payment, Service::Shipping] {
+        services.push(tokio::spawn(saga::run_service(
+            service,
+            client.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let (outcomes, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    services.push(tokio::spawn(saga::close_orders(
+        client.clone(),
+        outcomes,
+        shutdown.clone().cancelled_owned(),
+    )));
+    for n in 1..=orders {
+        saga::place_order(client, n, payment_timeout)
+            .await
+            .expect("place order");
+    }
+    let mut ended = Vec::new();
+    tokio::time::timeout(TIMEOUT, async {
+        while ended.len() < orders as usize {
+            ended.push(closed.recv().await.expect("order-service runs"));
+        }
+    })
+    .await
+    .expect("every saga ends");
+    ended.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+    SagaRun {
+        ended,
+        shutdown,
+        services,
+    }
+}
