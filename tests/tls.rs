@@ -174,8 +174,9 @@ fn trusting(dir: &Path, ca: &str) -> TlsOptions {
     }
 }
 
-/// `GET /metrics` over HTTPS trusting `ca`; the status, or the error.
-async fn metrics_over_tls(broker: &BrokerProcess, ca: &[u8]) -> Result<u16, String> {
+/// `GET PATH` on the HTTP port (metrics, console) over HTTPS trusting
+/// `ca`; the status, or the error.
+async fn https_get(broker: &BrokerProcess, ca: &[u8], path: &str) -> Result<u16, String> {
     let addr = broker.http_addr();
     let port = addr.rsplit(':').next().expect("port");
     let client = reqwest::Client::builder()
@@ -183,7 +184,7 @@ async fn metrics_over_tls(broker: &BrokerProcess, ca: &[u8]) -> Result<u16, Stri
         .build()
         .map_err(|e| e.to_string())?;
     let response = client
-        .get(format!("https://localhost:{port}/metrics"))
+        .get(format!("https://localhost:{port}{path}"))
         .send()
         .await
         .map_err(|e| format!("{e:?}"))?;
@@ -191,13 +192,12 @@ async fn metrics_over_tls(broker: &BrokerProcess, ca: &[u8]) -> Result<u16, Stri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_served_over_tls_too() {
+async fn metrics_and_the_console_are_served_over_tls_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, _url) = start_tls(dir.path(), false);
-    assert_eq!(
-        metrics_over_tls(&broker, &read(dir.path(), "ca.pem")).await,
-        Ok(200)
-    );
+    let ca = read(dir.path(), "ca.pem");
+    assert_eq!(https_get(&broker, &ca, "/metrics").await, Ok(200));
+    assert_eq!(https_get(&broker, &ca, "/ui/").await, Ok(200));
     let plaintext = std::panic::catch_unwind(|| broker.metrics());
     assert!(
         plaintext.is_err(),
@@ -239,7 +239,7 @@ async fn a_renewed_certificate_is_served_after_sighup_and_a_broken_one_is_not() 
         "the old CA no longer verifies the server"
     );
     assert_eq!(
-        metrics_over_tls(&broker, &read(path, "next-ca.pem")).await,
+        https_get(&broker, &read(path, "next-ca.pem"), "/metrics").await,
         Ok(200),
         "the metrics listener reloads too"
     );
