@@ -16,12 +16,11 @@ use hdrhistogram::Histogram;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use switchyard_broker::config::BrokerConfig;
-use switchyard_broker::server::Broker;
 use switchyard_sdk::{Client, Event, proto};
 
 mod support;
 
-use support::flag;
+use support::{BenchBroker, flag};
 
 fn main() -> anyhow::Result<()> {
     let subscriptions = flag("--subscriptions", 20);
@@ -31,9 +30,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let dir = tempfile::tempdir()?;
-        let (grpc, http) = start_broker(dir.path()).await?;
-        let client = Client::connect(grpc).await?;
+        let (broker, http) = start_broker().await?;
+        let client = Client::connect(broker.url.clone()).await?;
         let admin = client.admin();
         fill(&client, subscriptions, dead_letters).await?;
         println!(
@@ -88,7 +86,8 @@ fn main() -> anyhow::Result<()> {
             }
         })
         .await?;
-        Ok(())
+        drop((admin, client, web));
+        broker.stop().await
     })
 }
 
@@ -132,31 +131,28 @@ where
     Ok(())
 }
 
-/// Starts a broker in-process; returns its gRPC and HTTP addresses.
-async fn start_broker(dir: &std::path::Path) -> anyhow::Result<(String, String)> {
-    let rules = dir.join("rules.yaml");
+/// Starts a broker in-process; returns it and its HTTP address.
+async fn start_broker() -> anyhow::Result<(BenchBroker, String)> {
+    let dir = tempfile::tempdir()?;
+    let rules = dir.path().join("rules.yaml");
     std::fs::write(
         &rules,
         "rules:\n  - name: bench\n    pattern: {type: [bench.event]}\n    targets: [{topic: bench}]\n",
     )?;
     let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let config = BrokerConfig {
-        data_dir: dir.join("data"),
         metrics_listen: Some(http),
         rules: vec![rules],
         ..BrokerConfig::default()
     };
-    let broker = Broker::open(config)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let grpc = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(broker.serve(listener, std::future::pending()));
+    let broker = BenchBroker::start(config, dir).await?;
     // The HTTP listener binds while serving starts: wait for it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(http).await.is_err() {
         anyhow::ensure!(Instant::now() < deadline, "the HTTP listener did not open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok((grpc, format!("http://{http}")))
+    Ok((broker, format!("http://{http}")))
 }
 
 /// `subscriptions` subscriptions on topic `bench`, each with

@@ -21,15 +21,15 @@ use std::time::{Duration, Instant, SystemTime};
 use switchyard_broker::config::{
     Backend, BrokerConfig, KafkaConfig, SubscriptionConfig, TopicConfig,
 };
-use switchyard_broker::server::Broker;
 use switchyard_sdk::proto;
 use switchyard_sdk::proto::subscribe_request::Request;
 use switchyard_sdk::{Client, Event};
 use tokio::sync::{Mutex, mpsc};
 
 /// The same allocator as the `switchyard` binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod support;
+
+use support::BenchBroker;
 
 const EVENT_BYTES: usize = 1024;
 
@@ -101,16 +101,16 @@ fn bench_event(n: u64) -> proto::CloudEvent {
         .binary("application/octet-stream", vec![b'x'; EVENT_BYTES])
 }
 
-/// Starts a broker in-process; returns its URL.
-async fn start_broker(dir: &std::path::Path, options: &Options) -> anyhow::Result<String> {
+/// Starts a broker in-process, in a temporary directory.
+async fn start_broker(options: &Options) -> anyhow::Result<BenchBroker> {
+    let dir = tempfile::tempdir()?;
     let partitions = options.partitions;
-    let rules = dir.join("rules.yaml");
+    let rules = dir.path().join("rules.yaml");
     std::fs::write(
         &rules,
         "rules:\n  - name: bench\n    pattern: {type: [bench.event]}\n    targets: [{topic: bench}]\n",
     )?;
     let config = BrokerConfig {
-        data_dir: dir.join("data"),
         metrics_listen: None,
         rules: vec![rules],
         topics: vec![TopicConfig {
@@ -155,11 +155,7 @@ async fn start_broker(dir: &std::path::Path, options: &Options) -> anyhow::Resul
         },
         None => config,
     };
-    let broker = Broker::open(config)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(broker.serve(listener, std::future::pending()));
-    Ok(url)
+    BenchBroker::start(config, dir).await
 }
 
 /// Consumes `expected` events, recording publish→deliver latency of each
@@ -245,8 +241,8 @@ fn report(name: &str, events: u64, elapsed: Duration, histogram: &Histogram<u64>
 }
 
 async fn throughput(options: &Options) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let url = start_broker(dir.path(), options).await?;
+    let broker = start_broker(options).await?;
+    let url = broker.url.clone();
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let total = options.events - options.events % (options.publishers * options.batch);
     let consumer = tokio::spawn(consume(
@@ -298,12 +294,12 @@ async fn throughput(options: &Options) -> anyhow::Result<()> {
         done - start,
         &*histogram.lock().await,
     );
-    Ok(())
+    broker.stop().await
 }
 
 async fn steady(options: &Options) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let url = start_broker(dir.path(), options).await?;
+    let broker = start_broker(options).await?;
+    let url = broker.url.clone();
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     // Ticks of 1 ms; each tick publishes rate/1000 events as one batch.
     let per_tick = (options.rate / 1000).max(1);
@@ -335,6 +331,7 @@ async fn steady(options: &Options) -> anyhow::Result<()> {
     while let Some(result) = in_flight.join_next().await {
         result??;
     }
+    drop(client);
     let done = consumer.await??;
     report(
         &format!(
@@ -345,7 +342,7 @@ async fn steady(options: &Options) -> anyhow::Result<()> {
         done - start,
         &*histogram.lock().await,
     );
-    Ok(())
+    broker.stop().await
 }
 
 /// Resident and peak memory of this process, in MiB, from /proc.
@@ -366,8 +363,8 @@ fn memory_mib() -> (f64, f64) {
 /// never acks; reports the memory of the process (broker and load
 /// generator) before and after.
 async fn stalled(options: &Options) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let url = start_broker(dir.path(), options).await?;
+    let broker = start_broker(options).await?;
+    let url = broker.url.clone();
     let (requests, rx) = mpsc::channel(16);
     requests
         .send(proto::SubscribeRequest {
@@ -409,8 +406,8 @@ async fn stalled(options: &Options) -> anyhow::Result<()> {
         after.0,
         after.1
     );
-    drop(requests);
-    Ok(())
+    drop((requests, stream, client));
+    broker.stop().await
 }
 
 fn main() -> anyhow::Result<()> {

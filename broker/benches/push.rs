@@ -12,12 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use switchyard_broker::config::BrokerConfig;
-use switchyard_broker::server::Broker;
 use switchyard_sdk::{Client, Event};
 
 mod support;
 
-use support::flag;
+use support::{BenchBroker, flag};
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -68,8 +67,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let dir = tempfile::tempdir()?;
     runtime.block_on(async {
+        let dir = tempfile::tempdir()?;
         let received = Arc::new(Received {
             latency_us: Mutex::new(Some(Histogram::new(3)?)),
             ..Received::default()
@@ -100,15 +99,11 @@ fn main() -> anyhow::Result<()> {
             "topics: [{{name: bench, partitions: 4}}]\nsubscriptions:\n  - name: fn\n    topic: bench\n    max_in_flight: {in_flight}\n    push:\n      endpoint: {endpoint}\n{batching}"
         );
         let mut config = BrokerConfig::parse(&yaml, std::path::Path::new("<bench>"))?;
-        config.data_dir = dir.path().join("data");
         config.metrics_listen = None;
         config.rules = vec![rules];
-        let broker = Broker::open(config)?;
-        let broker_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", broker_listener.local_addr()?);
-        tokio::spawn(broker.serve(broker_listener, std::future::pending()));
+        let broker = BenchBroker::start(config, dir).await?;
 
-        let client = Client::connect(url).await?;
+        let client = Client::connect(broker.url.clone()).await?;
         let started = Instant::now();
         let mut n = 0;
         while n < events {
@@ -150,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             histogram.value_at_quantile(0.99) as f64 / 1000.0,
             histogram.max() as f64 / 1000.0
         );
-        anyhow::Ok(())
+        drop(client);
+        broker.stop().await
     })
 }

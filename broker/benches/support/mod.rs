@@ -1,4 +1,7 @@
-//! What the bench binaries share: the broker's allocator and flag parsing.
+//! What the bench binaries share: the broker's allocator, flag parsing and
+//! an in-process broker. Each bench uses part of it.
+
+#![allow(dead_code)]
 
 /// The same allocator as the `switchyard` binary.
 #[global_allocator]
@@ -11,4 +14,47 @@ pub(crate) fn flag(name: &str, default: u64) -> u64 {
         .find(|pair| pair[0] == name)
         .and_then(|pair| pair[1].parse().ok())
         .unwrap_or(default)
+}
+
+/// A broker served in-process for a bench, with its data in a temporary
+/// directory that outlives it: [`BenchBroker::stop`] shuts the broker down
+/// (flushing offsets and closing the log) before the directory goes.
+pub(crate) struct BenchBroker {
+    /// Its gRPC address, `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), switchyard_broker::server::StartError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchBroker {
+    /// Opens `config` with its `data_dir` in `dir` and serves it on an
+    /// ephemeral port.
+    pub(crate) async fn start(
+        mut config: switchyard_broker::config::BrokerConfig,
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<BenchBroker> {
+        config.data_dir = dir.path().join("data");
+        let broker = switchyard_broker::server::Broker::open(config)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(broker.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(BenchBroker {
+            url,
+            stop,
+            served,
+            _dir: dir,
+        })
+    }
+
+    /// Shuts the broker down (after the bench's clients are dropped, or it
+    /// waits for their connections up to the drain deadline).
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.served.await??;
+        Ok(())
+    }
 }
