@@ -145,6 +145,11 @@ async fn failures_back_off_then_dead_letter_with_metadata() {
     // Done on the source: the subscription moved past it.
     until_fully_committed(&admin, "flaky").await;
     assert_eq!(describe(&mut admin, "flaky").await.dead_letters, 1);
+    let described = broker.cli(&["subscriptions", "describe", "flaky"]);
+    assert!(
+        described.contains("(1 dead letter(s) waiting: switchyard dlq list flaky)"),
+        "{described}"
+    );
 
     // Redrive: the event comes back to `flaky` only, afresh, unchanged.
     let redrive_text = broker.cli(&["dlq", "redrive", "flaky"]);

@@ -790,8 +790,8 @@ fn print_description(description: proto::SubscriptionDescription) {
     );
     if sub.max_attempts > 0 {
         println!(
-            "after {} failed attempts events go to {}",
-            sub.max_attempts, sub.dead_letter_topic
+            "after {} failed attempts events go to {} ({} dead letter(s) waiting: switchyard dlq list {})",
+            sub.max_attempts, sub.dead_letter_topic, description.dead_letters, sub.name
         );
     }
     if let Some(push) = &sub.push {
