@@ -187,6 +187,18 @@ fn serving_beyond_loopback_without_auth_warns() {
         "{}",
         broker.log()
     );
+    // The console's HTTP port too: it can administer. (Logged before the
+    // broker says it listens.)
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), "", ORDER_RULES);
+    let broker = BrokerProcess::start_with(dir.path(), &["--metrics-listen", "0.0.0.0:0"]);
+    let log = broker.log();
+    assert!(
+        log.contains(
+            "the console and its admin API on a non-loopback address WITHOUT authentication"
+        ),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

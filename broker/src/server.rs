@@ -285,8 +285,12 @@ impl Broker {
         ))
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let unauthenticated = !auth.enabled();
         let admin = InterceptedService::new(admin, auth);
         if let Some(http_addr) = self.config.metrics_listen {
+            if unauthenticated && !http_addr.ip().is_loopback() {
+                tracing::warn!(addr = %http_addr, "the console and its admin API on a non-loopback address WITHOUT authentication: anyone who can reach it can read and administer (redrive, seek, delete); configure auth.tokens");
+            }
             let gateway =
                 AdminGateway::new(admin.clone()).map_err(|e| StartError::Console(e.to_string()))?;
             let app = metrics::router(Arc::clone(&self.metrics)).merge(console::router(gateway));
