@@ -614,8 +614,11 @@ async function route() {
       else banner(`The broker could not be reached or refused: ${error.message}`, 'error');
     }
     if (outcome === 'static') return;
-    await new Promise((resolve) => setTimeout(resolve, REFRESH_MS));
-    if (mine !== generation) return;
+    // A tab nobody looks at costs the broker nothing: wait until shown.
+    do {
+      await new Promise((resolve) => setTimeout(resolve, REFRESH_MS));
+      if (mine !== generation) return;
+    } while (document.hidden);
   }
 }
 
