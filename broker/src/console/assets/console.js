@@ -6,6 +6,7 @@
 
 const REFRESH_MS = 2000;
 const REDRIVE_BATCH = 5;
+const FLOW_EVENTS = 500;
 const TOKEN_KEY = 'switchyard.token';
 const JAEGER_KEY = 'switchyard.jaeger';
 
@@ -306,7 +307,7 @@ async function flowView(main, rates, query) {
   }
   let flow;
   try {
-    flow = await api('GetFlow', { query, limit: 500 });
+    flow = await api('GetFlow', { query, limit: FLOW_EVENTS });
   } catch (error) {
     result.append(h('p', { class: 'bad', 'data-testid': 'flow-error' }, error.message));
     return 'static';
@@ -320,7 +321,7 @@ async function flowView(main, rates, query) {
   const start = Math.min(...times); const span = Math.max(1, Math.max(...times) - start);
   const traces = [...new Set(steps.map((x) => x.step.trace_id).filter(Boolean))];
   result.append(
-    h('p', { 'data-testid': 'flow-summary' }, `${flow.events.length} event(s), ${steps.length} step(s) over ${span} ms, from ${fmt.time(start)} UTC. `,
+    h('p', { 'data-testid': 'flow-summary' }, `${flow.events.length} event(s)${flow.events.length === FLOW_EVENTS ? ' (the first; there may be more)' : ''}, ${steps.length} step(s) over ${span} ms, from ${fmt.time(start)} UTC. `,
       traces.map((t) => h('a', { href: `${jaegerInput.value.replace(/\/$/, '')}/trace/${t}`, target: '_blank', rel: 'noopener', 'data-testid': 'jaeger-link' }, `trace ${t.slice(0, 12)}… in Jaeger `))),
     h('section', {}, table([['+ms', 'num'], ['Step'], ['Where'], ['Detail'], ['Timeline']],
       flow.events.flatMap((e) => [
