@@ -16,7 +16,7 @@ use crate::config::FlowConfig;
 use crate::log::{EventLog, LogError, scan};
 use crate::model::{CloudEvent, TopicName, now_unix_ms};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,21 +182,18 @@ fn keys_of(step: &Step) -> Vec<u64> {
         keys.push(position_key(position));
     }
     if let StepKind::Published {
+        bus,
         trace_id,
         correlation,
+        unmatched,
         ..
     } = &step.kind
     {
         keys.extend(trace_id.as_deref().map(|t| key("trace", &[t])));
         keys.extend(correlation.as_deref().map(|c| key("correlation", &[c])));
-    }
-    if let StepKind::Published {
-        bus,
-        unmatched: Some(_),
-        ..
-    } = &step.kind
-    {
-        keys.push(key("unmatched", &[bus]));
+        if unmatched.is_some() {
+            keys.push(key("unmatched", &[bus]));
+        }
     }
     keys
 }
@@ -437,15 +434,13 @@ impl Flow {
     /// the order they were first seen.
     pub fn find(&self, query: &str, limit: usize) -> Result<Vec<FlowEvent>, LogError> {
         let index = self.lock_index();
-        let mut offsets: Vec<u64> = ["id", "trace", "correlation"]
+        let offsets: Vec<u64> = ["id", "trace", "correlation"]
             .iter()
             .flat_map(|kind| index.lookup(key(kind, &[query])))
             .collect();
         drop(index);
-        offsets.sort_unstable();
-        offsets.dedup();
-        let mut events: BTreeMap<(String, String), Vec<Step>> = BTreeMap::new();
-        for (_, step) in self.read(&offsets)? {
+        let mut events: BTreeSet<(String, String)> = BTreeSet::new();
+        for (_, step) in self.read(offsets)? {
             let (Some(source), Some(id)) = (&step.source, &step.id) else {
                 continue;
             };
@@ -453,11 +448,11 @@ impl Flow {
                 || matches!(&step.kind, StepKind::Published { trace_id, correlation, .. }
                     if trace_id.as_deref() == Some(query) || correlation.as_deref() == Some(query));
             if named && events.len() < limit {
-                events.entry((source.clone(), id.clone())).or_default();
+                events.insert((source.clone(), id.clone()));
             }
         }
         let mut flow = Vec::with_capacity(events.len());
-        for ((source, id), _) in events {
+        for (source, id) in events {
             flow.push(self.event_steps(source, id)?);
         }
         flow.sort_by_key(|event| event.steps.first().map_or(i64::MAX, |s| s.at_ms));
@@ -468,7 +463,7 @@ impl Flow {
     fn event_steps(&self, source: String, id: String) -> Result<FlowEvent, LogError> {
         let own: Vec<u64> = self.lock_index().lookup(key("id", &[&id]));
         let mut steps: Vec<(u64, Step)> = self
-            .read(&own)?
+            .read(own.clone())?
             .into_iter()
             .filter(|(_, s)| s.source.as_deref() == Some(&source))
             .collect();
@@ -487,17 +482,11 @@ impl Flow {
                 .collect()
         };
         let known: std::collections::HashSet<u64> = own.iter().copied().collect();
-        let mut more: Vec<u64> = positions
+        let more: Vec<u64> = positions
             .into_iter()
             .filter(|o| !known.contains(o))
             .collect();
-        more.sort_unstable();
-        more.dedup();
-        steps.extend(
-            self.read(&more)?
-                .into_iter()
-                .filter(|(_, s)| s.id.is_none()),
-        );
+        steps.extend(self.read(more)?.into_iter().filter(|(_, s)| s.id.is_none()));
         steps.sort_by_key(|(offset, s)| (s.at_ms, *offset));
         Ok(FlowEvent {
             source,
@@ -506,14 +495,14 @@ impl Flow {
         })
     }
 
-    /// The steps at `offsets` (sorted), at most [`MAX_STEPS_READ`], with
-    /// their offsets.
-    fn read(&self, offsets: &[u64]) -> Result<Vec<(u64, Step)>, LogError> {
-        let mut wanted: Vec<u64> = offsets.iter().take(MAX_STEPS_READ).copied().collect();
-        wanted.sort_unstable();
-        wanted.dedup();
+    /// The steps at `offsets` (in any order, repeats allowed): the oldest
+    /// [`MAX_STEPS_READ`] of them, in offset order, with their offsets.
+    fn read(&self, mut offsets: Vec<u64>) -> Result<Vec<(u64, Step)>, LogError> {
+        offsets.sort_unstable();
+        offsets.dedup();
+        offsets.truncate(MAX_STEPS_READ);
         Ok(
-            crate::log::read_offsets(self.log.as_ref(), &self.topic, 0, &wanted)?
+            crate::log::read_offsets(self.log.as_ref(), &self.topic, 0, &offsets)?
                 .into_iter()
                 .filter_map(|record| {
                     let step = serde_json::from_slice::<Step>(&record.payload).ok()?;
@@ -610,7 +599,7 @@ impl Flow {
         let skip = offsets.len().saturating_sub(last);
         offsets.drain(..skip);
         Ok(self
-            .read(&offsets)?
+            .read(offsets)?
             .into_iter()
             .filter_map(|(_, step)| match step.kind {
                 StepKind::Published {
