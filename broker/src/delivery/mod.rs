@@ -340,7 +340,19 @@ impl Subscriptions {
     ) -> Result<Vec<Delivery>, DeliveryError> {
         let subscription = self.get(name)?;
         let redriven = store::load_redriven(subscription.dir())?;
-        let Some(topic) = dead_letter_topic(&subscription)? else {
+        self.dead_letters_marked(&subscription, selection, limit, &redriven)
+    }
+
+    /// [`Subscriptions::dead_letters`], with the redriven places given.
+    fn dead_letters_marked(
+        &self,
+        subscription: &Subscription,
+        selection: &DeadLetterSelection<'_>,
+        limit: usize,
+        redriven: &std::collections::BTreeSet<(u32, u64)>,
+    ) -> Result<Vec<Delivery>, DeliveryError> {
+        let name = subscription.name();
+        let Some(topic) = dead_letter_topic(subscription)? else {
             return Err(DeliveryError::InvalidSpec {
                 field: "dead_letter_topic",
                 message: format!("subscription '{name}' has no dead-letter topic"),
@@ -469,7 +481,7 @@ impl Subscriptions {
         let redrive_topic = redrive_topic_name(name)?;
         let mut done = store::load_redriven(subscription.dir())?;
         let candidates: Vec<Delivery> = self
-            .dead_letters(name, selection, usize::MAX)?
+            .dead_letters_marked(&subscription, selection, usize::MAX, &done)?
             .into_iter()
             .filter(|d| !is_redriven(d))
             .collect();
