@@ -376,17 +376,9 @@ async fn serve_http(
         Some(tls) => {
             let connections = tls.incoming(listener, Protocol::Http1, stop.clone());
             let listener = TlsListener::new(connections, local);
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            })
+            tokio::spawn(serve_app(listener, app, shutdown))
         }
-        None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }),
+        None => tokio::spawn(serve_app(listener, app, shutdown)),
     };
     tokio::spawn(async move {
         if let Ok(Err(error)) = served.await {
@@ -394,4 +386,19 @@ async fn serve_http(
         }
     });
     Ok(())
+}
+
+/// Serves `app` on `listener` (plain or TLS) until `shutdown`.
+async fn serve_app<L>(
+    listener: L,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
