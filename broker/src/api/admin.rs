@@ -89,10 +89,10 @@ impl AdminService {
     }
 }
 
-/// A topic with its size: the events its partitions retain now.
 /// Most sample events a dry run returns per rule.
 const MAX_DRY_RUN_SAMPLES: u32 = 100;
 
+/// A topic with its size: the events its partitions retain now.
 fn topic_to_proto(log: &dyn EventLog, info: TopicInfo) -> Result<proto::Topic, LogError> {
     let mut retained_events = 0;
     for partition in 0..info.partitions {

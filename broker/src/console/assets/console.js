@@ -146,7 +146,7 @@ function choreography(rules, subscriptions) {
     const types = eventTypes(rule);
     for (const type of types) edge(node('type', type), r, types.length === 1 ? { rate: matches } : {});
     for (const topic of rule.targets) {
-      edge(r, node(deadTopics.has(topic) ? 'dlq' : 'topic', topic), { rate: ['events_routed_total', { bus: rule.bus, rule: rule.name }] });
+      edge(r, node(deadTopics.has(topic) ? 'dlq' : 'topic', topic), { rate: matches });
     }
   }
   for (const sub of subscriptions) {
