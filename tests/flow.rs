@@ -109,16 +109,7 @@ async fn every_step_of_a_flow_is_recorded_once_and_survives_a_restart() {
     }
     let admin = broker.admin().await;
     until_dead_letters(&admin, "billing", 1).await;
-    let redriven = admin
-        .clone()
-        .redrive_dead_letters(proto::RedriveDeadLettersRequest {
-            subscription: "billing".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("redrive")
-        .into_inner();
-    assert_eq!(redriven.redriven, 1);
+    assert_eq!(redrive_all(&admin, "billing").await, 1);
     let again = stream.next().await.expect("redelivery");
     assert_eq!(again.event.as_ref().expect("event").id, "failing");
     stream.ack(vec![again.delivery_id]).await;

@@ -320,18 +320,10 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
     // Redrive: order-6 comes back, fails 3 more times, is dead-lettered
     // again. Replay: inventory-compensation goes back to the start and
     // releases order-3's stock a second time.
-    let mut redriving = admin.clone();
-    let redriven = redriving
-        .redrive_dead_letters(switchyard_sdk::proto::RedriveDeadLettersRequest {
-            subscription: "payment-service".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("redrive")
-        .into_inner();
-    assert_eq!(redriven.redriven, 1);
+    assert_eq!(redrive_all(&admin, "payment-service").await, 1);
     until_dead_letters(&admin, "payment-service", 2).await;
-    redriving
+    let mut changes = admin.clone();
+    changes
         .seek_subscription(switchyard_sdk::proto::SeekSubscriptionRequest {
             name: "inventory-compensation".into(),
             target: Some(switchyard_sdk::proto::seek_subscription_request::Target::Earliest(true)),
@@ -340,7 +332,7 @@ async fn a_saga_is_one_trace_across_broker_and_services() {
         .expect("seek");
     until_fully_committed(&admin, "inventory-compensation").await;
     // An auditor that starts its own traces, linked to the events'.
-    redriving
+    changes
         .create_subscription(switchyard_sdk::proto::CreateSubscriptionRequest {
             subscription: Some(switchyard_sdk::proto::Subscription {
                 name: "auditor".into(),

@@ -447,6 +447,20 @@ pub async fn until_dead_letters(
     dead_letters(admin, subscription).await
 }
 
+/// Redrives every waiting dead letter of `subscription`; returns how many.
+pub async fn redrive_all(admin: &switchyard_sdk::Admin, subscription: &str) -> u32 {
+    admin
+        .clone()
+        .redrive_dead_letters(proto::RedriveDeadLettersRequest {
+            subscription: subscription.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("redrive")
+        .into_inner()
+        .redriven
+}
+
 /// librdkafka settings the tests use with tansu 0.6: one record per
 /// produce batch, as tansu reports the high watermark of a multi-record
 /// batch too low (docs/kafka.md).
