@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::*;
 use switchyard_broker::config::{KafkaConfig, StorageConfig};
 use switchyard_broker::log::kafka::KafkaLog;
-use switchyard_broker::log::{EmbeddedLog, EventLog, LogError};
+use switchyard_broker::log::{EmbeddedLog, EventLog, GroupListener, LogError, Source};
 use switchyard_broker::model::{CloudEvent, DeadLetter, StoredEvent, TopicName};
 
 fn stored(id: &str) -> StoredEvent {
@@ -215,4 +215,81 @@ async fn kafka_nodes_read_what_other_nodes_appended() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(decode(&records[0].payload), stored("from-b"));
+}
+
+/// Records what a group membership was told.
+#[derive(Default)]
+struct Recorder {
+    assigned: std::sync::Mutex<Vec<(usize, Option<u64>)>>,
+    revoked: std::sync::atomic::AtomicBool,
+    /// What `revoked` hands back to be committed.
+    floors: Vec<(usize, u64)>,
+}
+
+impl GroupListener for Recorder {
+    fn assigned(&self, sources: &[(usize, Option<u64>)]) {
+        self.assigned
+            .lock()
+            .expect("recorder")
+            .extend_from_slice(sources);
+    }
+
+    fn revoked(&self, _sources: &[usize]) -> Vec<(usize, u64)> {
+        self.revoked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.floors.clone()
+    }
+}
+
+/// Polls until `recorder` was assigned `count` sources; returns them sorted.
+async fn assigned(recorder: &Recorder, count: usize) -> Vec<(usize, Option<u64>)> {
+    let start = std::time::Instant::now();
+    loop {
+        let mut sources = recorder.assigned.lock().expect("recorder").clone();
+        if sources.len() >= count {
+            sources.sort();
+            return sources;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the group never assigned every partition: {sources:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_rejoining_a_group_waits_until_its_previous_member_left() {
+    let tansu = Tansu::start();
+    let log = KafkaLog::connect(&kafka_config(&tansu, "rejoin.")).expect("connect");
+    let topic = name("orders");
+    log.create_topic(&topic, 2).expect("create");
+    let sources: Vec<Source> = vec![(topic.clone(), 0), (topic, 1)];
+    let groups = log.groups().expect("the Kafka log has consumer groups");
+
+    let first = Arc::new(Recorder {
+        floors: vec![(0, 7), (1, 3)],
+        ..Recorder::default()
+    });
+    let listener: Arc<dyn GroupListener> = first.clone();
+    let membership = groups
+        .join("billing", &sources, Arc::downgrade(&listener))
+        .expect("join");
+    assert_eq!(assigned(&first, 2).await, vec![(0, None), (1, None)]);
+
+    // A subscriber that reconnects at once: the node leaves and joins
+    // again straight away. The new member joins only after the old one
+    // handed its partitions back and committed their offsets, so it is
+    // never a second member beside it and starts where it stopped.
+    drop(membership);
+    let second = Arc::new(Recorder::default());
+    let listener: Arc<dyn GroupListener> = second.clone();
+    let _membership = groups
+        .join("billing", &sources, Arc::downgrade(&listener))
+        .expect("join again");
+    assert!(
+        first.revoked.load(std::sync::atomic::Ordering::SeqCst),
+        "the second join returned before the first member gave up its partitions"
+    );
+    assert_eq!(assigned(&second, 2).await, vec![(0, Some(7)), (1, Some(3))]);
 }

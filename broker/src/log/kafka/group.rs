@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -276,6 +277,32 @@ impl KafkaLog {
         clients.insert(group.to_string(), Arc::clone(&client));
         Ok(client)
     }
+
+    /// Waits until this node's previous member of `group` (one that is
+    /// leaving) has left, so that a node is never two members of a group
+    /// at once: a join that overlaps the leave (a subscriber that
+    /// reconnects at once) can leave the new member without partitions
+    /// until a later rebalance (tansu 0.6 keeps counting the departed
+    /// member for tens of seconds), and would read committed offsets
+    /// older than the ones the leaving member commits.
+    fn await_departure(&self, group: &str) {
+        let previous = self
+            .departures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(group);
+        let Some(left) = previous else {
+            return;
+        };
+        // The member thread leaves within LEAVE_DEADLINE once stopped;
+        // the margin covers closing the consumer.
+        if let Err(RecvTimeoutError::Timeout) = blocking(|| left.recv_timeout(LEAVE_DEADLINE * 2)) {
+            tracing::warn!(
+                group,
+                "the previous member of the group is still leaving; joining beside it"
+            );
+        }
+    }
 }
 
 impl ConsumerGroups for KafkaLog {
@@ -286,6 +313,7 @@ impl ConsumerGroups for KafkaLog {
         listener: Weak<dyn GroupListener>,
     ) -> Result<Box<dyn GroupMembership>, LogError> {
         let group = &self.group_id(subscription);
+        self.await_departure(group);
         let map = SourceMap::new(self, sources);
         let mut topics: Vec<String> = map.names.iter().map(|(t, _)| t.clone()).collect();
         topics.dedup();
@@ -328,10 +356,19 @@ impl ConsumerGroups for KafkaLog {
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
         let (thread_consumer, thread_stop) = (Arc::clone(&consumer), Arc::clone(&stop));
+        // Dropped when the member thread ends, after its consumer closed.
+        let (left_tx, left_rx) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name(format!("group-{group}"))
-            .spawn(move || run_member(thread_consumer, thread_stop))
+            .spawn(move || {
+                run_member(thread_consumer, thread_stop);
+                drop(left_tx);
+            })
             .map_err(|e| kafka_error("cannot start the group member thread", e))?;
+        self.departures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group.to_string(), left_rx);
         tracing::info!(group, "joining the consumer group");
         Ok(Box::new(KafkaMembership { consumer, stop }))
     }

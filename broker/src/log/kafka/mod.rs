@@ -52,6 +52,9 @@ pub struct KafkaLog {
     notifies: RwLock<HashMap<TopicName, Arc<Notify>>>,
     /// Per consumer group, a client for its offsets ([`group`]).
     group_clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Per consumer group, disconnected once this node's latest member of
+    /// it has left the group ([`group`]).
+    departures: Mutex<HashMap<String, std::sync::mpsc::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -146,6 +149,7 @@ impl KafkaLog {
             partitions: RwLock::default(),
             notifies: RwLock::default(),
             group_clients: Mutex::default(),
+            departures: Mutex::default(),
         })
     }
 
