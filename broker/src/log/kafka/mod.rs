@@ -13,19 +13,20 @@
 
 pub mod binding;
 mod group;
+mod producer;
 
 use super::{ConsumerGroups, EventLog, LogError, LogRecord, PartitionOffsets, TopicInfo, blocking};
 use crate::config::KafkaConfig;
 use crate::model::TopicName;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use producer::Producers;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -42,7 +43,8 @@ pub struct KafkaLog {
     config: KafkaConfig,
     /// Connection settings every client starts from.
     base: ClientConfig,
-    producer: FutureProducer,
+    /// Appends go through it ([`producer`]).
+    producers: Arc<Producers>,
     admin: AdminClient<DefaultClientContext>,
     /// Fetches on cache misses, watermarks, offsets by time, metadata.
     reader: Mutex<BaseConsumer>,
@@ -140,7 +142,7 @@ impl KafkaLog {
         let create =
             |what: &str, e: KafkaError| kafka_error(&format!("cannot create the {what}"), e);
         Ok(KafkaLog {
-            producer: producer.create().map_err(|e| create("producer", e))?,
+            producers: Arc::new(Producers::new(producer).map_err(|e| create("producer", e))?),
             admin: base.create().map_err(|e| create("admin client", e))?,
             reader: Mutex::new(reader.create().map_err(|e| create("reader", e))?),
             config: config.clone(),
@@ -498,55 +500,35 @@ impl EventLog for KafkaLog {
         };
         let kafka_name = self.kafka_name(topic);
         let raw = topic.as_str().starts_with("__");
-        let mut deliveries = Vec::with_capacity(payloads.len());
-        for payload in &payloads {
-            let record = binding::to_kafka(payload, raw);
-            let headers =
-                record
-                    .headers
-                    .iter()
-                    .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                        headers.insert(Header {
-                            key,
-                            value: Some(value),
-                        })
-                    });
-            let mut future = FutureRecord::to(&kafka_name)
-                .partition(partition as i32)
-                .headers(headers);
-            if let Some(key) = &record.key {
-                future = future.key(key);
-            }
-            if let Some(value) = &record.value {
-                future = future.payload(value);
-            }
-            match self.producer.send_result(future) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => {
-                    let error = kafka_error(&format!("producing to {kafka_name}"), e);
-                    return Box::pin(async move { Err(error) });
-                }
-            }
-        }
+        // Handed to the producer before returning, so that appends to a
+        // partition are sent in the order they were called.
+        let producer = self.producers.current();
+        let sent = producer::send(&producer, &kafka_name, partition, raw, &payloads);
+        let producers = Arc::clone(&self.producers);
         let notify = self.notify(topic);
         Box::pin(async move {
-            let mut offsets = Vec::with_capacity(deliveries.len());
-            let mut records = Vec::with_capacity(deliveries.len());
+            let mut landed = producer::landed(sent).await;
+            let failed: Vec<usize> = (0..landed.len()).filter(|&i| landed[i].is_err()).collect();
+            let errors = landed.iter().filter_map(|result| result.as_ref().err());
+            if !failed.is_empty()
+                && let Some(fresh) = producers.recover(&producer, errors)
+            {
+                let again = failed.iter().map(|&i| &payloads[i]);
+                let sent = producer::send(&fresh, &kafka_name, partition, raw, again);
+                for (i, result) in failed.into_iter().zip(producer::landed(sent).await) {
+                    landed[i] = result;
+                }
+            }
             let now = crate::model::now_unix_ms();
-            for (delivery, payload) in deliveries.into_iter().zip(payloads) {
-                let result = delivery.await.map_err(|_| {
-                    kafka_error(
-                        &format!("producing to {kafka_name}"),
-                        "the producer was dropped",
-                    )
-                })?;
-                let delivered = result
-                    .map_err(|(e, _)| kafka_error(&format!("producing to {kafka_name}"), e))?;
-                let offset = delivered.offset as u64;
+            let mut offsets = Vec::with_capacity(landed.len());
+            let mut records = Vec::with_capacity(landed.len());
+            for (result, payload) in landed.into_iter().zip(payloads) {
+                let (offset, timestamp_ms) =
+                    result.map_err(|e| kafka_error(&format!("producing to {kafka_name}"), e))?;
                 offsets.push(offset);
                 records.push(LogRecord {
                     offset,
-                    timestamp_ms: delivered.timestamp.to_millis().unwrap_or(now),
+                    timestamp_ms: timestamp_ms.unwrap_or(now),
                     payload,
                 });
             }
@@ -654,7 +636,7 @@ impl EventLog for KafkaLog {
     }
 
     fn close(&self) {
-        if let Err(error) = self.producer.flush(self.config.timeout) {
+        if let Err(error) = self.producers.flush(self.config.timeout) {
             tracing::error!(%error, "flushing the Kafka producer failed");
         }
     }
@@ -663,3 +645,6 @@ impl EventLog for KafkaLog {
         Some(self)
     }
 }
+
+#[cfg(test)]
+mod tests;
