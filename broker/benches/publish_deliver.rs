@@ -6,7 +6,7 @@
 //!   broker acks them; prints events/s and publish→deliver percentiles;
 //! - steady: one publisher paced at a fixed rate; prints the percentiles.
 //!
-//! `cargo bench -p switchyard-broker --bench publish_deliver -- [--events N]
+//! `cargo bench -p switchyard-broker --bench publish_deliver -- [--events N (0: steady only)]
 //! [--publishers P] [--batch B] [--rate R] [--seconds S] [--partitions N]
 //! [--otlp URL] [--kafka HOST:PORT]`
 //!
@@ -430,7 +430,9 @@ fn main() -> anyhow::Result<()> {
         if options.backlog > 0 {
             return stalled(&options).await;
         }
-        throughput(&options).await?;
+        if options.events > 0 {
+            throughput(&options).await?;
+        }
         steady(&options).await
     })
 }

@@ -1,7 +1,7 @@
 //! The publish pipeline: validate → dedup → route → append durably. Sits
 //! between `api` and `rules` / `log`; knows nothing of gRPC.
 
-use crate::config::{BrokerConfig, DedupConfig};
+use crate::config::BrokerConfig;
 use crate::flow::{Flow, Position};
 use crate::log::{EventLog, LogError, scan};
 use crate::model::{
@@ -14,11 +14,15 @@ use crate::telemetry::metrics::{BusLabels, Metrics, RejectLabels, RuleLabels, To
 use crate::telemetry::spans;
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tracing::Span;
+
+mod dedup;
+
+use dedup::{DedupWindow, Fingerprint, Fingerprints};
 
 /// Request-level failures: nothing of the batch was stored.
 #[derive(Debug, thiserror::Error)]
@@ -83,58 +87,6 @@ pub struct Stored {
 /// The outcome for one event of a batch.
 pub type Outcome = Result<Stored, Rejection>;
 
-type DedupKey = (String, String, String);
-
-/// Recently accepted ids: per bus in insertion order, so the oldest expire
-/// first; bounded by `max_ids` in all.
-#[derive(Debug, Default)]
-struct DedupWindow {
-    config: DedupConfig,
-    stored: HashMap<DedupKey, Stored>,
-    order: HashMap<String, VecDeque<(DedupKey, Instant)>>,
-}
-
-impl DedupWindow {
-    fn new(config: DedupConfig) -> Self {
-        Self {
-            config,
-            ..Self::default()
-        }
-    }
-
-    fn get(&mut self, key: &DedupKey, now: Instant) -> Option<Stored> {
-        let window = self.config.window_for(&key.0);
-        if let Some(order) = self.order.get_mut(&key.0) {
-            while let Some((oldest, at)) = order.front() {
-                if now.duration_since(*at) < window {
-                    break;
-                }
-                self.stored.remove(oldest);
-                order.pop_front();
-            }
-        }
-        self.stored.get(key).map(|s| Stored {
-            duplicate: true,
-            ..s.clone()
-        })
-    }
-
-    fn insert(&mut self, key: DedupKey, stored: Stored, now: Instant) {
-        if self.stored.len() >= self.config.max_ids
-            && let Some(order) = self.order.get_mut(&key.0)
-            && let Some((oldest, _)) = order.pop_front()
-        {
-            self.stored.remove(&oldest);
-        }
-        if self.stored.insert(key.clone(), stored).is_none() {
-            self.order
-                .entry(key.0.clone())
-                .or_default()
-                .push_back((key, now));
-        }
-    }
-}
-
 /// The state of the rule set in force, for operators.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleStatus {
@@ -171,6 +123,8 @@ pub struct Ingest {
     limits: EventLimits,
     max_batch_events: usize,
     dedup: Mutex<DedupWindow>,
+    /// How the dedup window keys events.
+    fingerprints: Fingerprints,
     metrics: Arc<Metrics>,
     /// Where events with a future `deliverafter` wait.
     schedule: Schedule,
@@ -231,6 +185,7 @@ impl Ingest {
             },
             max_batch_events: limits.max_batch_events,
             dedup: Mutex::new(DedupWindow::new(config.dedup.clone())),
+            fingerprints: Fingerprints::default(),
             metrics,
             schedule,
             max_delay: limits.max_delay,
@@ -244,7 +199,7 @@ impl Ingest {
     /// so a publisher that retries after a broker crash gets `duplicate`
     /// instead of storing a second copy. Returns how many ids were restored.
     pub fn recover_dedup(&self) -> Result<usize, LogError> {
-        let Ok(config) = self.dedup.lock().map(|d| d.config.clone()) else {
+        let Ok(config) = self.dedup.lock().map(|d| d.config().clone()) else {
             return Ok(0);
         };
         let topics = self.log.topics();
@@ -258,7 +213,7 @@ impl Ingest {
             .map(|w| **w)
             .fold(config.window, Duration::max);
         let window_ms = widest.as_millis() as i64;
-        let mut restored: BTreeMap<DedupKey, (i64, Stored)> = BTreeMap::new();
+        let mut restored: BTreeMap<Fingerprint, (String, i64, Stored)> = BTreeMap::new();
         for topic in topics {
             for partition in 0..topic.partitions {
                 let end = self.log.offsets(&topic.name, partition)?.end;
@@ -277,35 +232,34 @@ impl Ingest {
                     if age >= config.window_for(&stored.bus).as_millis() as i64 {
                         return ControlFlow::Continue(());
                     }
-                    let key = (stored.bus, event.source, event.id);
-                    let entry = restored
+                    let key = self.fingerprints.of(&stored.bus, &event.source, &event.id);
+                    let (_, at, entry) = restored
                         .entry(key)
-                        .or_insert_with(|| (record.timestamp_ms, Stored::default()));
-                    entry.0 = entry.0.min(record.timestamp_ms);
+                        .or_insert_with(|| (stored.bus, record.timestamp_ms, Stored::default()));
+                    *at = (*at).min(record.timestamp_ms);
                     entry
-                        .1
                         .offsets
                         .push((topic.name.clone(), partition, record.offset));
-                    entry.1.rules.extend(stored.rules);
+                    entry.rules.extend(stored.rules);
                     ControlFlow::Continue(())
                 })?;
             }
         }
-        let mut by_time: Vec<(i64, DedupKey, Stored)> = restored
+        let mut by_time: Vec<(i64, String, Fingerprint, Stored)> = restored
             .into_iter()
-            .map(|(key, (at, mut stored))| {
+            .map(|(key, (bus, at, mut stored))| {
                 stored.rules.sort_unstable();
                 stored.rules.dedup();
                 stored.offsets.sort();
-                (at, key, stored)
+                (at, bus, key, stored)
             })
             .collect();
-        by_time.sort_by_key(|(at, _, _)| *at);
+        by_time.sort_by_key(|(at, ..)| *at);
         let count = by_time.len();
         if let Ok(mut dedup) = self.dedup.lock() {
-            for (at, key, stored) in by_time {
+            for (at, bus, key, stored) in by_time {
                 let age = std::time::Duration::from_millis((now_ms - at).max(0) as u64);
-                dedup.insert(key, stored, now.checked_sub(age).unwrap_or(now));
+                dedup.insert(&bus, key, stored, now.checked_sub(age).unwrap_or(now));
             }
         }
         Ok(count)
@@ -369,7 +323,7 @@ impl Ingest {
         let now = Instant::now();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut planned: Vec<Option<Planned>> = Vec::with_capacity(events.len());
-        let mut seen_in_batch: HashMap<DedupKey, usize> = HashMap::new();
+        let mut seen_in_batch: HashMap<Fingerprint, usize> = HashMap::new();
         let mut route_spans: Vec<Span> = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
             planned.push(None);
@@ -378,8 +332,13 @@ impl Ingest {
                 outcomes[i] = Some(Err(e.into()));
                 continue;
             }
-            let key = (bus.to_string(), event.source.clone(), event.id.clone());
-            if let Some(stored) = self.dedup.lock().ok().and_then(|mut d| d.get(&key, now)) {
+            let key = self.fingerprints.of(bus, &event.source, &event.id);
+            if let Some(stored) = self
+                .dedup
+                .lock()
+                .ok()
+                .and_then(|mut d| d.get(bus, key, now))
+            {
                 outcomes[i] = Some(Ok(stored));
                 continue;
             }
@@ -402,7 +361,7 @@ impl Ingest {
         let mut dedup = self.dedup.lock().ok();
         for (key, first) in &seen_in_batch {
             if let (Some(Some(Ok(stored))), Some(dedup)) = (outcomes.get(*first), dedup.as_mut()) {
-                dedup.insert(key.clone(), stored.clone(), now);
+                dedup.insert(bus, *key, stored.clone(), now);
             }
         }
         drop(dedup);
@@ -413,7 +372,7 @@ impl Ingest {
                 Some(outcome) => outcome.clone(),
                 None => {
                     // A later copy of an id that came earlier in this batch.
-                    let key = (bus.to_string(), event.source.clone(), event.id.clone());
+                    let key = self.fingerprints.of(bus, &event.source, &event.id);
                     match seen_in_batch
                         .get(&key)
                         .and_then(|&first| outcomes[first].as_ref())
@@ -740,54 +699,5 @@ impl Ingest {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(bus: &str, id: &str) -> DedupKey {
-        (bus.to_string(), "/s".to_string(), id.to_string())
-    }
-
-    #[test]
-    fn dedup_windows_expire_per_bus_and_stay_bounded() {
-        let config = DedupConfig {
-            window: Duration::from_secs(10),
-            buses: [("slow".to_string(), Duration::from_secs(100).into())]
-                .into_iter()
-                .collect(),
-            max_ids: 3,
-        };
-        let mut window = DedupWindow::new(config);
-        let start = Instant::now();
-        let at = |secs: u64| start + Duration::from_secs(secs);
-        window.insert(key("fast", "1"), Stored::default(), start);
-        window.insert(key("slow", "1"), Stored::default(), start);
-        let found = window
-            .get(&key("fast", "1"), at(5))
-            .expect("within the window");
-        assert!(found.duplicate);
-        assert!(
-            window.get(&key("fast", "1"), at(11)).is_none(),
-            "the default window passed"
-        );
-        assert!(
-            window.get(&key("slow", "1"), at(11)).is_some(),
-            "the bus has a longer window"
-        );
-        assert!(
-            window.get(&key("other", "1"), at(1)).is_none(),
-            "ids are per bus"
-        );
-        for id in 2..6 {
-            window.insert(key("slow", &id.to_string()), Stored::default(), at(12));
-        }
-        assert!(window.stored.len() <= 3, "bounded by max_ids");
-        assert!(
-            window.get(&key("slow", "5"), at(13)).is_some(),
-            "the newest stay"
-        );
     }
 }
