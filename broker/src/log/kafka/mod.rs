@@ -508,16 +508,23 @@ impl EventLog for KafkaLog {
         let notify = self.notify(topic);
         Box::pin(async move {
             let mut landed = producer::landed(sent).await;
-            let failed: Vec<usize> = (0..landed.len()).filter(|&i| landed[i].is_err()).collect();
-            let errors = landed.iter().filter_map(|result| result.as_ref().err());
-            if !failed.is_empty()
-                && let Some(fresh) = producers.recover(&producer, errors)
-            {
+            let mut producer = producer;
+            for resend in 0..producer::RESENDS {
+                let failed: Vec<usize> =
+                    (0..landed.len()).filter(|&i| landed[i].is_err()).collect();
+                let errors = landed.iter().filter_map(|result| result.as_ref().err());
+                if failed.is_empty() {
+                    break;
+                }
+                let Some(next) = producers.recover(&producer, errors, resend > 0) else {
+                    break;
+                };
                 let again = failed.iter().map(|&i| &payloads[i]);
-                let sent = producer::send(&fresh, &kafka_name, partition, raw, again);
+                let sent = producer::send(&next, &kafka_name, partition, raw, again);
                 for (i, result) in failed.into_iter().zip(producer::landed(sent).await) {
                     landed[i] = result;
                 }
+                producer = next;
             }
             let now = crate::model::now_unix_ms();
             let mut offsets = Vec::with_capacity(landed.len());

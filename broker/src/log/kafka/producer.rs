@@ -5,11 +5,13 @@
 //! epoch of its id, an expired id, a sequence gap). librdkafka then
 //! re-initializes the producer (a new epoch) and fails the refused records,
 //! or, where it cannot vouch for what was written, fails the producer for
-//! good. An append whose records were refused so sends them once more:
-//! through the same producer, or through a fresh one (a new producer id)
-//! when it failed for good; concurrent appends that met the same failure
-//! share that replacement. A record sent again may have been written the
-//! first time too (at least once, as when a publisher retries).
+//! good. An append whose records were refused so sends them again, at
+//! most [`RESENDS`] times: through the same producer, or through a fresh
+//! one (a new producer id) when it failed for good or is refused again
+//! (tansu 0.6 can keep fencing a producer after its epoch bump);
+//! concurrent appends that met the same failure share that replacement. A
+//! record sent again may have been written the first time too (at least
+//! once, as when a publisher retries).
 
 use super::binding;
 use bytes::Bytes;
@@ -20,6 +22,9 @@ use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::sync::RwLock;
 use std::time::Duration;
+
+/// How many times an append sends refused records again.
+pub(super) const RESENDS: usize = 2;
 
 /// Where a record landed: its offset and Kafka timestamp (ms, when set).
 pub(super) type Landed = (u64, Option<i64>);
@@ -51,17 +56,27 @@ impl Producers {
     /// After `failed` refused `errors`: the producer to send the refused
     /// records with once more, or `None` when they should not be sent
     /// again (errors that say nothing of the producer's state, such as
-    /// timeouts) or no producer is left. A producer that failed for good
-    /// is replaced (unless another append replaced it already).
+    /// timeouts) or no producer is left. The same producer, which
+    /// librdkafka gave a new epoch, unless it failed for good or
+    /// `refused_before` (its records were refused for its state on the
+    /// previous try too): then a fresh one replaces it (unless another
+    /// append replaced it already).
     pub(super) fn recover<'a>(
         &self,
         failed: &FutureProducer,
         mut errors: impl Iterator<Item = &'a KafkaError>,
+        refused_before: bool,
     ) -> Option<FutureProducer> {
-        let Some((code, reason)) = failed.client().fatal_error() else {
-            let refusal = errors.find(|error| refused_for_producer_state(error))?;
-            tracing::warn!(%refusal, "Kafka refused records for the producer's id, epoch or sequence numbers; sending them again");
-            return Some(failed.clone());
+        let why = match failed.client().fatal_error() {
+            Some((code, reason)) => format!("it failed for good ({code:?}: {reason})"),
+            None => {
+                let refusal = errors.find(|error| refused_for_producer_state(error))?;
+                if !refused_before {
+                    tracing::warn!(%refusal, "Kafka refused records for the producer's id, epoch or sequence numbers; sending them again");
+                    return Some(failed.clone());
+                }
+                format!("Kafka refused it again after a new epoch ({refusal})")
+            }
         };
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if current.client().native_ptr() != failed.client().native_ptr() {
@@ -69,12 +84,12 @@ impl Producers {
         }
         match self.config.create::<FutureProducer>() {
             Ok(fresh) => {
-                tracing::warn!(?code, %reason, "the Kafka producer failed fatally; sending through a new one");
+                tracing::warn!(%why, "replacing the Kafka producer; sending through a new one");
                 *current = fresh;
                 Some(current.clone())
             }
             Err(error) => {
-                tracing::error!(?code, %reason, %error, "the Kafka producer failed fatally and no new one could be built");
+                tracing::error!(%why, %error, "the Kafka producer cannot be replaced");
                 None
             }
         }
