@@ -27,10 +27,9 @@ use hdrhistogram::Histogram;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
-use support::flag;
+use std::time::{Duration, Instant};
+use support::{EVENT_BYTES, flag, now_nanos, report};
 
-const EVENT_BYTES: usize = 1024;
 const SUBJECT: &str = "bench.event";
 /// The consumer acks every this many deliveries (ack-all).
 const ACK_EVERY: u64 = 500;
@@ -95,12 +94,6 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Connects and creates the file-backed stream `bench` on [`SUBJECT`].
@@ -187,18 +180,6 @@ async fn consume(
         }
     }
     Ok((Instant::now(), histogram))
-}
-
-fn report(name: &str, events: u64, elapsed: Duration, histogram: &Histogram<u64>) {
-    println!(
-        "{name}: {events} events of {EVENT_BYTES} B in {:.2} s = {:.0} events/s; publish→deliver p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-        elapsed.as_secs_f64(),
-        events as f64 / elapsed.as_secs_f64(),
-        histogram.value_at_quantile(0.5) as f64 / 1000.0,
-        histogram.value_at_quantile(0.99) as f64 / 1000.0,
-        histogram.value_at_quantile(0.999) as f64 / 1000.0,
-        histogram.max() as f64 / 1000.0,
-    );
 }
 
 async fn throughput(

@@ -17,7 +17,7 @@
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use switchyard_broker::config::{
     Backend, BrokerConfig, KafkaConfig, SubscriptionConfig, TopicConfig,
 };
@@ -29,9 +29,7 @@ use tokio::sync::{Mutex, mpsc};
 /// The same allocator as the `switchyard` binary.
 mod support;
 
-use support::BenchBroker;
-
-const EVENT_BYTES: usize = 1024;
+use support::{BenchBroker, EVENT_BYTES, now_nanos, report};
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -86,12 +84,6 @@ fn options() -> Options {
         }
     }
     options
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn bench_event(n: u64) -> proto::CloudEvent {
@@ -226,18 +218,6 @@ async fn consume(
     }
     histogram.lock().await.add(&local)?;
     Ok(Instant::now())
-}
-
-fn report(name: &str, events: u64, elapsed: Duration, histogram: &Histogram<u64>) {
-    println!(
-        "{name}: {events} events of {EVENT_BYTES} B in {:.2} s = {:.0} events/s; publish→deliver p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-        elapsed.as_secs_f64(),
-        events as f64 / elapsed.as_secs_f64(),
-        histogram.value_at_quantile(0.5) as f64 / 1000.0,
-        histogram.value_at_quantile(0.99) as f64 / 1000.0,
-        histogram.value_at_quantile(0.999) as f64 / 1000.0,
-        histogram.max() as f64 / 1000.0,
-    );
 }
 
 async fn throughput(options: &Options) -> anyhow::Result<()> {

@@ -10,19 +10,13 @@ use axum::http::HeaderMap;
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use switchyard_broker::config::BrokerConfig;
 use switchyard_sdk::{Client, Event};
 
 mod support;
 
-use support::{BenchBroker, flag};
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use support::{BenchBroker, flag, now_nanos};
 
 /// What the endpoint saw.
 #[derive(Default)]

@@ -7,6 +7,36 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The size of a bench event's data.
+pub(crate) const EVENT_BYTES: usize = 1024;
+
+/// Wall-clock nanoseconds since the Unix epoch: events carry it, so that
+/// the receiver (in the same process) can compute publish→deliver latency.
+pub(crate) fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Prints one scenario's rate and publish→deliver percentiles (the
+/// histogram holds microseconds).
+pub(crate) fn report(
+    name: &str,
+    events: u64,
+    elapsed: std::time::Duration,
+    histogram: &hdrhistogram::Histogram<u64>,
+) {
+    println!(
+        "{name}: {events} events of {EVENT_BYTES} B in {:.2} s = {:.0} events/s; publish→deliver p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64(),
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        histogram.value_at_quantile(0.999) as f64 / 1000.0,
+        histogram.max() as f64 / 1000.0,
+    );
+}
+
 /// The value of `--name N` on the command line, or `default`.
 pub(crate) fn flag(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
