@@ -16,6 +16,10 @@ const PUBLISHER: &str = "publisher-token";
 const READER: &str = "reader-token";
 const OPS: &str = "ops-token";
 const EXPIRED: &str = "expired-token";
+const MANAGER: &str = "manager-token";
+const MANAGER_READER: &str = "manager-reader-token";
+const VIEWER: &str = "viewer-token";
+const AUDITOR: &str = "auditor-token";
 
 fn config() -> String {
     format!(
@@ -26,7 +30,19 @@ auth:
     - {{principal: billing-reader, sha256: {}}}
     - {{principal: ops-alice, sha256: {}}}
     - {{principal: old-service, sha256: {}, expires: 2020-01-01T00:00:00Z}}
+    - {{principal: mgr, sha256: {}}}
+    - {{principal: mgr-reader, sha256: {}}}
+    - {{principal: viewer, sha256: {}}}
+    - {{principal: auditor, sha256: {}}}
   acl:
+    - principal: mgr
+      allow: [manage:subscription/mgr-*]
+    - principal: mgr-reader
+      allow: [manage:subscription/mgr-*, read:topic/orders, write:topic/shared.dlq, write:topic/new-*]
+    - principal: viewer
+      allow: [view:rules]
+    - principal: auditor
+      allow: [view:rules, read:topic/orders]
     - principal: order-service
       allow: [publish:default]
     - principal: billing-reader
@@ -35,6 +51,10 @@ auth:
       allow: [manage:topic/*, redrive:*, view:*]
 topics:
   - name: orders
+    partitions: 1
+  - name: payments
+    partitions: 1
+  - name: shared.dlq
     partitions: 1
 subscriptions:
   - name: billing
@@ -46,7 +66,20 @@ subscriptions:
         token_hash(READER),
         token_hash(OPS),
         token_hash(EXPIRED),
+        token_hash(MANAGER),
+        token_hash(MANAGER_READER),
+        token_hash(VIEWER),
+        token_hash(AUDITOR),
     )
+}
+
+/// A client of `broker` with `token`.
+async fn connect_as(broker: &BrokerProcess, token: &str) -> Client {
+    Client::connect(broker.url.clone())
+        .await
+        .expect("connect")
+        .with_token(token)
+        .expect("token")
 }
 
 /// The status of a refused SDK call.
@@ -308,6 +341,202 @@ async fn each_action_is_allowed_by_its_grant_and_denied_without_it() {
         has_record(&audit(&broker), "ReloadRules", "rule-files", "done")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_no_read_or_write_path_past_the_acl() {
+    let (_dir, broker) = start_broker(&config(), ORDER_RULES);
+    let manager = connect_as(&broker, MANAGER).await.admin();
+    let manager_reader = connect_as(&broker, MANAGER_READER).await.admin();
+    let ops = connect_as(&broker, OPS).await.admin();
+    let create =
+        |name: &str, topic: &str, dead_letter_topic: &str| proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: name.into(),
+                topic: topic.into(),
+                dead_letter_topic: dead_letter_topic.into(),
+                max_attempts: if dead_letter_topic.is_empty() { 0 } else { 1 },
+                ..Default::default()
+            }),
+        };
+
+    // Reading a topic through a new subscription needs read:topic/T.
+    let denied = manager
+        .clone()
+        .create_subscription(create("mgr-a", "orders", ""))
+        .await
+        .expect_err("may not read orders");
+    assert_denied(&denied, &["\"mgr\"", "read:topic/orders"]);
+    // Dead letters into an existing topic not its own need write:topic/D.
+    let denied = manager_reader
+        .clone()
+        .create_subscription(create("mgr-b", "orders", "payments"))
+        .await
+        .expect_err("may not write payments");
+    assert_denied(&denied, &["\"mgr-reader\"", "write:topic/payments"]);
+    // A dead-letter topic that does not exist needs manage:topic/D too.
+    let denied = manager_reader
+        .clone()
+        .create_subscription(create("mgr-c", "orders", "new-dlq"))
+        .await
+        .expect_err("may not create new-dlq");
+    assert_denied(&denied, &["manage:topic/new-dlq"]);
+    // Its own NAME.dlq, or a topic it may write, is fine.
+    manager_reader
+        .clone()
+        .create_subscription(create("mgr-d", "orders", "mgr-d.dlq"))
+        .await
+        .expect("own dead-letter topic");
+    manager_reader
+        .clone()
+        .create_subscription(create("mgr-e", "orders", "shared.dlq"))
+        .await
+        .expect("granted dead-letter topic");
+
+    let topics: Vec<String> = ops
+        .clone()
+        .list_topics(proto::ListTopicsRequest {})
+        .await
+        .expect("topics")
+        .into_inner()
+        .topics
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(!topics.contains(&"new-dlq".to_string()), "{topics:?}");
+    assert!(topics.contains(&"mgr-d.dlq".to_string()), "{topics:?}");
+    let subscriptions: Vec<String> = ops
+        .clone()
+        .list_subscriptions(proto::ListSubscriptionsRequest {})
+        .await
+        .expect("subscriptions")
+        .into_inner()
+        .subscriptions
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    for refused in ["mgr-a", "mgr-b", "mgr-c"] {
+        assert!(
+            !subscriptions.contains(&refused.to_string()),
+            "{subscriptions:?}"
+        );
+    }
+    let records = audit(&broker);
+    assert!(has_record(&records, "CreateSubscription", "mgr", "denied"));
+    assert!(has_record(
+        &records,
+        "CreateSubscription",
+        "mgr-reader",
+        "done"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_data_is_shown_only_with_a_read_grant() {
+    let (_dir, broker) = start_broker(&config(), ORDER_RULES);
+    let publisher = connect_as(&broker, PUBLISHER).await;
+    publish_stored(
+        &publisher,
+        vec![event(
+            "secret-1",
+            "order.placed",
+            "k",
+            serde_json::json!({"card": "4111"}),
+        )],
+    )
+    .await;
+    let dry_run = proto::DryRunRulesRequest {
+        rules_yaml: ORDER_RULES.into(),
+        samples: 10,
+        ..Default::default()
+    };
+    let sample = |response: proto::DryRunRulesResponse| {
+        let rule = response
+            .rules
+            .into_iter()
+            .find(|r| r.name == "orders")
+            .expect("rule");
+        assert_eq!(rule.matched.len(), 1, "{rule:?}");
+        (rule.redacted, rule.matched[0].clone())
+    };
+    // view:rules alone: the sample keeps its attributes, not its data.
+    let viewer = connect_as(&broker, VIEWER).await.admin();
+    let (redacted, event) = sample(
+        viewer
+            .clone()
+            .dry_run_rules(dry_run.clone())
+            .await
+            .expect("view:rules")
+            .into_inner(),
+    );
+    assert_eq!((redacted, event.id.as_str()), (1, "secret-1"));
+    assert!(event.data.is_none(), "{event:?}");
+    // With read:topic/orders, the data too.
+    let auditor = connect_as(&broker, AUDITOR).await.admin();
+    let (redacted, event) = sample(
+        auditor
+            .clone()
+            .dry_run_rules(dry_run)
+            .await
+            .expect("view:rules")
+            .into_inner(),
+    );
+    assert_eq!(redacted, 0);
+    assert!(event.data.is_some(), "{event:?}");
+
+    // An operator with view:* sees a subscription's state and dead
+    // letters, without their data; the subscriber sees the data.
+    let reader = connect_as(&broker, READER).await;
+    let mut stream = RawStream::open_with(&reader, "billing", 1)
+        .await
+        .expect("subscribe:billing");
+    let delivery = stream.next().await.expect("a delivery");
+    stream.nack(delivery.delivery_id, "broken").await;
+    until_dead_letters(&reader.admin(), "billing", 1).await;
+    let ops = connect_as(&broker, OPS).await.admin();
+    ops.clone()
+        .describe_subscription(proto::DescribeSubscriptionRequest {
+            name: "billing".into(),
+        })
+        .await
+        .expect("view:subscriptions describes");
+    let listing = |admin: switchyard_sdk::Admin| async move {
+        admin
+            .clone()
+            .list_dead_letters(proto::ListDeadLettersRequest {
+                subscription: "billing".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
+    };
+    let seen = listing(ops).await;
+    assert!(seen.data_redacted);
+    assert_eq!(seen.dead_letters.len(), 1);
+    let event = seen.dead_letters[0].event.as_ref().expect("attributes");
+    assert_eq!(event.id, "secret-1");
+    assert!(event.data.is_none(), "{event:?}");
+    let seen = listing(reader.admin()).await;
+    assert!(!seen.data_redacted);
+    assert!(
+        seen.dead_letters[0]
+            .event
+            .as_ref()
+            .is_some_and(|e| e.data.is_some())
+    );
+    // Without any of the grants, refused naming both.
+    let denied = viewer
+        .clone()
+        .describe_subscription(proto::DescribeSubscriptionRequest {
+            name: "billing".into(),
+        })
+        .await
+        .expect_err("viewer may not");
+    assert_denied(
+        &denied,
+        &["\"subscribe:billing\" or \"view:subscriptions\""],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,7 @@
 //! - [`audit`]: the audit log of denied calls and admin changes.
 //! - [`reload`]: hot reload of rule files (SIGHUP, file changes).
 //! - [`tls`]: rustls for the listeners, reloaded on SIGHUP.
+//! - [`dir_lock`]: one broker per data directory.
 //! - [`server`]: start-up, serving and ordered shutdown.
 
 pub mod api;
@@ -40,6 +41,7 @@ pub mod audit;
 pub mod config;
 pub mod console;
 pub mod delivery;
+pub mod dir_lock;
 pub mod flow;
 pub mod ingest;
 pub mod lease;

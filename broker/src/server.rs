@@ -11,6 +11,7 @@ use crate::config::Backend;
 use crate::config::BrokerConfig;
 use crate::console;
 use crate::delivery::{DeliveryError, Subscriptions};
+use crate::dir_lock::{DirLock, DirLockError};
 use crate::flow::Flow;
 use crate::ingest::Ingest;
 use crate::log::kafka::KafkaLog;
@@ -74,6 +75,9 @@ pub enum StartError {
     /// The console's API could not be set up (a build defect).
     #[error("console: {0}")]
     Console(String),
+    /// The data directory is in use by another broker, or cannot be locked.
+    #[error(transparent)]
+    DirLock(#[from] DirLockError),
     /// The schedule of delayed events could not be opened.
     #[error("cannot open the schedule of delayed events: {0}")]
     Schedule(#[from] ScheduleError),
@@ -93,12 +97,18 @@ pub struct Broker {
     flow: Arc<Flow>,
     /// The Kafka backend, when used: its watermark poller runs while serving.
     kafka: Option<Arc<KafkaLog>>,
+    /// This broker's hold on its data directory, released when it ends.
+    _dir_lock: DirLock,
 }
 
 impl Broker {
     /// Opens storage, loads rules and creates the topics and subscriptions
     /// the config declares (and the topics rules target) when missing.
     pub fn open(config: BrokerConfig) -> Result<Broker, StartError> {
+        let dir_lock = DirLock::acquire(&config.data_dir)?;
+        for bus in &config.buses {
+            crate::model::validate_name("bus (in the config's `buses:`)", bus)?;
+        }
         let rules = RuleSet::load(&config.rules, &config.buses)?;
         let (log, kafka): (Arc<dyn EventLog>, _) = match config.backend {
             Backend::Embedded => (
@@ -177,6 +187,7 @@ impl Broker {
             audit,
             flow,
             kafka,
+            _dir_lock: dir_lock,
         })
     }
 

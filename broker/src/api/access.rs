@@ -7,10 +7,20 @@
 //! | action      | resource            | calls                                                      |
 //! |-------------|---------------------|------------------------------------------------------------|
 //! | `publish`   | bus                 | Publish, CancelScheduled                                   |
-//! | `subscribe` | subscription        | Subscribe, DescribeSubscription, ListDeadLetters           |
+//! | `subscribe` | subscription        | Subscribe, DescribeSubscription, ListDeadLetters (with event data) |
 //! | `redrive`   | subscription        | RedriveDeadLetters, SeekSubscription                       |
 //! | `manage`    | `topic/NAME`, `subscription/NAME`, `schema/FILE` | Create/Delete Topic and Subscription, RegisterSchema |
-//! | `view`      | `topics`, `subscriptions`, `rules`, `schemas`, `scheduled`, `flows` | the List calls, GetFlow, DryRunRules (`rules`) |
+//! | `view`      | `topics`, `subscriptions`, `rules`, `schemas`, `scheduled`, `flows` | the List calls, GetFlow, DryRunRules (`rules`), DescribeSubscription and ListDeadLetters without event data (`subscriptions`) |
+//! | `read`      | `topic/NAME`, `bus/NAME` | event data: a new subscription's topic, dry-run samples, dead letters |
+//! | `write`     | `topic/NAME`        | a subscription's dead letters into a topic not its own (`SUB.dlq`) |
+//!
+//! A subscription is a read and write path, so creating one needs more
+//! than `manage:subscription/NAME`: `read:topic/T` for its topic, and for a
+//! dead-letter topic other than its own `NAME.dlq`, `write:topic/D` (and
+//! `manage:topic/D` when that topic does not exist yet). Event data is
+//! readable with `read:topic/T` for a topic that holds it or
+//! `read:bus/B` for the bus it was published on; without, views show the
+//! attributes only.
 //!
 //! Rules change only through their files (reloads are audited as
 //! `ReloadRules`), so no call manages them. Without `auth.acl` entries
@@ -34,8 +44,14 @@ pub enum Action {
     /// Create and delete topics, subscriptions and schemas.
     Manage,
     /// List topics, subscriptions, rules, schemas, scheduled events; read
-    /// flow histories.
+    /// flow histories; describe subscriptions (without event data).
     View,
+    /// Read event data: of a topic (`topic/NAME`), or of everything
+    /// published on a bus (`bus/NAME`).
+    Read,
+    /// Append to a topic directly (`topic/NAME`): a subscription's dead
+    /// letters into a topic that is not its own.
+    Write,
 }
 
 impl Action {
@@ -47,6 +63,8 @@ impl Action {
             Action::Redrive => "redrive",
             Action::Manage => "manage",
             Action::View => "view",
+            Action::Read => "read",
+            Action::Write => "write",
         }
     }
 
@@ -57,6 +75,8 @@ impl Action {
             Action::Redrive,
             Action::Manage,
             Action::View,
+            Action::Read,
+            Action::Write,
         ]
         .into_iter()
         .find(|a| a.as_str() == text)
@@ -94,7 +114,7 @@ impl Acl {
                     .filter(|(_, resource)| !resource.is_empty())
                     .ok_or_else(|| {
                         format!(
-                            "auth.acl[{n}].allow[{m}]: \"{text}\" must be ACTION:RESOURCE with ACTION one of publish, subscribe, redrive, manage, view (e.g. \"publish:orders\", \"manage:topic/*\")"
+                            "auth.acl[{n}].allow[{m}]: \"{text}\" must be ACTION:RESOURCE with ACTION one of publish, subscribe, redrive, manage, view, read, write (e.g. \"publish:orders\", \"manage:topic/*\")"
                         )
                     })?;
                 grants.push(Grant {
@@ -214,6 +234,48 @@ impl Access {
         Err(Status::permission_denied(message))
     }
 
+    /// Whether `principal` may do `action` on `resource`, without an
+    /// audit record: for what a call shows, not whether it runs.
+    pub fn allows(&self, principal: &Principal, action: Action, resource: &str) -> bool {
+        self.acl.allows(&principal.0, action, resource)
+    }
+
+    /// The caller of `request`, if any of `grants` allows it; otherwise
+    /// PERMISSION_DENIED naming each grant that would, and an audit record.
+    pub fn check_any<T>(
+        &self,
+        request: &Request<T>,
+        operation: &str,
+        grants: &[(Action, &str)],
+    ) -> Result<Principal, Status> {
+        let principal = caller(request);
+        if grants
+            .iter()
+            .any(|&(action, resource)| self.acl.allows(&principal.0, action, resource))
+        {
+            return Ok(principal);
+        }
+        let wanted: Vec<String> = grants
+            .iter()
+            .map(|(action, resource)| format!("\"{}:{resource}\"", action.as_str()))
+            .collect();
+        let (action, resource) = grants.first().copied().unwrap_or((Action::View, ""));
+        let message = format!(
+            "principal \"{}\" may not {operation}: no auth.acl entry grants it {}",
+            principal.0,
+            wanted.join(" or ")
+        );
+        self.audit.record(&AuditEntry {
+            principal: &principal.0,
+            operation,
+            action: action.as_str(),
+            resource,
+            outcome: Outcome::Denied,
+            detail: &message,
+        });
+        Err(Status::permission_denied(message))
+    }
+
     /// Records an allowed change and how it ended.
     pub fn record<T>(
         &self,
@@ -261,6 +323,10 @@ mod tests {
                 principal: "*".into(),
                 allow: vec!["view:rules".into()],
             },
+            AclEntry {
+                principal: "reader".into(),
+                allow: vec!["read:topic/orders".into(), "write:topic/*.dlq".into()],
+            },
         ])
         .expect("valid")
     }
@@ -283,6 +349,11 @@ mod tests {
             ("orders", Action::View, "rules", true),
             ("orders", Action::View, "topics", false),
             ("stranger", Action::View, "rules", true),
+            ("reader", Action::Read, "topic/orders", true),
+            ("reader", Action::Read, "topic/payments", false),
+            ("reader", Action::Read, "bus/default", false),
+            ("reader", Action::Write, "topic/orders.dlq", true),
+            ("reader", Action::Write, "topic/orders", false),
         ];
         for (principal, action, resource, allowed) in cases {
             assert_eq!(

@@ -1,6 +1,7 @@
 //! `Admin`: topics, subscriptions, rules.
 
-use super::access::{Access, Action};
+use super::access::{Access, Action, caller};
+use super::auth::Principal;
 use crate::config::{
     BackoffConfig, ClientErrorPolicy, DEFAULT_ACK_DEADLINE, DEFAULT_PUSH_TIMEOUT, Ordering,
     PushBatch, PushConfig, PushMode, StartPosition, SubscriptionConfig,
@@ -242,6 +243,25 @@ fn subscription_from_proto(sub: proto::Subscription) -> Result<SubscriptionConfi
     })
 }
 
+/// The grants creating `sub` needs besides `manage:subscription/NAME`:
+/// reading its topic; for a dead-letter topic other than its own
+/// `NAME.dlq`, writing to it, and managing it when it does not exist yet
+/// (`dead_letter_exists`), since creating the subscription creates it.
+fn subscription_effect_grants(
+    sub: &proto::Subscription,
+    dead_letter_exists: bool,
+) -> Vec<(Action, String)> {
+    let mut grants = vec![(Action::Read, format!("topic/{}", sub.topic))];
+    let dead_letter = sub.dead_letter_topic.as_str();
+    if !dead_letter.is_empty() && dead_letter != format!("{}.dlq", sub.name) {
+        grants.push((Action::Write, format!("topic/{dead_letter}")));
+        if !dead_letter_exists {
+            grants.push((Action::Manage, format!("topic/{dead_letter}")));
+        }
+    }
+    grants
+}
+
 fn description_to_proto(
     description: SubscriptionDescription,
     dead_letters: u64,
@@ -356,21 +376,28 @@ impl AdminService {
         })
     }
 
-    /// What candidate rules would do with the bus's recent traffic.
+    /// What candidate rules would do with the bus's recent traffic; the
+    /// sample events keep their data only where `principal` may read it.
     async fn rules_dry_run(
         &self,
+        principal: Principal,
         request: proto::DryRunRulesRequest,
     ) -> Result<proto::DryRunRulesResponse, Status> {
         let bus = super::bus_or_default(&request.bus).to_string();
+        let bus_name = bus.clone();
         let current = self.ingest.rules();
-        let candidate =
-            crate::rules::parse_rules(&request.rules_yaml, std::path::Path::new("candidate rules"))
-                .and_then(|mut rules| {
-                    if request.add_to_current {
+        let in_force = Arc::clone(&current);
+        let (rules_yaml, add_to_current) = (request.rules_yaml, request.add_to_current);
+        // Rules from the network are bounded before parsing and parsed off
+        // the async workers, so no request can delay publishes.
+        let candidate = tokio::task::spawn_blocking(move || {
+            crate::rules::parse_untrusted_rules(&rules_yaml, "candidate rules").and_then(
+                |mut rules| {
+                    if add_to_current {
                         let replaced: HashSet<String> =
                             rules.iter().map(|r| r.name.clone()).collect();
                         rules.extend(
-                            current
+                            in_force
                                 .rules()
                                 .iter()
                                 .filter(|r| !replaced.contains(&r.name))
@@ -378,8 +405,12 @@ impl AdminService {
                         );
                     }
                     RuleSet::from_rules(rules, &[])
-                })
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                },
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let samples = request.samples.min(MAX_DRY_RUN_SAMPLES) as usize;
         let last = match request.last {
             0 => 1000,
@@ -397,10 +428,18 @@ impl AdminService {
             // Stored copies, and (from the flow history) the events no
             // rule matched, newest `last` of both.
             let mut recorded = dry_run::recent_events(log.as_ref(), &bus, last)?;
-            recorded.extend(flow.unmatched(&bus, last)?);
-            recorded.sort_by_key(|(at_ms, _)| *at_ms);
+            recorded.extend(
+                flow.unmatched(&bus, last)?
+                    .into_iter()
+                    .map(|(at_ms, event)| dry_run::Recorded {
+                        at_ms,
+                        event,
+                        topics: Vec::new(),
+                    }),
+            );
+            recorded.sort_by_key(|r| r.at_ms);
             let skip = recorded.len().saturating_sub(last);
-            let events: Vec<_> = recorded.into_iter().skip(skip).map(|(_, e)| e).collect();
+            let events: Vec<_> = recorded.into_iter().skip(skip).collect();
             Ok::<_, LogError>(dry_run::dry_run(
                 &current,
                 &candidate,
@@ -422,7 +461,23 @@ impl AdminService {
                     change: r.change.as_str().to_string(),
                     matched_before: r.matched_before,
                     matched_after: r.matched_after,
-                    matched: r.matched,
+                    redacted: r
+                        .matched
+                        .iter()
+                        .filter(|sample| !self.may_read(&principal, &bus_name, sample))
+                        .count() as u32,
+                    matched: r
+                        .matched
+                        .into_iter()
+                        .map(|sample| {
+                            let readable = self.may_read(&principal, &bus_name, &sample);
+                            let mut event = sample.event;
+                            if !readable {
+                                event.data = None;
+                            }
+                            event
+                        })
+                        .collect(),
                 })
                 .collect(),
             subscriptions: report
@@ -464,6 +519,7 @@ impl AdminService {
                 .into_iter()
                 .map(crate::api::delivery_to_proto)
                 .collect(),
+            data_redacted: false,
         })
     }
 
@@ -522,6 +578,17 @@ impl AdminService {
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
         self.description(&request.name).await
+    }
+
+    /// Whether `principal` may read the data of a recorded event of
+    /// `bus`: of a topic that holds it, or of the bus.
+    fn may_read(&self, principal: &Principal, bus: &str, recorded: &dry_run::Recorded) -> bool {
+        self.access
+            .allows(principal, Action::Read, &format!("bus/{bus}"))
+            || recorded.topics.iter().any(|topic| {
+                self.access
+                    .allows(principal, Action::Read, &format!("topic/{topic}"))
+            })
     }
 
     /// A subscription's progress, with how many dead letters wait.
@@ -627,6 +694,18 @@ impl Admin for AdminService {
             .as_ref()
             .map_or("", |s| s.name.as_str());
         let resource = format!("subscription/{name}");
+        let principal = caller(&request);
+        // A subscription reads its topic and writes its dead letters: the
+        // caller needs the grants of those effects, not only of the name.
+        if let Some(sub) = request.get_ref().subscription.as_ref() {
+            let dead_letter_exists = !sub.dead_letter_topic.is_empty()
+                && TopicName::user(sub.dead_letter_topic.clone())
+                    .is_ok_and(|topic| self.log.topic(&topic).is_ok());
+            for (action, effect) in subscription_effect_grants(sub, dead_letter_exists) {
+                self.access
+                    .authorize(&principal, "CreateSubscription", action, &effect)?;
+            }
+        }
         let grant = (Action::Manage, resource.as_str());
         self.change(request, "CreateSubscription", grant, |request| async move {
             let sub = request
@@ -673,15 +752,16 @@ impl Admin for AdminService {
         request: Request<proto::DescribeSubscriptionRequest>,
     ) -> Result<Response<proto::SubscriptionDescription>, Status> {
         let name = request.get_ref().name.clone();
-        let grant = (Action::Subscribe, name.as_str());
-        self.read(
-            request,
-            "DescribeSubscription",
-            grant,
-            |request| async move { self.description(&request.name).await },
-        )
-        .await
+        let grants = [
+            (Action::Subscribe, name.as_str()),
+            (Action::View, "subscriptions"),
+        ];
+        self.access
+            .check_any(&request, "DescribeSubscription", &grants)?;
+        let description = self.description(&request.into_inner().name).await?;
+        Ok(Response::new(description))
     }
+
     async fn list_scheduled(
         &self,
         request: Request<proto::ListScheduledRequest>,
@@ -709,10 +789,11 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::DryRunRulesRequest>,
     ) -> Result<Response<proto::DryRunRulesResponse>, Status> {
-        self.read(request, "DryRunRules", (Action::View, "rules"), |r| {
-            self.rules_dry_run(r)
-        })
-        .await
+        let principal = self
+            .access
+            .check(&request, "DryRunRules", Action::View, "rules")?;
+        let report = self.rules_dry_run(principal, request.into_inner()).await?;
+        Ok(Response::new(report))
     }
 
     async fn get_flow(
@@ -728,9 +809,36 @@ impl Admin for AdminService {
         request: Request<proto::ListDeadLettersRequest>,
     ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
         let name = request.get_ref().subscription.clone();
-        let grant = (Action::Subscribe, name.as_str());
-        self.read(request, "ListDeadLetters", grant, |r| self.dead_letters(r))
-            .await
+        let grants = [
+            (Action::Subscribe, name.as_str()),
+            (Action::View, "subscriptions"),
+        ];
+        let principal = self
+            .access
+            .check_any(&request, "ListDeadLetters", &grants)?;
+        let dead_letter_topic = self
+            .subscriptions
+            .get(&name)?
+            .spec()
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_default();
+        let readable = self.access.allows(&principal, Action::Subscribe, &name)
+            || self.access.allows(
+                &principal,
+                Action::Read,
+                &format!("topic/{dead_letter_topic}"),
+            );
+        let mut listing = self.dead_letters(request.into_inner()).await?;
+        if !readable {
+            for dead_letter in &mut listing.dead_letters {
+                if let Some(event) = dead_letter.event.as_mut() {
+                    event.data = None;
+                }
+            }
+            listing.data_redacted = true;
+        }
+        Ok(Response::new(listing))
     }
 
     async fn redrive_dead_letters(

@@ -537,11 +537,23 @@ impl StartPosition {
     }
 }
 
+/// The last ms of year 9999, the latest time RFC 3339 can write.
+pub const MAX_UNIX_MS: i64 = 253_402_300_799_999;
+
+/// The first ms of year 0000, the earliest time RFC 3339 can write.
+pub const MIN_UNIX_MS: i64 = -62_167_219_200_000;
+
 /// An RFC 3339 time such as `2026-11-25T10:00:00Z` in ms since the Unix
 /// epoch.
+/// `None` for text that is not one, or a time outside RFC 3339's years
+/// 0000 to 9999.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let time: prost_types::Timestamp = text.parse().ok()?;
-    Some(time.seconds * 1000 + i64::from(time.nanos) / 1_000_000)
+    let ms = time
+        .seconds
+        .checked_mul(1000)?
+        .checked_add(i64::from(time.nanos) / 1_000_000)?;
+    (MIN_UNIX_MS..=MAX_UNIX_MS).contains(&ms).then_some(ms)
 }
 
 /// ms since the Unix epoch as an RFC 3339 time (UTC); the inverse of
@@ -783,6 +795,66 @@ impl Default for BackoffConfig {
     }
 }
 
+impl SubscriptionConfig {
+    /// Checks its durations and rates against what delivery can work
+    /// with: the field (relative to the subscription) and the allowed
+    /// range when one is out of it.
+    pub fn validate_ranges(&self) -> Result<(), (String, String)> {
+        let second = Duration::from_secs(1);
+        check_duration(
+            "ack_deadline",
+            self.ack_deadline,
+            second,
+            MAX_SUBSCRIPTION_WAIT,
+        )?;
+        let backoff = &self.backoff;
+        check_duration(
+            "backoff.max",
+            backoff.max,
+            Duration::from_millis(1),
+            MAX_SUBSCRIPTION_WAIT,
+        )?;
+        check_duration(
+            "backoff.initial",
+            backoff.initial,
+            Duration::from_millis(1),
+            backoff.max,
+        )?;
+        check_rate("backoff.multiplier", backoff.multiplier, 1.0, 1000.0)?;
+        check_rate("backoff.jitter", backoff.jitter, 0.0, 1.0)?;
+        if let Some(rate) = self.rate_limit {
+            check_rate("rate_limit", rate, MIN_RATE, MAX_SUBSCRIPTION_RATE)?;
+        }
+        if let Some(push) = &self.push {
+            check_duration(
+                "push.timeout",
+                push.timeout,
+                Duration::from_millis(1),
+                Duration::from_secs(3600),
+            )?;
+            if let Some(batch) = push.batch {
+                check_duration(
+                    "push.batch.max_wait",
+                    batch.max_wait,
+                    Duration::ZERO,
+                    Duration::from_secs(3600),
+                )?;
+            }
+        }
+        if let StartPosition::Time(ms) = self.start
+            && !(MIN_UNIX_MS..=MAX_UNIX_MS).contains(&ms)
+        {
+            return Err((
+                "start".into(),
+                format!(
+                    "{ms} ms since the Unix epoch is not a time RFC 3339 can write (years 0000 to 9999)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl BackoffConfig {
     /// The delay before retry number `retry` (1 for the first retry);
     /// `salt` picks the jitter (any value that differs between events).
@@ -807,6 +879,51 @@ fn default_max_in_flight() -> u32 {
 
 fn default_ack_deadline() -> Duration {
     DEFAULT_ACK_DEADLINE
+}
+
+/// The smallest rate (events or bytes per second) a limit may set: one
+/// per 1,000 s. Below it the wait for the next token is longer than any
+/// timer can express.
+pub const MIN_RATE: f64 = 0.001;
+
+/// Most events per second a subscription's `rate_limit` may set.
+pub const MAX_SUBSCRIPTION_RATE: f64 = 1e7;
+
+/// Longest `ack_deadline` and `backoff.max`: a week (Pub/Sub caps both at
+/// 10 minutes; long-running work extends its deadline instead).
+pub const MAX_SUBSCRIPTION_WAIT: Duration = Duration::from_secs(7 * 86_400);
+
+/// `value` of `field` within `min..=max`, or the field and what is allowed.
+pub fn check_duration(
+    field: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), (String, String)> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err((
+        field.to_string(),
+        format!(
+            "{} is out of range: allowed {} to {}",
+            humantime::format_duration(value),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ),
+    ))
+}
+
+/// Rate `value` of `field` within `min..=max` (finite), or the field and
+/// what is allowed.
+pub fn check_rate(field: &str, value: f64, min: f64, max: f64) -> Result<(), (String, String)> {
+    if value.is_finite() && (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err((
+        field.to_string(),
+        format!("{value} per second is out of range: allowed {min} to {max}"),
+    ))
 }
 
 /// Why the configuration could not be loaded.
@@ -841,8 +958,10 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
-    /// Reads and validates a config file. Relative `rules` paths are made
-    /// relative to the file's directory.
+    /// Reads and validates a config file. Relative paths in it (`data_dir`,
+    /// rules, schemas, TLS files, the audit log) are made relative to the
+    /// file's directory, so the broker finds the same files from any
+    /// working directory.
     pub fn load(path: &Path) -> Result<BrokerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -865,6 +984,7 @@ impl BrokerConfig {
             .chain(schemas)
             .chain(tls)
             .chain(config.audit_log.as_mut())
+            .chain([&mut config.data_dir])
         {
             if file.is_relative() {
                 *file = base.join(&*file);
@@ -948,6 +1068,110 @@ impl BrokerConfig {
         }
         if self.topics.iter().any(|t| t.partitions == Some(0)) {
             return invalid("topics[].partitions", "must be at least 1");
+        }
+        self.validate_ranges()
+            .or_else(|(field, message)| invalid(&field, &message))
+    }
+
+    /// Checks every duration and rate against the range the broker can
+    /// work with (a zero interval or a near-zero rate would stop or crash
+    /// the task that uses it).
+    fn validate_ranges(&self) -> Result<(), (String, String)> {
+        let day = Duration::from_secs(86_400);
+        let mut durations: Vec<(String, Duration, Duration, Duration)> = vec![
+            (
+                "delivery.offset_commit_interval".into(),
+                self.delivery.offset_commit_interval,
+                Duration::from_millis(1),
+                Duration::from_secs(3600),
+            ),
+            (
+                "dedup.window".into(),
+                self.dedup.window,
+                Duration::ZERO,
+                30 * day,
+            ),
+            (
+                "limits.max_delay".into(),
+                self.limits.max_delay,
+                Duration::ZERO,
+                3650 * day,
+            ),
+            (
+                "flow.retention".into(),
+                self.flow.retention,
+                Duration::from_secs(1),
+                3650 * day,
+            ),
+            (
+                "kafka.timeout".into(),
+                self.kafka.timeout,
+                Duration::from_millis(100),
+                day,
+            ),
+            (
+                "rules_poll_interval".into(),
+                self.rules_poll_interval,
+                Duration::ZERO,
+                day,
+            ),
+        ];
+        if let FsyncPolicy::Interval(interval) = self.storage.fsync {
+            durations.push((
+                "storage.fsync".into(),
+                interval,
+                Duration::from_millis(1),
+                day,
+            ));
+        }
+        if let Some(age) = self.storage.retention.max_age {
+            durations.push((
+                "storage.retention.max_age".into(),
+                age,
+                Duration::from_secs(1),
+                36_500 * day,
+            ));
+        }
+        for (bus, window) in &self.dedup.buses {
+            durations.push((
+                format!("dedup.buses.{bus}"),
+                **window,
+                Duration::ZERO,
+                30 * day,
+            ));
+        }
+        for (n, sub) in self.subscriptions.iter().enumerate() {
+            if let Err((field, message)) = sub.validate_ranges() {
+                return Err((
+                    format!("subscriptions[{n}] ({}).{field}", sub.name),
+                    message,
+                ));
+            }
+        }
+        for (field, value, min, max) in durations {
+            check_duration(&field, value, min, max)?;
+        }
+        let quotas = self
+            .auth
+            .tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(n, t)| Some((format!("auth.tokens[{n}].quota"), t.quota.as_ref()?)))
+            .chain(
+                self.auth
+                    .quotas
+                    .iter()
+                    .map(|(name, q)| (format!("auth.quotas.{name}"), q)),
+            );
+        for (field, quota) in quotas {
+            for (name, rate) in [
+                ("events_per_second", quota.events_per_second),
+                ("bytes_per_second", quota.bytes_per_second),
+            ] {
+                if let Some(rate) = rate {
+                    check_rate(&format!("{field}.{name}"), rate, MIN_RATE, 1e12)?;
+                }
+            }
         }
         Ok(())
     }

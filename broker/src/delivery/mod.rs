@@ -47,7 +47,7 @@ pub enum DeliveryError {
     #[error("{field}: {message}")]
     InvalidSpec {
         /// The offending field.
-        field: &'static str,
+        field: String,
         /// What is wrong and how to fix it.
         message: String,
     },
@@ -245,14 +245,8 @@ impl Subscriptions {
         let topic = TopicName::user(spec.topic.clone())?;
         if spec.max_in_flight == 0 {
             return Err(DeliveryError::InvalidSpec {
-                field: "max_in_flight",
+                field: "max_in_flight".into(),
                 message: "must be at least 1".into(),
-            });
-        }
-        if spec.ack_deadline < Duration::from_secs(1) {
-            return Err(DeliveryError::InvalidSpec {
-                field: "ack_deadline",
-                message: "must be at least 1s".into(),
             });
         }
         validate_policy(&spec)?;
@@ -261,7 +255,7 @@ impl Subscriptions {
             let dead_letter_topic = TopicName::user(dead_letter_topic.clone())?;
             if dead_letter_topic == topic {
                 return Err(DeliveryError::InvalidSpec {
-                    field: "dead_letter_topic",
+                    field: "dead_letter_topic".into(),
                     message: "must differ from the subscription's topic".into(),
                 });
             }
@@ -354,7 +348,7 @@ impl Subscriptions {
         let name = subscription.name();
         let Some(topic) = dead_letter_topic(subscription)? else {
             return Err(DeliveryError::InvalidSpec {
-                field: "dead_letter_topic",
+                field: "dead_letter_topic".into(),
                 message: format!("subscription '{name}' has no dead-letter topic"),
             });
         };
@@ -699,7 +693,10 @@ fn validate_push(
     spec: &SubscriptionConfig,
     push: &crate::config::PushConfig,
 ) -> Result<(), DeliveryError> {
-    let invalid = |field, message: String| DeliveryError::InvalidSpec { field, message };
+    let invalid = |field: &str, message: String| DeliveryError::InvalidSpec {
+        field: field.into(),
+        message,
+    };
     let url = reqwest::Url::parse(&push.endpoint).map_err(|e| {
         invalid(
             "push.endpoint",
@@ -717,9 +714,6 @@ fn validate_push(
                 push.endpoint
             ),
         ));
-    }
-    if push.timeout.is_zero() {
-        return Err(invalid("push.timeout", "must be above 0".into()));
     }
     if let Some(batch) = push.batch
         && !(1..=1000).contains(&batch.max_events)
@@ -744,12 +738,14 @@ fn validate_push(
 }
 
 fn validate_policy(spec: &SubscriptionConfig) -> Result<(), DeliveryError> {
-    let invalid = |field, message: &str| {
+    let invalid = |field: &str, message: &str| {
         Err(DeliveryError::InvalidSpec {
-            field,
+            field: field.into(),
             message: message.into(),
         })
     };
+    spec.validate_ranges()
+        .map_err(|(field, message)| DeliveryError::InvalidSpec { field, message })?;
     if spec.max_attempts == Some(0) {
         return invalid(
             "max_attempts",
@@ -762,13 +758,6 @@ fn validate_policy(spec: &SubscriptionConfig) -> Result<(), DeliveryError> {
             "needs a dead_letter_topic: events that run out of attempts go there instead of being dropped",
         );
     }
-    let backoff = &spec.backoff;
-    if backoff.initial.is_zero() || backoff.initial > backoff.max {
-        return invalid("backoff", "initial must be above 0 and at most max");
-    }
-    if !(backoff.multiplier >= 1.0 && backoff.multiplier.is_finite()) {
-        return invalid("backoff.multiplier", "must be at least 1");
-    }
     if let Some(push) = &spec.push {
         validate_push(spec, push)?;
     }
@@ -776,21 +765,9 @@ fn validate_policy(spec: &SubscriptionConfig) -> Result<(), DeliveryError> {
         && let Err(error) = crate::rules::Pattern::compile(filter)
     {
         return Err(DeliveryError::InvalidSpec {
-            field: "filter",
+            field: "filter".into(),
             message: error.to_string(),
         });
-    }
-    if spec
-        .rate_limit
-        .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
-    {
-        return invalid(
-            "rate_limit",
-            "must be a positive number of events per second",
-        );
-    }
-    if !(0.0..=1.0).contains(&backoff.jitter) {
-        return invalid("backoff.jitter", "must be between 0 and 1");
     }
     Ok(())
 }

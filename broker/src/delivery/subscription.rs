@@ -290,7 +290,7 @@ impl Subscription {
             .map(Pattern::compile)
             .transpose()
             .map_err(|e| DeliveryError::InvalidSpec {
-                field: "filter",
+                field: "filter".into(),
                 message: e.to_string(),
             })?;
         Ok(Subscription {
@@ -630,7 +630,7 @@ impl Subscription {
             && let Some(bad) = offsets.keys().find(|&&p| p >= partitions)
         {
             return Err(DeliveryError::InvalidSpec {
-                field: "offsets",
+                field: "offsets".into(),
                 message: format!(
                     "topic '{}' has {partitions} partitions; partition {bad} does not exist",
                     self.topic

@@ -10,8 +10,9 @@
 
 use super::{Rule, RuleSet, event_view};
 use crate::log::{EventLog, LogError};
-use crate::model::{CloudEvent, StoredEvent};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use crate::model::{CloudEvent, StoredEvent, TopicName};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// How a rule differs between the rules in force and the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,20 @@ pub struct RuleOutcome {
     pub matched_after: u64,
     /// The newest of those (at most the `samples` asked for), oldest
     /// first.
-    pub matched: Vec<CloudEvent>,
+    pub matched: Vec<Recorded>,
+}
+
+/// A recorded event: when it was stored, and the topics holding a copy
+/// (none for an event no rule matched). Who may see its data depends on
+/// those topics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// When it was stored (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// The event.
+    pub event: CloudEvent,
+    /// Topics holding a copy.
+    pub topics: Vec<TopicName>,
 }
 
 /// One subscription's counts.
@@ -79,14 +93,14 @@ pub struct DryRun {
 }
 
 /// The newest `last` events published on `bus` that have stored copies,
-/// oldest first, with when they were stored.
+/// oldest first.
 pub fn recent_events(
     log: &dyn EventLog,
     bus: &str,
     last: usize,
-) -> Result<Vec<(i64, CloudEvent)>, LogError> {
-    let mut found: Vec<(i64, u64, CloudEvent)> = Vec::new();
-    let mut seen = HashSet::new();
+) -> Result<Vec<Recorded>, LogError> {
+    let mut found: Vec<(u64, Recorded)> = Vec::new();
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for topic in log.topics() {
         if topic.name.as_str().starts_with("__") {
             continue;
@@ -106,20 +120,32 @@ pub fn recent_events(
                         continue;
                     }
                     let Some(event) = stored.event else { continue };
-                    if seen.insert((event.source.clone(), event.id.clone())) {
-                        found.push((record.timestamp_ms, record.offset, event));
+                    match seen.entry((event.source.clone(), event.id.clone())) {
+                        Entry::Occupied(at) => {
+                            let topics = &mut found[*at.get()].1.topics;
+                            if !topics.contains(&topic.name) {
+                                topics.push(topic.name.clone());
+                            }
+                        }
+                        Entry::Vacant(slot) => {
+                            slot.insert(found.len());
+                            found.push((
+                                record.offset,
+                                Recorded {
+                                    at_ms: record.timestamp_ms,
+                                    event,
+                                    topics: vec![topic.name.clone()],
+                                },
+                            ));
+                        }
                     }
                 }
             }
         }
     }
-    found.sort_by_key(|(at, offset, _)| (*at, *offset));
+    found.sort_by_key(|(offset, recorded)| (recorded.at_ms, *offset));
     let skip = found.len().saturating_sub(last);
-    Ok(found
-        .into_iter()
-        .skip(skip)
-        .map(|(at_ms, _, e)| (at_ms, e))
-        .collect())
+    Ok(found.into_iter().skip(skip).map(|(_, r)| r).collect())
 }
 
 /// Routes `events` of `bus` by `current` and by `candidate` and counts
@@ -129,16 +155,16 @@ pub fn dry_run(
     current: &RuleSet,
     candidate: &RuleSet,
     bus: &str,
-    events: &[CloudEvent],
+    events: &[Recorded],
     subscriptions: &[(String, String)],
     samples: usize,
 ) -> DryRun {
     let mut before: BTreeMap<&str, u64> = BTreeMap::new();
     let mut after: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut matched: BTreeMap<&str, VecDeque<&CloudEvent>> = BTreeMap::new();
+    let mut matched: BTreeMap<&str, VecDeque<&Recorded>> = BTreeMap::new();
     let mut received: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for event in events {
-        let view = event_view(event);
+    for recorded in events {
+        let view = event_view(&recorded.event);
         let now = current.route(bus, &view);
         let then = candidate.route(bus, &view);
         for (counts, rules) in [(&mut before, current), (&mut after, candidate)] {
@@ -152,7 +178,7 @@ pub fn dry_run(
                 if kept.len() == samples {
                     kept.pop_front();
                 }
-                kept.push_back(event);
+                kept.push_back(recorded);
             }
         }
         for (name, topic) in subscriptions {
@@ -249,7 +275,12 @@ mod tests {
             event("order.placed", 50),
             event("order.placed", 500),
             event("order.paid", 500),
-        ];
+        ]
+        .map(|event| Recorded {
+            at_ms: 0,
+            event,
+            topics: Vec::new(),
+        });
         let subscriptions = [
             ("billing".to_string(), "orders".to_string()),
             ("reviewers".to_string(), "review".to_string()),
@@ -268,7 +299,7 @@ mod tests {
         assert_eq!(rule("big"), Some((Change::Added, 0, 1)));
         let samples = |name: &str| -> Vec<String> {
             let rule = report.rules.iter().find(|r| r.name == name);
-            rule.map(|r| r.matched.iter().map(|e| e.id.clone()).collect())
+            rule.map(|r| r.matched.iter().map(|r| r.event.id.clone()).collect())
                 .unwrap_or_default()
         };
         assert_eq!(samples("big"), ["order.placed-500"]);

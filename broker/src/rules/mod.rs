@@ -296,6 +296,100 @@ pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, RulesError> {
         .collect()
 }
 
+/// Most bytes of rules YAML taken from the network (a dry run's
+/// candidate rules): ten thousand typical rules.
+pub const MAX_UNTRUSTED_RULES_BYTES: usize = 4 << 20;
+
+/// Deepest nesting of `[`/`{` collections in rules YAML taken from the
+/// network: a pattern may nest 10 levels (EventBridge's limit) inside a
+/// rule file's own few levels, so 32 leaves room, while YAML parsing time
+/// grows with the square of the depth.
+pub const MAX_UNTRUSTED_RULES_DEPTH: usize = 32;
+
+/// Parses rules that arrive over the network, named `label` in errors:
+/// refuses text over [`MAX_UNTRUSTED_RULES_BYTES`] or nested deeper than
+/// [`MAX_UNTRUSTED_RULES_DEPTH`] before parsing, so a hostile request
+/// costs no more than a linear scan.
+pub fn parse_untrusted_rules(text: &str, label: &str) -> Result<Vec<Rule>, RulesError> {
+    let refuse = |line: usize, message: String| RulesError::Parse {
+        path: PathBuf::from(label),
+        line,
+        message,
+    };
+    if text.len() > MAX_UNTRUSTED_RULES_BYTES {
+        return Err(refuse(
+            1,
+            format!(
+                "{} bytes of rules; at most {MAX_UNTRUSTED_RULES_BYTES} are taken in one request",
+                text.len()
+            ),
+        ));
+    }
+    if let Some(line) = nested_deeper_than(text, MAX_UNTRUSTED_RULES_DEPTH) {
+        return Err(refuse(
+            line,
+            format!(
+                "collections nested more than {MAX_UNTRUSTED_RULES_DEPTH} deep; patterns nest at most 10 levels"
+            ),
+        ));
+    }
+    parse_rules(text, Path::new(label))
+}
+
+/// The 1-based line where YAML `text` first nests flow collections (`[`,
+/// `{`) or block levels (indentation steps) more than `max` deep, if it
+/// does. Quoted strings and comments do not count. A cheap upper bound,
+/// not a parser: it may count a plain scalar's bracket, never misses one.
+pub fn nested_deeper_than(text: &str, max: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut indents: Vec<usize> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let content = line.trim_start_matches([' ', '-']);
+        if depth == 0 && !content.is_empty() && !content.starts_with('#') {
+            let indent = line.len() - line.trim_start_matches(' ').len();
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            // `- - x` opens a sequence per dash on one line.
+            let dashes = line[indent..line.len() - content.len()]
+                .matches('-')
+                .count();
+            if indents.len() + dashes > max {
+                return Some(index + 1);
+            }
+        }
+        // A quote opens a string and `#` a comment only where a token
+        // starts (YAML: `a'b` and `a#b` are plain text).
+        let mut quote: Option<char> = None;
+        let mut escaped = false;
+        let mut token_start = true;
+        for c in line.chars() {
+            match quote {
+                Some('"') if escaped => escaped = false,
+                Some('"') if c == '\\' => escaped = true,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '"' | '\'' if token_start => quote = Some(c),
+                    '#' if token_start => break,
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth + indents.len() > max {
+                            return Some(index + 1);
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            token_start =
+                quote.is_none() && matches!(c, ' ' | '\t' | '[' | '{' | ',' | ':' | '-' | '?');
+        }
+    }
+    None
+}
+
 /// The 1-based line of the `name: NAME` that starts a rule, searching from
 /// line index `from` on (rules come in file order); the file's first line
 /// when the name cannot be found (e.g. flow-style YAML).
@@ -359,6 +453,37 @@ fn compile_rule(spec: RuleSpec, path: &Path, line: usize) -> Result<Rule, RulesE
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn deep_nesting_from_the_network_is_refused_before_parsing() {
+        let flow = format!("rules: {}{}", "[".repeat(64 * 1024), "]".repeat(64 * 1024));
+        let block: String = (0..40).map(|i| format!("{}a:\n", " ".repeat(i))).collect();
+        let dashes = format!("rules:\n{}x\n", "- ".repeat(40));
+        for text in [flow, block, dashes] {
+            let error = parse_untrusted_rules(&text, "candidate rules").expect_err("too deep");
+            assert!(error.to_string().contains("nested more than 32"), "{error}");
+        }
+        let big = format!("# {}\n", "x".repeat(MAX_UNTRUSTED_RULES_BYTES));
+        let error = parse_untrusted_rules(&big, "candidate rules").expect_err("too big");
+        assert!(error.to_string().contains("at most"), "{error}");
+    }
+
+    #[test]
+    fn quoted_and_commented_brackets_do_not_count_but_plain_quotes_hide_none() {
+        let quoted = format!("a: \"{}\" # {}\n", "[".repeat(100), "{".repeat(100));
+        assert_eq!(nested_deeper_than(&quoted, 4), None);
+        // An apostrophe inside plain text opens no string.
+        let plain = format!("a: [it's, {}]\n", "[".repeat(10));
+        assert_eq!(nested_deeper_than(&plain, 4), Some(1));
+        let rules = "rules:\n  - name: r # it's [fine]\n    pattern: {type: [\"a[\"], data: {x: [{prefix: 'b{'}]}}\n    targets: [{topic: t}]\n";
+        assert_eq!(nested_deeper_than(rules, MAX_UNTRUSTED_RULES_DEPTH), None);
+        assert_eq!(
+            parse_untrusted_rules(rules, "candidate rules")
+                .expect("valid")
+                .len(),
+            1
+        );
+    }
 
     const RULES: &str = r#"
 rules:
