@@ -258,3 +258,156 @@ async fn the_broker_internal_topics_cannot_be_created_deleted_or_subscribed() {
         subscribed.message()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_rates_and_durations_are_invalid_argument_not_a_panic() {
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
+    let mut admin = broker.admin().await;
+    let cases = [
+        (
+            proto::Subscription {
+                rate_limit: 1e-300,
+                ..Default::default()
+            },
+            "rate_limit",
+        ),
+        (
+            proto::Subscription {
+                backoff: Some(proto::Backoff {
+                    initial_ms: 1,
+                    multiplier: 2.0,
+                    max_ms: u32::MAX,
+                    jitter: 0.0,
+                }),
+                ..Default::default()
+            },
+            "backoff.max",
+        ),
+        (
+            proto::Subscription {
+                start: proto::StartPosition::Time as i32,
+                start_time_unix_ms: i64::MAX,
+                ..Default::default()
+            },
+            "start",
+        ),
+    ];
+    for (n, (subscription, field)) in cases.into_iter().enumerate() {
+        let name = format!("bad-{n}");
+        let e = admin
+            .create_subscription(proto::CreateSubscriptionRequest {
+                subscription: Some(proto::Subscription {
+                    name: name.clone(),
+                    topic: "orders".into(),
+                    ..subscription
+                }),
+            })
+            .await
+            .expect_err(field);
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        assert!(e.message().contains(field), "{}", e.message());
+        assert!(
+            e.message().contains("allowed") || field == "start",
+            "{}",
+            e.message()
+        );
+        let listed = admin
+            .list_subscriptions(proto::ListSubscriptionsRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .subscriptions;
+        assert!(listed.iter().all(|s| s.name != name), "not created");
+    }
+    // The broker is still whole: a valid subscription works.
+    let client = broker.client().await;
+    publish_stored(
+        &client,
+        vec![event("1", "order.placed", "k", serde_json::json!({}))],
+    )
+    .await;
+    let mut stream = RawStream::open(&broker.url, "billing", 1)
+        .await
+        .expect("subscribe");
+    stream.next().await.expect("delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_rules_yaml_is_refused_before_parsing_while_publishes_go_on() {
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
+    let client = broker.client().await;
+    let admin = broker.admin().await;
+    let hostile = format!("rules: {}{}", "[".repeat(64 * 1024), "]".repeat(64 * 1024));
+    let dry_run = tokio::spawn(async move {
+        admin
+            .clone()
+            .dry_run_rules(proto::DryRunRulesRequest {
+                rules_yaml: hostile,
+                ..Default::default()
+            })
+            .await
+    });
+    for n in 0..20 {
+        publish_stored(
+            &client,
+            vec![event(
+                &n.to_string(),
+                "order.placed",
+                "k",
+                serde_json::json!({}),
+            )],
+        )
+        .await;
+    }
+    let e = dry_run.await.expect("task").expect_err("too deep");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("nested more than 32"),
+        "{}",
+        e.message()
+    );
+}
+
+#[test]
+fn invalid_config_values_exit_2_naming_file_line_and_field() {
+    for (config, line, expected) in [
+        (
+            "delivery:\n  offset_commit_interval: 0s\n",
+            6,
+            "delivery.offset_commit_interval",
+        ),
+        (
+            "topics: [{name: orders}]\nsubscriptions:\n  - name: billing\n    topic: orders\n    dead_letter_topic: orders\n",
+            9,
+            "dead_letter_topic",
+        ),
+        ("buses: [\"bad\\u0000bus\"]\n", 0, "buses"),
+    ] {
+        let (output, path, _dir) = serve_output(config, ORDER_RULES);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        if line > 0 {
+            let located = format!("{}:{line}:", path.display());
+            assert!(stderr.contains(&located), "{located} in {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_second_broker_on_a_data_directory_in_use_fails_at_once_naming_it() {
+    let (dir, first) = start_broker(CONFIG, ORDER_RULES);
+    let output = std::process::Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another broker"), "{stderr}");
+    assert!(
+        stderr.contains(&dir.path().join("data").display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&first.pid().to_string()), "{stderr}");
+}

@@ -75,6 +75,26 @@ pub enum StartError {
     /// The console's API could not be set up (a build defect).
     #[error("console: {0}")]
     Console(String),
+    /// A listener could not bind its address.
+    #[error("cannot listen on {addr} (`{setting}`): {source}")]
+    Bind {
+        /// The config setting that names the address.
+        setting: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A subscription the config declares cannot be created.
+    #[error("subscriptions[{index}] ({name}): {source}")]
+    ConfigSubscription {
+        /// Its position under `subscriptions:`.
+        index: usize,
+        /// Its name.
+        name: String,
+        /// Why.
+        source: DeliveryError,
+    },
     /// The data directory is in use by another broker, or cannot be locked.
     #[error(transparent)]
     DirLock(#[from] DirLockError),
@@ -141,14 +161,20 @@ impl Broker {
             Arc::clone(&metrics),
             Arc::clone(&flow),
         )?);
-        for spec in &config.subscriptions {
+        for (index, spec) in config.subscriptions.iter().enumerate() {
             match subscriptions.get(&spec.name) {
                 Ok(existing) if existing.spec() != spec => {
                     tracing::warn!(subscription = %spec.name, "stored definition differs from the config; keeping the stored one (delete the subscription to redefine it)");
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    subscriptions.create(spec.clone())?;
+                    subscriptions.create(spec.clone()).map_err(|source| {
+                        StartError::ConfigSubscription {
+                            index,
+                            name: spec.name.clone(),
+                            source,
+                        }
+                    })?;
                 }
             }
         }
@@ -377,7 +403,13 @@ async fn serve_http(
     app: axum::Router,
     stop: &CancellationToken,
 ) -> Result<(), StartError> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            setting: "metrics_listen",
+            addr,
+            source,
+        })?;
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %local, tls = tls.is_some(), console = %format!("{scheme}://{local}/ui/"), "metrics and console listening");

@@ -162,6 +162,11 @@ impl BrokerProcess {
         }
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The address of the HTTP listener (metrics, console), from the log.
     pub fn http_addr(&self) -> String {
         self.log()

@@ -4,6 +4,7 @@ use super::{EXIT_INVALID, Failure};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use switchyard_broker::config::{Backend, BrokerConfig};
+use switchyard_broker::delivery::DeliveryError;
 use switchyard_broker::server;
 
 /// Flags of `serve`; each overrides the config file.
@@ -62,14 +63,32 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
     let served = server::run(listener, config, shutdown_signal()).await;
     // Flushing the last spans blocks; keep it off the async workers.
     let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
     served.map_err(|e| match e {
+        server::StartError::ConfigSubscription {
+            index,
+            ref name,
+            ref source,
+        } => {
+            // Name the file and line of the field (or the subscription).
+            let location = args.config.as_ref().map_or_else(String::new, |path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let mut field = format!("subscriptions[{index}] ({name})");
+                if let DeliveryError::InvalidSpec { field: inner, .. } = source {
+                    field = format!("{field}.{inner}");
+                }
+                let line = switchyard_broker::config::field_line(&text, &field);
+                format!("{}:{line}: ", path.display())
+            });
+            invalid(anyhow::anyhow!("{location}{e}"))
+        }
         server::StartError::Rules(_)
         | server::StartError::Auth(_)
         | server::StartError::Name(_)
+        | server::StartError::Tls(_)
         | server::StartError::Schema(_) => invalid(e.into()),
         other => Failure::from(other),
     })

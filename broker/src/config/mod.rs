@@ -926,6 +926,43 @@ pub fn check_rate(field: &str, value: f64, min: f64, max: f64) -> Result<(), (St
     ))
 }
 
+/// The 1-based line of YAML config `text` where `field` is written, e.g.
+/// `delivery.offset_commit_interval` or `subscriptions[2] (billing).push.timeout`:
+/// each key is looked for after the previous one, an entry named
+/// `(NAME)` by its `name: NAME` line. When a key is not written (a
+/// default), the line of the deepest part found; 1 when none is.
+pub fn field_line(text: &str, field: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut at = 0;
+    let mut found = 1;
+    for part in field.split('.') {
+        let (key, name) = match part.split_once(" (") {
+            Some((key, rest)) => (key, rest.strip_suffix(')')),
+            None => (part, None),
+        };
+        let key = key.split('[').next().unwrap_or(key);
+        let wanted: Vec<String> = std::iter::once(format!("{key}:"))
+            .chain(name.map(|n| format!("name: {n}")))
+            .collect();
+        for want in &wanted {
+            let hit = lines.iter().enumerate().skip(at).find(|(_, line)| {
+                let content = line.trim_start().trim_start_matches("- ").trim_start();
+                content.starts_with(want.as_str())
+                    || content.trim_start_matches('{').starts_with(want.as_str())
+                    || line.contains(&format!(" {want}"))
+            });
+            match hit {
+                Some((index, _)) => {
+                    at = index;
+                    found = index + 1;
+                }
+                None => return found,
+            }
+        }
+    }
+    found
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -946,10 +983,13 @@ pub enum ConfigError {
         message: String,
     },
     /// A value is out of range.
-    #[error("{path}: {field}: {message}")]
+    #[error("{path}:{line}: {field}: {message}")]
     Invalid {
-        /// The file (or `"<flags>"` for command-line values).
+        /// The file.
         path: PathBuf,
+        /// The line the field is on (its section's when the field itself
+        /// is not written there; 1 when neither is).
+        line: usize,
         /// The offending field.
         field: String,
         /// What is wrong and how to fix it.
@@ -990,7 +1030,20 @@ impl BrokerConfig {
                 *file = base.join(&*file);
             }
         }
-        config.validate(path)?;
+        config.validate(path).map_err(|error| match error {
+            ConfigError::Invalid {
+                path,
+                field,
+                message,
+                ..
+            } => ConfigError::Invalid {
+                line: field_line(&text, &field),
+                path,
+                field,
+                message,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -1010,6 +1063,7 @@ impl BrokerConfig {
         let invalid = |field: &str, message: &str| {
             Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
+                line: 1,
                 field: field.to_string(),
                 message: message.to_string(),
             })
@@ -1180,6 +1234,58 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_values_name_file_line_and_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            (
+                "listen: 127.0.0.1:1\ndelivery:\n  offset_commit_interval: 0s\n",
+                3,
+                "delivery.offset_commit_interval",
+            ),
+            (
+                "topics: []\nsubscriptions:\n  - name: a\n    topic: t\n  - name: b\n    topic: t\n    rate_limit: 1e-300\n",
+                7,
+                "subscriptions[1] (b).rate_limit",
+            ),
+            (
+                "subscriptions:\n  - name: a\n    topic: t\n    ack_deadline: 3000d\n",
+                4,
+                "ack_deadline",
+            ),
+            ("storage:\n  fsync: 0s\n", 2, "storage.fsync"),
+        ];
+        for (text, line, field) in cases {
+            let path = dir.path().join("c.yaml");
+            std::fs::write(&path, text).expect("write");
+            let error = BrokerConfig::load(&path).expect_err(text).to_string();
+            let located = format!("{}:{line}: ", path.display());
+            assert!(error.starts_with(&located), "{error}");
+            assert!(error.contains(field), "{error}");
+            assert!(error.contains("allowed"), "says the range: {error}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "data_dir: ./data\n").expect("write");
+        let config = BrokerConfig::load(&path).expect("load");
+        assert_eq!(config.data_dir, dir.path().join("./data"));
+    }
+
+    #[test]
+    fn rfc3339_times_outside_years_0000_to_9999_are_refused() {
+        assert_eq!(
+            parse_rfc3339_ms("9999-12-31T23:59:59.999Z"),
+            Some(MAX_UNIX_MS)
+        );
+        assert_eq!(parse_rfc3339_ms("0000-01-01T00:00:00Z"), Some(MIN_UNIX_MS));
+        assert_eq!(parse_rfc3339_ms("10000-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("99999999-01-01T00:00:00Z"), None);
+    }
 
     #[test]
     fn empty_file_means_defaults() {
