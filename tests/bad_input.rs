@@ -176,6 +176,35 @@ async fn request_level_errors_have_the_right_codes() {
         .expect_err("in use");
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("billing"), "{}", e.message());
+
+    // Topics a subscription writes to are in use too.
+    admin
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "audited".into(),
+                topic: "orders".into(),
+                max_attempts: 1,
+                dead_letter_topic: "audited.dlq".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create");
+    for (topic, role) in [
+        ("audited.dlq", "dead letters"),
+        ("audited.redrive", "redrives"),
+    ] {
+        let e = admin
+            .delete_topic(proto::DeleteTopicRequest { name: topic.into() })
+            .await
+            .expect_err(topic);
+        assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+        assert!(
+            e.message().contains("audited") && e.message().contains(role),
+            "{}",
+            e.message()
+        );
+    }
 }
 
 fn serve_output(

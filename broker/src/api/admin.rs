@@ -6,7 +6,9 @@ use crate::config::{
     BackoffConfig, ClientErrorPolicy, DEFAULT_ACK_DEADLINE, DEFAULT_PUSH_TIMEOUT, Ordering,
     PushBatch, PushConfig, PushMode, StartPosition, SubscriptionConfig,
 };
-use crate::delivery::{DeadLetterSelection, SeekTarget, SubscriptionDescription, Subscriptions};
+use crate::delivery::{
+    DeadLetterSelection, SeekTarget, SubscriptionDescription, Subscriptions, redrive_topic_name,
+};
 use crate::flow::{Flow, FlowEvent, Position, Step, StepKind};
 use crate::ingest::Ingest;
 use crate::log::{EventLog, LogError, TopicInfo};
@@ -300,17 +302,33 @@ impl AdminService {
     async fn delete_topic_named(&self, name: String) -> Result<proto::DeleteTopicResponse, Status> {
         let name = TopicName::user(name)?;
         self.log.topic(&name)?;
-        let readers: Vec<String> = self
+        // Subscriptions that read it, write their dead letters into it,
+        // or redrive through it.
+        let users: Vec<String> = self
             .subscriptions
             .list()
             .iter()
-            .filter(|s| s.spec().topic == name.as_str())
-            .map(|s| s.name().to_string())
+            .filter_map(|s| {
+                let spec = s.spec();
+                let dead_letters = spec.dead_letter_topic.as_deref();
+                let role = if spec.topic == name.as_str() {
+                    "reads it"
+                } else if dead_letters == Some(name.as_str()) {
+                    "writes its dead letters into it"
+                } else if dead_letters.is_some()
+                    && redrive_topic_name(&spec.name).is_ok_and(|redrive| redrive == name)
+                {
+                    "redrives through it"
+                } else {
+                    return None;
+                };
+                Some(format!("{} ({role})", s.name()))
+            })
             .collect();
-        if !readers.is_empty() {
+        if !users.is_empty() {
             return Err(Status::failed_precondition(format!(
-                "topic '{name}' is read by subscription(s) {}; delete them first",
-                readers.join(", ")
+                "topic '{name}' is used by subscription(s) {}; delete them first",
+                users.join(", ")
             )));
         }
         let rules = self.ingest.rules();

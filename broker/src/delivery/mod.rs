@@ -682,7 +682,9 @@ fn is_redriven(delivery: &Delivery) -> bool {
         .is_some_and(|d| d.redriven)
 }
 
-fn redrive_topic_name(subscription: &str) -> Result<TopicName, DeliveryError> {
+/// The private topic `<subscription>.redrive` that redriven dead letters
+/// of `subscription` come back through.
+pub fn redrive_topic_name(subscription: &str) -> Result<TopicName, DeliveryError> {
     Ok(TopicName::new(format!("{subscription}.redrive"))?)
 }
 

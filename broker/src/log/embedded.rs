@@ -37,6 +37,11 @@ pub struct EmbeddedLog {
     topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
 }
 
+/// Prefix of a topic directory being deleted: renamed away (atomically)
+/// before its files are removed; removed at the next open if a crash came
+/// between.
+const DELETED_PREFIX: &str = ".deleted-";
+
 impl EmbeddedLog {
     /// Opens every topic under `data_dir/topics`, recovering each partition.
     pub fn open(data_dir: &Path, config: &StorageConfig) -> Result<EmbeddedLog, LogError> {
@@ -46,6 +51,16 @@ impl EmbeddedLog {
         for entry in std::fs::read_dir(&root).map_err(|e| LogError::io(&root, e))? {
             let entry = entry.map_err(|e| LogError::io(&root, e))?;
             let dir = entry.path();
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(DELETED_PREFIX)
+            {
+                // A deletion interrupted after its rename: finish it.
+                std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+                tracing::info!(path = %dir.display(), "finished an interrupted topic deletion");
+                continue;
+            }
             let Some(name) = entry
                 .file_name()
                 .to_str()
@@ -203,9 +218,11 @@ impl EventLog for EmbeddedLog {
             partition.close();
         }
         let dir = self.root.join(name.as_str());
+        // The rename is the deletion's commit point; the doomed name is
+        // short whatever the topic's, so it cannot fail for length.
         let doomed = self
             .root
-            .join(format!(".deleted-{}-{}", name, uuid::Uuid::new_v4()));
+            .join(format!("{DELETED_PREFIX}{}", uuid::Uuid::new_v4()));
         std::fs::rename(&dir, &doomed).map_err(|e| LogError::io(&dir, e))?;
         sync_dir(&self.root)?;
         std::fs::remove_dir_all(&doomed).map_err(|e| LogError::io(&doomed, e))?;

@@ -463,3 +463,37 @@ proptest! {
         prop_assert_eq!(read_all(&log), after);
     }
 }
+
+#[test]
+fn deleting_a_topic_with_the_longest_name_is_complete_and_stays_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = TopicName::user("x".repeat(249)).expect("longest valid name");
+    {
+        let log = EmbeddedLog::open(dir.path(), &small_config()).expect("open");
+        log.create_topic(&name, 2).expect("create");
+        block_on(log.append(&name, 0, vec![Bytes::from_static(b"e")])).expect("append");
+        log.delete_topic(&name).expect("delete");
+        assert!(log.topic(&name).is_err());
+    }
+    let log = EmbeddedLog::open(dir.path(), &small_config()).expect("reopen");
+    assert!(log.topics().is_empty(), "it did not come back");
+}
+
+#[test]
+fn a_deletion_interrupted_after_its_rename_is_finished_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = EmbeddedLog::open(dir.path(), &small_config()).expect("open");
+        log.create_topic(&topic(), 1).expect("create");
+    }
+    // A crash between the rename and the removal leaves this behind.
+    let topics = dir.path().join("topics");
+    std::fs::rename(topics.join("t"), topics.join(".deleted-crashed")).expect("rename");
+    let log = EmbeddedLog::open(dir.path(), &small_config()).expect("reopen");
+    assert!(log.topics().is_empty());
+    assert!(!topics.join(".deleted-crashed").exists());
+    assert!(
+        TopicName::user(".deleted-x").is_err(),
+        "users cannot make one"
+    );
+}

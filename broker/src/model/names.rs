@@ -91,6 +91,13 @@ impl TopicName {
                 reason: "names starting with \"__\" are reserved for the broker's internal topics",
             });
         }
+        if name.starts_with('.') {
+            return Err(NameError {
+                kind: "topic",
+                name,
+                reason: "names starting with \".\" are reserved for the broker's own files",
+            });
+        }
         TopicName::new(name)
     }
 }
