@@ -22,6 +22,7 @@ use crate::rules::{RuleSet, RulesError};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::schema::{SchemaError, SchemaRegistry};
 use crate::telemetry::metrics::{self, Metrics};
+use crate::telemetry::probes::{self, Readiness};
 use crate::tls::{Protocol, ServerTls, TlsError, TlsListener};
 use futures::StreamExt;
 use std::future::Future;
@@ -72,7 +73,8 @@ pub enum StartError {
     /// The TLS certificate, key or client CA could not be used.
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
-    /// The console's API could not be set up (a build defect).
+    /// The console's API or gRPC reflection could not be set up (a build
+    /// defect: the embedded descriptor sets do not decode).
     #[error("console: {0}")]
     Console(String),
     /// A listener could not bind its address.
@@ -273,6 +275,20 @@ impl Broker {
             .set_serving::<SubscriberServer<SubscriberService>>()
             .await;
         health.set_serving::<AdminServer<AdminService>>().await;
+        // Reflection (v1 and v1alpha) lets grpcurl, grpcui and Postman call
+        // the broker without its .proto files; like health, it is open.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| StartError::Console(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| StartError::Console(e.to_string()))?;
+        let readiness = Arc::new(Readiness::default());
 
         let mutual = tls.as_ref().is_some_and(|t| t.mutual());
         let auth = Authenticator::new(&self.config.auth, mutual).map_err(StartError::Auth)?;
@@ -330,7 +346,9 @@ impl Broker {
             }
             let gateway =
                 AdminGateway::new(admin.clone()).map_err(|e| StartError::Console(e.to_string()))?;
-            let app = metrics::router(Arc::clone(&self.metrics)).merge(console::router(gateway));
+            let app = metrics::router(Arc::clone(&self.metrics))
+                .merge(probes::router(Arc::clone(&readiness)))
+                .merge(console::router(gateway));
             serve_http(http_addr, tls.clone(), app, &token).await?;
         }
         tracing::info!(%addr, data_dir = %self.config.data_dir.display(), "switchyard listening");
@@ -338,11 +356,15 @@ impl Broker {
         let router = Server::builder()
             .max_concurrent_streams(limits.max_streams_per_connection)
             .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(publisher)
             .add_service(subscriber)
             .add_service(admin);
+        let draining = Arc::clone(&readiness);
         let shutdown = async move {
             shutdown.await;
+            draining.set(false);
             tracing::info!("shutting down: ending streams and draining connections");
             stop.cancel();
         };
@@ -363,6 +385,7 @@ impl Broker {
                 Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
             }
         };
+        readiness.set(true);
         let deadline = async {
             token.cancelled().await;
             tokio::time::sleep(DRAIN_DEADLINE).await;
@@ -381,18 +404,6 @@ impl Broker {
         tracing::info!("switchyard stopped");
         Ok(())
     }
-}
-
-/// Opens a broker from `config` and serves on `listener` until `shutdown`.
-pub async fn run(
-    listener: TcpListener,
-    config: BrokerConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-        .await
-        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
-    broker.serve(listener, shutdown).await
 }
 
 /// Serves `app` (`/metrics`, the console) on `addr`, over TLS when the

@@ -179,18 +179,25 @@ impl BrokerProcess {
 
     /// The text of `GET /metrics`.
     pub fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let mut stream =
-            std::net::TcpStream::connect(self.http_addr()).expect("connect to metrics");
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .expect("request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("response");
+        let response = self.http_get("/metrics", &[]);
         assert!(
             response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
             "{response}"
         );
+        response
+    }
+
+    /// The whole response (status line, headers, body) of `GET path` on
+    /// the HTTP port, with extra request `headers` ("Name: value").
+    pub fn http_get(&self, path: &str, headers: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.http_addr()).expect("connect to HTTP");
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n").as_bytes())
+            .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
         response
     }
 

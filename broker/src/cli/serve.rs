@@ -61,10 +61,18 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), Failure> {
     if let Some(brokers) = args.kafka_brokers {
         config.kafka.brokers = brokers;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (`listen`): {e}", config.listen))?;
-    let served = server::run(listener, config, shutdown_signal()).await;
+    // Open first, then bind: the gRPC port accepts connections only once
+    // the log is open and the rules are loaded.
+    let listen = config.listen;
+    let served = match tokio::task::spawn_blocking(move || server::Broker::open(config)).await? {
+        Ok(broker) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (`listen`): {e}"))?;
+            broker.serve(listener, shutdown_signal()).await
+        }
+        Err(e) => Err(e),
+    };
     // Flushing the last spans blocks; keep it off the async workers.
     let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
     served.map_err(|e| match e {
