@@ -17,6 +17,15 @@ if [ ! -x "$TANSU" ]; then
   echo "installing tansu with in-memory storage (once per machine, ~15 min on 2 cores)" >&2
   cargo install tansu --version 0.6.0 --locked --features dynostore --root "$HOME/.cache/switchyard-tools"
 fi
+# promtool (from Debian's prometheus package) checks the /metrics
+# exposition in tests/metrics.rs.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing promtool (Debian package prometheus)" >&2
+  if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
+  "${apt_get[@]}" install -y -q --no-install-recommends prometheus >/dev/null || {
+    "${apt_get[@]}" update -q >/dev/null && "${apt_get[@]}" install -y -q --no-install-recommends prometheus >/dev/null
+  }
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --doc
@@ -35,6 +44,6 @@ SWITCHYARD_TEST_KAFKA="127.0.0.1:$port" cargo nextest run -p switchyard-broker -
 kill "$tansu_pid" 2>/dev/null || true
 # The console in a real browser (headless Chromium via Playwright).
 scripts/console-test.sh
-# Fuzz every parser briefly when nightly + cargo-fuzz are there (skips
-# with a notice otherwise); scripts/fuzz.sh 300 for a longer run.
-scripts/fuzz.sh "${SWITCHYARD_FUZZ_SECONDS:-15}"
+# Fuzz every parser for 30 s (stable toolchain; cargo-fuzz is installed
+# once per machine); scripts/fuzz.sh 600 for a longer run.
+scripts/fuzz.sh "${SWITCHYARD_FUZZ_SECONDS:-30}"

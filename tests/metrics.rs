@@ -269,3 +269,108 @@ async fn counters_latencies_and_lag_after_a_known_workload() {
         "{text}"
     );
 }
+
+/// The body of an HTTP response.
+fn body(response: &str) -> &str {
+    response
+        .split_once("\r\n\r\n")
+        .map_or(response, |(_, body)| body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exposition_is_clean_for_promtool_in_both_formats_and_follows_subscriptions() {
+    let config = format!("{CONFIG}buses: [payments]\n");
+    let (_dir, broker) = start_broker(&config, RULES);
+    let mut admin = broker.admin().await;
+    admin
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "short-lived".into(),
+                topic: "orders".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create");
+    let client = broker.client().await;
+    publish_stored(
+        &client,
+        vec![event(
+            "1",
+            "com.example.order.placed",
+            "k",
+            serde_json::json!({}),
+        )],
+    )
+    .await;
+
+    // Classic text by default, with its content type.
+    let classic = broker.http_get("/metrics", &[]);
+    assert!(
+        classic.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{classic}"
+    );
+    let text = body(&classic);
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(text.contains("subscription=\"short-lived\""), "{text}");
+    // Counters of a bus nothing happened on exist from the start, at 0.
+    for series in [
+        "switchyard_events_published_total{bus=\"payments\"} 0",
+        "switchyard_events_rejected_total{bus=\"payments\",reason=\"invalid\"} 0",
+    ] {
+        assert!(text.contains(series), "{series} in {text}");
+    }
+    assert!(text.contains("switchyard_build_info{version="), "{text}");
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    // OpenMetrics when the scraper asks for it.
+    let open = broker.http_get(
+        "/metrics",
+        &["Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5"],
+    );
+    assert!(
+        open.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{open}"
+    );
+    assert!(body(&open).ends_with("# EOF\n"), "{open}");
+
+    // promtool (Debian's prometheus package; scripts/test.sh installs it)
+    // finds nothing to complain about.
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut promtool) => {
+            use std::io::Write;
+            promtool
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("feed promtool");
+            let output = promtool.wait_with_output().expect("promtool");
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(output.status.success(), "promtool: {said}");
+            assert!(said.trim().is_empty(), "promtool: {said}");
+        }
+        Err(_) => {
+            eprintln!("promtool not installed: skipping its check (apt-get install prometheus)")
+        }
+    }
+
+    // A deleted subscription's series go with it.
+    admin
+        .delete_subscription(proto::DeleteSubscriptionRequest {
+            name: "short-lived".into(),
+        })
+        .await
+        .expect("delete");
+    let text = broker.metrics();
+    assert!(!text.contains("subscription=\"short-lived\""), "{text}");
+}

@@ -178,8 +178,10 @@ impl AdminGateway {
     }
 }
 
-/// The request message from its JSON (an empty body is the empty message).
-fn decode_json(message: MessageDescriptor, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+/// The request message `message` from its JSON body, encoded as protobuf
+/// (an empty body is the empty message). Public for the fuzz target that
+/// feeds it network input.
+pub fn decode_json(message: MessageDescriptor, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     let bad = |reason: String| GatewayError::BadRequest {
         message: message.full_name().to_string(),
         reason,

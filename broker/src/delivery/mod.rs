@@ -551,6 +551,7 @@ impl Subscriptions {
             .remove(&key)
         {
             subscription.mark_deleted();
+            self.shared.metrics.forget_subscription(name);
         }
         Ok(())
     }

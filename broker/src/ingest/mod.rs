@@ -59,7 +59,11 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// A short name for metrics: `invalid`, `unroutable` or `storage`.
+    /// Every [`Rejection::kind`], for metrics that start at 0.
+    pub const KINDS: [&'static str; 4] = ["invalid", "unroutable", "storage", "exhausted"];
+
+    /// A short name for metrics: `invalid`, `unroutable`, `storage` or
+    /// `exhausted`.
     pub fn kind(&self) -> &'static str {
         match self {
             Rejection::Invalid(_) => "invalid",
@@ -168,6 +172,7 @@ impl Ingest {
         flow: Arc<Flow>,
     ) -> Ingest {
         let limits = &config.limits;
+        metrics.add_buses(rules.buses(), &Rejection::KINDS);
         Ingest {
             log,
             schemas,
@@ -268,6 +273,7 @@ impl Ingest {
     /// Swaps in a new rule set; publishes already running keep the set
     /// they started with. Returns the new version.
     pub fn replace_rules(&self, rules: RuleSet) -> u64 {
+        self.metrics.add_buses(rules.buses(), &Rejection::KINDS);
         if let Ok(mut current) = self.rules.write() {
             *current = Arc::new(rules);
         }

@@ -198,6 +198,11 @@ impl RuleSet {
         })
     }
 
+    /// Every bus events may be published on.
+    pub fn buses(&self) -> impl Iterator<Item = &str> {
+        self.buses.iter().map(String::as_str)
+    }
+
     /// True when events may be published on `bus`.
     pub fn has_bus(&self, bus: &str) -> bool {
         self.buses.contains(bus)
