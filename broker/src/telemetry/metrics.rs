@@ -521,10 +521,10 @@ impl Metrics {
                 &self.events_unmatched,
                 &self.events_scheduled,
             ] {
-                family.get_or_create(&labels);
+                let _ = family.get_or_create_owned(&labels);
             }
             for reason in reasons {
-                self.events_rejected.get_or_create(&RejectLabels {
+                let _ = self.events_rejected.get_or_create_owned(&RejectLabels {
                     bus: bus.to_string(),
                     reason: (*reason).to_string(),
                 });
