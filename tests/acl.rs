@@ -104,11 +104,7 @@ fn assert_denied(status: &tonic::Status, parts: &[&str]) {
 
 /// The audit records so far.
 fn audit(broker: &BrokerProcess) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(broker.dir.join("data/audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("JSON line"))
-        .collect()
+    broker.audit_records()
 }
 
 fn has_record(

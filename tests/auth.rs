@@ -104,6 +104,61 @@ async fn calls_need_a_known_token() {
         "{}",
         String::from_utf8_lossy(&denied.stderr)
     );
+
+    // Each failure is audited with the remote address and counted.
+    let failures: Vec<serde_json::Value> = broker
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["operation"] == "Authenticate")
+        .collect();
+    for reason in ["no credentials", "unknown token"] {
+        let record = failures
+            .iter()
+            .find(|r| r["detail"].as_str().is_some_and(|d| d.starts_with(reason)))
+            .unwrap_or_else(|| panic!("{reason} in {failures:#?}"));
+        assert_eq!(record["principal"], "unknown");
+        assert_eq!(record["outcome"], "denied");
+        assert!(
+            record["remote"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("127.0.0.1:")),
+            "{record}"
+        );
+    }
+    let metrics = broker.metrics();
+    assert!(
+        metric_total(&metrics, "switchyard_auth_failures_total") >= 4.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_audited_under_its_principal() {
+    let config = format!(
+        "auth:\n  tokens:\n    - {{principal: old-service, sha256: {}, expires: 2020-01-01T00:00:00Z}}\n",
+        switchyard_broker::api::auth::token_hash("old")
+    );
+    let (_dir, broker) = start_broker(&config, ORDER_RULES);
+    let client = broker.client().await.with_token("old").expect("token");
+    client
+        .publish(
+            "default",
+            event("o1", "order.placed", "k", serde_json::json!({})),
+        )
+        .await
+        .expect_err("expired");
+    let records = broker.audit_records();
+    let record = records
+        .iter()
+        .find(|r| r["operation"] == "Authenticate")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(record["principal"], "old-service");
+    assert!(
+        record["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("expired token")),
+        "{record}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,7 +123,7 @@ async fn tls_clients_that_trust_the_ca_get_in_and_plaintext_does_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_wants_a_client_certificate_from_the_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, url) = start_tls(dir.path(), true);
+    let (broker, url) = start_tls(dir.path(), true);
     let ca_pem = read(dir.path(), "ca.pem");
     let without = TlsOptions {
         ca_pem: ca_pem.clone(),
@@ -133,6 +133,15 @@ async fn mutual_tls_wants_a_client_certificate_from_the_ca() {
         !publishes(&url, Some(without)).await,
         "no client certificate: refused"
     );
+    eventually("the refused handshake is audited", || async {
+        broker.audit_records().iter().any(|r| {
+            r["operation"] == "Authenticate"
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("TLS handshake refused"))
+        })
+    })
+    .await;
     let with = TlsOptions {
         ca_pem,
         identity: Some((

@@ -9,8 +9,10 @@ use crate::config::format_rfc3339_ms;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Size at which the audit file is rotated by default.
 pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -30,8 +32,12 @@ pub enum Outcome {
 /// One audit record.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry<'a> {
-    /// Who called.
+    /// Who called (`unknown` when authentication failed).
     pub principal: &'a str,
+    /// The caller's address, where the record is about a connection
+    /// (failed authentication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<&'a str>,
     /// The gRPC method, e.g. `CreateTopic`, or `ReloadRules`.
     pub operation: &'a str,
     /// The ACL action checked, e.g. `manage`.
@@ -96,7 +102,7 @@ impl AuditLog {
         match entry.outcome {
             Outcome::Denied => tracing::warn!(
                 target: "switchyard::audit",
-                principal = entry.principal, operation = entry.operation,
+                principal = entry.principal, remote = entry.remote, operation = entry.operation,
                 action = entry.action, resource = entry.resource, detail = entry.detail,
                 "denied"
             ),
@@ -133,6 +139,90 @@ impl AuditLog {
     }
 }
 
+/// Most failed authentications written to the audit log per second; the
+/// rest are counted (`switchyard_auth_failures_total`) and summed up in the
+/// next record written, so a flood cannot fill the disk.
+pub const AUTH_FAILURE_RECORDS_PER_SECOND: u32 = 10;
+
+/// Failed authentications (no token, a wrong or expired one, a refused
+/// client certificate): counted by reason, and audited with the remote
+/// address, at most [`AUTH_FAILURE_RECORDS_PER_SECOND`] a second.
+pub struct AuthFailures {
+    audit: Arc<AuditLog>,
+    count: Box<dyn Fn(&str) + Send + Sync>,
+    window: Mutex<FailureWindow>,
+}
+
+impl std::fmt::Debug for AuthFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthFailures").finish_non_exhaustive()
+    }
+}
+
+/// The rate limit's state.
+#[derive(Debug)]
+struct FailureWindow {
+    started: Instant,
+    written: u32,
+    suppressed: u64,
+}
+
+impl AuthFailures {
+    /// Records into `audit`; `count` is called with each failure's reason
+    /// (the metric).
+    pub fn new(audit: Arc<AuditLog>, count: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self {
+            audit,
+            count: Box::new(count),
+            window: Mutex::new(FailureWindow {
+                started: Instant::now(),
+                written: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// One failed authentication from `remote` (if known); `principal` is
+    /// the one the credentials named, if any (an expired token's).
+    pub fn record(
+        &self,
+        remote: Option<SocketAddr>,
+        principal: Option<&str>,
+        reason: &'static str,
+        detail: &str,
+    ) {
+        (self.count)(reason);
+        let suppressed = {
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            if window.started.elapsed() >= Duration::from_secs(1) {
+                window.started = Instant::now();
+                window.written = 0;
+            }
+            if window.written >= AUTH_FAILURE_RECORDS_PER_SECOND {
+                window.suppressed += 1;
+                return;
+            }
+            window.written += 1;
+            std::mem::take(&mut window.suppressed)
+        };
+        let detail = if suppressed > 0 {
+            format!("{reason}: {detail} ({suppressed} earlier failures not recorded: rate limit)")
+        } else {
+            format!("{reason}: {detail}")
+        };
+        let remote = remote.map(|r| r.to_string());
+        self.audit.record(&AuditEntry {
+            principal: principal.unwrap_or("unknown"),
+            remote: Some(remote.as_deref().unwrap_or("unknown")),
+            operation: "Authenticate",
+            action: "authenticate",
+            resource: "",
+            outcome: Outcome::Denied,
+            detail: &detail,
+        });
+    }
+}
+
 fn open_append(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.create(true).append(true);
@@ -150,6 +240,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.log");
         let entry = AuditEntry {
+            remote: None,
             principal: "ops",
             operation: "CreateTopic",
             action: "manage",
@@ -188,6 +279,7 @@ mod tests {
         let audit = AuditLog::open(&path, 300).expect("open");
         for n in 0..20 {
             audit.record(&AuditEntry {
+                remote: None,
                 principal: "ops",
                 operation: "DeleteTopic",
                 action: "manage",
@@ -207,5 +299,43 @@ mod tests {
             "the newest record is in the current file"
         );
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 2);
+    }
+
+    #[test]
+    fn a_flood_of_failed_authentications_is_counted_whole_and_recorded_at_a_bounded_rate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        let audit = Arc::new(AuditLog::open(&path, ROTATE_BYTES).expect("open"));
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tally = Arc::clone(&counted);
+        let failures = AuthFailures::new(audit, move |_| {
+            tally.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        let remote: SocketAddr = "192.0.2.7:4711".parse().expect("addr");
+        for _ in 0..1000 {
+            failures.record(Some(remote), None, "unknown token", "no such token");
+        }
+        assert_eq!(counted.load(std::sync::atomic::Ordering::Relaxed), 1000);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert!(
+            (1..=2 * AUTH_FAILURE_RECORDS_PER_SECOND as usize).contains(&lines.len()),
+            "{} lines",
+            lines.len()
+        );
+        assert_eq!(lines[0]["principal"], "unknown");
+        assert_eq!(lines[0]["remote"], "192.0.2.7:4711");
+        assert_eq!(lines[0]["operation"], "Authenticate");
+        assert_eq!(lines[0]["outcome"], "denied");
+        assert!(
+            lines[0]["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("unknown token")),
+            "{}",
+            lines[0]
+        );
     }
 }

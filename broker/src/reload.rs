@@ -88,6 +88,7 @@ impl RuleReloader {
 
     fn audit(&self, outcome: Outcome, detail: &str) {
         self.audit.record(&AuditEntry {
+            remote: None,
             principal: "rule-files",
             operation: "ReloadRules",
             action: "manage",

@@ -6,7 +6,7 @@ use crate::api::auth::Authenticator;
 use crate::api::gateway::AdminGateway;
 use crate::api::quota::Quotas;
 use crate::api::{AdminService, PublisherService, SubscriberService};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, AuthFailures};
 use crate::config::Backend;
 use crate::config::BrokerConfig;
 use crate::console;
@@ -21,7 +21,7 @@ use crate::reload::{RuleReloader, ensure_topics};
 use crate::rules::{RuleSet, RulesError};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::schema::{SchemaError, SchemaRegistry};
-use crate::telemetry::metrics::{self, Metrics};
+use crate::telemetry::metrics::{self, Metrics, ReasonLabels};
 use crate::telemetry::probes::{self, Readiness};
 use crate::tls::{Protocol, ServerTls, TlsError, TlsListener};
 use futures::StreamExt;
@@ -291,7 +291,19 @@ impl Broker {
         let readiness = Arc::new(Readiness::default());
 
         let mutual = tls.as_ref().is_some_and(|t| t.mutual());
-        let auth = Authenticator::new(&self.config.auth, mutual).map_err(StartError::Auth)?;
+        let auth_failures = {
+            let counter = self.metrics.auth_failures.clone();
+            Arc::new(AuthFailures::new(Arc::clone(&self.audit), move |reason| {
+                counter
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.to_string(),
+                    })
+                    .inc();
+            }))
+        };
+        let auth = Authenticator::new(&self.config.auth, mutual)
+            .map_err(StartError::Auth)?
+            .with_failures(Arc::clone(&auth_failures));
         let acl = Acl::new(&self.config.auth.acl).map_err(StartError::Auth)?;
         if auth.enabled() {
             tracing::info!(
@@ -372,7 +384,12 @@ impl Broker {
             Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
         > = match tls {
             Some(tls) => {
-                let connections = tls.incoming(listener, Protocol::Grpc, token.clone());
+                let connections = tls.incoming(
+                    listener,
+                    Protocol::Grpc,
+                    token.clone(),
+                    Some(Arc::clone(&auth_failures)),
+                );
                 let incoming = tokio_stream::wrappers::ReceiverStream::new(connections)
                     .map(Ok::<_, std::io::Error>);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
@@ -428,7 +445,7 @@ async fn serve_http(
     let shutdown = async move { stopped.cancelled().await };
     let served = match tls {
         Some(tls) => {
-            let connections = tls.incoming(listener, Protocol::Http1, stop.clone());
+            let connections = tls.incoming(listener, Protocol::Http1, stop.clone(), None);
             let listener = TlsListener::new(connections, local);
             tokio::spawn(serve_app(listener, app, shutdown))
         }

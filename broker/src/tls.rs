@@ -6,6 +6,7 @@
 //! The handshake runs in a task per connection (bounded in number and
 //! time), so a slow or hostile client cannot stall the accept loop.
 
+use crate::audit::AuthFailures;
 use crate::config::TlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -129,12 +130,16 @@ impl ServerTls {
 
     /// Accepts connections on `listener` and hands out those whose
     /// handshake succeeded, until `shutdown`.
+    /// With mutual TLS, a refused handshake (no or an untrusted client
+    /// certificate) is a failed authentication, recorded in `failures`.
     pub fn incoming(
         self: Arc<Self>,
         listener: TcpListener,
         protocol: Protocol,
         shutdown: CancellationToken,
+        failures: Option<Arc<AuthFailures>>,
     ) -> mpsc::Receiver<TlsStream<TcpStream>> {
+        let failures = failures.filter(|_| self.mutual());
         let (sender, receiver) = mpsc::channel(64);
         let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
         tokio::spawn(async move {
@@ -157,9 +162,10 @@ impl ServerTls {
                 let _ = tcp.set_nodelay(true);
                 let acceptor = self.acceptor(protocol);
                 let sender = sender.clone();
+                let failures = failures.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    handshake(acceptor, tcp, peer, sender).await;
+                    handshake(acceptor, tcp, peer, sender, failures).await;
                 });
             }
         });
@@ -172,12 +178,19 @@ async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     sender: mpsc::Sender<TlsStream<TcpStream>>,
+    failures: Option<Arc<AuthFailures>>,
 ) {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
             let _ = sender.send(stream).await;
         }
-        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            if let Some(failures) = failures {
+                let detail = error.to_string();
+                failures.record(Some(peer), None, "TLS handshake refused", &detail);
+            }
+        }
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }

@@ -162,6 +162,15 @@ impl BrokerProcess {
         }
     }
 
+    /// The records of the audit log (`DATA_DIR/audit.log`) so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("data/audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON line"))
+            .collect()
+    }
+
     /// The broker's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

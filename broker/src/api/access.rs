@@ -224,6 +224,7 @@ impl Access {
             principal.0
         );
         self.audit.record(&AuditEntry {
+            remote: None,
             principal: &principal.0,
             operation,
             action,
@@ -266,6 +267,7 @@ impl Access {
             wanted.join(" or ")
         );
         self.audit.record(&AuditEntry {
+            remote: None,
             principal: &principal.0,
             operation,
             action: action.as_str(),
@@ -290,6 +292,7 @@ impl Access {
             Err(status) => (Outcome::Failed, status.message()),
         };
         self.audit.record(&AuditEntry {
+            remote: None,
             principal: &principal.0,
             operation,
             action: action.as_str(),

@@ -6,6 +6,7 @@
 //! extensions for authorization and quotas. Health checks stay open.
 //! Without tokens or mutual TLS, everything is allowed, as `anonymous`.
 
+use crate::audit::AuthFailures;
 use crate::config::{AuthConfig, format_rfc3339_ms, parse_rfc3339_ms};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -37,6 +38,30 @@ pub struct Authenticator {
     tokens: Arc<HashMap<[u8; 32], Token>>,
     /// Verified client certificates name principals (mutual TLS).
     certificates: bool,
+    /// Where failed authentications are counted and audited.
+    failures: Option<Arc<AuthFailures>>,
+}
+
+/// Why a call could not be authenticated.
+#[derive(Debug)]
+struct Refusal {
+    /// What the caller gets.
+    status: Status,
+    /// A short reason for the metric and the audit record.
+    reason: &'static str,
+    /// The principal the credentials named, when they named one (an
+    /// expired token's).
+    principal: Option<String>,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status: Status::unauthenticated(message),
+            reason,
+            principal: None,
+        }
+    }
 }
 
 /// The hex SHA-256 of a token, as `auth.tokens[].sha256` wants it.
@@ -79,7 +104,14 @@ impl Authenticator {
         Ok(Authenticator {
             tokens: Arc::new(tokens),
             certificates: mutual_tls,
+            failures: None,
         })
+    }
+
+    /// Counts and audits each failed authentication in `failures`.
+    pub fn with_failures(mut self, failures: Arc<AuthFailures>) -> Authenticator {
+        self.failures = Some(failures);
+        self
     }
 
     /// Whether calls must authenticate.
@@ -87,23 +119,59 @@ impl Authenticator {
         !self.tokens.is_empty() || self.certificates
     }
 
-    fn token_principal(&self, header: &str, now_ms: i64) -> Result<Principal, Status> {
+    fn token_principal(&self, header: &str, now_ms: i64) -> Result<Principal, Refusal> {
         let token = header.strip_prefix("Bearer ").ok_or_else(|| {
-            Status::unauthenticated("the authorization header must be `Bearer <token>`")
+            Refusal::new(
+                "malformed authorization",
+                "the authorization header must be `Bearer <token>`",
+            )
         })?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let entry = self
             .tokens
             .get(&hash)
-            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
+            .ok_or_else(|| Refusal::new("unknown token", "unknown or revoked token"))?;
         if let Some(expires) = entry.expires_ms.filter(|&at| at <= now_ms) {
-            return Err(Status::unauthenticated(format!(
-                "the token of principal \"{}\" expired at {}; ask for a new one",
-                entry.principal,
-                format_rfc3339_ms(expires)
-            )));
+            return Err(Refusal {
+                principal: Some(entry.principal.clone()),
+                ..Refusal::new(
+                    "expired token",
+                    format!(
+                        "the token of principal \"{}\" expired at {}; ask for a new one",
+                        entry.principal,
+                        format_rfc3339_ms(expires)
+                    ),
+                )
+            });
         }
         Ok(Principal(entry.principal.clone()))
+    }
+
+    /// Who made `request`, from its token or its client certificate.
+    fn authenticate(&self, request: &Request<()>) -> Result<Principal, Refusal> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        match header {
+            Some(header) => self.token_principal(&header, crate::model::now_unix_ms()),
+            None => self
+                .certificates
+                .then(|| request.peer_certs())
+                .flatten()
+                .and_then(|certs| certs.first().and_then(|c| certificate_common_name(c)))
+                .map(Principal)
+                .ok_or_else(|| {
+                    Refusal::new(
+                        "no credentials",
+                        if self.certificates {
+                            "this broker requires a bearer token or a client certificate with a subject common name"
+                        } else {
+                            "this broker requires a bearer token: send `authorization: Bearer <token>` (SDK: Client::with_token; CLI: SWITCHYARD_TOKEN)"
+                        },
+                    )
+                }),
+        }
     }
 }
 
@@ -132,28 +200,23 @@ impl tonic::service::Interceptor for Authenticator {
             request.extensions_mut().insert(Principal::anonymous());
             return Ok(request);
         }
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or_default().to_string());
-        let principal = match header {
-            Some(header) => self.token_principal(&header, crate::model::now_unix_ms())?,
-            None => self
-                .certificates
-                .then(|| request.peer_certs())
-                .flatten()
-                .and_then(|certs| certs.first().and_then(|c| certificate_common_name(c)))
-                .map(Principal)
-                .ok_or_else(|| {
-                    Status::unauthenticated(if self.certificates {
-                        "this broker requires a bearer token or a client certificate with a subject common name"
-                    } else {
-                        "this broker requires a bearer token: send `authorization: Bearer <token>` (SDK: Client::with_token; CLI: SWITCHYARD_TOKEN)"
-                    })
-                })?,
-        };
-        request.extensions_mut().insert(principal);
-        Ok(request)
+        match self.authenticate(&request) {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                Ok(request)
+            }
+            Err(refusal) => {
+                if let Some(failures) = &self.failures {
+                    failures.record(
+                        request.remote_addr(),
+                        refusal.principal.as_deref(),
+                        refusal.reason,
+                        refusal.status.message(),
+                    );
+                }
+                Err(refusal.status)
+            }
+        }
     }
 }
 
@@ -247,6 +310,9 @@ mod tests {
             Principal("billing".into())
         );
         let expired = auth.token_principal("Bearer t", at).expect_err("expired");
+        assert_eq!(expired.reason, "expired token");
+        assert_eq!(expired.principal.as_deref(), Some("billing"));
+        let expired = expired.status;
         assert_eq!(expired.code(), tonic::Code::Unauthenticated);
         assert!(
             expired

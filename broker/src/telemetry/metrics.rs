@@ -30,6 +30,13 @@ pub struct RejectLabels {
     pub reason: String,
 }
 
+/// Labels of failed authentications.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why, e.g. `unknown token`.
+    pub reason: String,
+}
+
 /// Labels of per-rule metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
@@ -147,6 +154,8 @@ pub struct Metrics {
     pub events_stored: Family<TopicLabels, Counter>,
     /// Publish call latency (validate, route, durable append), per bus.
     pub publish_duration: HistogramFamily<BusLabels>,
+    /// Failed authentications, per reason.
+    pub auth_failures: Family<ReasonLabels, Counter>,
     deliveries: Family<SubscriptionLabels, Counter>,
     redeliveries: Family<SubscriptionLabels, Counter>,
     acks: Family<SubscriptionLabels, Counter>,
@@ -362,6 +371,7 @@ impl Metrics {
             events_routed: Family::default(),
             events_stored: Family::default(),
             publish_duration: Family::new_with_constructor(latency_histogram),
+            auth_failures: Family::default(),
             deliveries: Family::default(),
             redeliveries: Family::default(),
             acks: Family::default(),
@@ -433,6 +443,11 @@ impl Metrics {
             "publish_duration_seconds",
             "Publish call latency: validate, route and durable append, per bus",
             m.publish_duration.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed authentications (no credentials, unknown or expired token, refused client certificate), per reason",
+            m.auth_failures.clone(),
         );
         registry.register(
             "deliveries",
