@@ -29,6 +29,11 @@ subscriptions:
   - name: big-only
     topic: orders
     filter: {data: {total: [{numeric: ['>', 100]}]}}
+  - name: twice
+    topic: orders
+    max_attempts: 2
+    backoff: {initial: 200ms, multiplier: 100.0, max: 1h, jitter: 0.0}
+    dead_letter_topic: twice.dlq
 ";
 
 const RULES: &str = "
@@ -529,4 +534,75 @@ async fn a_subscription_filter_skips_events_it_does_not_want() {
         "{}",
         bad.message()
     );
+}
+
+/// Now, in ms since the Unix epoch.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Nacks deliveries of `stream` until attempt `last` was nacked; returns
+/// when that last attempt reached the subscriber (ms since the epoch).
+async fn fail_until(stream: &mut RawStream, last: u32) -> i64 {
+    loop {
+        let delivery = stream.next().await.expect("a delivery");
+        let at = wall_ms();
+        let attempt = delivery.attempt;
+        stream.nack(delivery.delivery_id, "still broken").await;
+        if attempt == last {
+            return at;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_failure_is_dead_lettered_at_once_and_a_redriven_one_keeps_its_source() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let admin = broker.admin().await;
+    let published = client
+        .publish(
+            "default",
+            event("e1", "order.placed", "k", serde_json::json!({})),
+        )
+        .await
+        .expect("publish");
+    let mut stream = RawStream::open(&broker.url, "twice", 1)
+        .await
+        .expect("open");
+    // The retry after attempt 2 would wait 20 s (200 ms × 100): the dead
+    // letter must not wait for it.
+    let last_seen = fail_until(&mut stream, 2).await;
+    let dead = until_dead_letters(&admin, "twice", 1).await;
+    let metadata = dead[0].dead_letter.clone().expect("metadata");
+    assert_eq!(metadata.attempts, 2);
+    assert!(
+        metadata.last_attempt_unix_ms <= last_seen,
+        "the time of the last attempt ({}), not of the write after it (attempt seen at {last_seen})",
+        metadata.last_attempt_unix_ms
+    );
+    assert!(metadata.first_attempt_unix_ms < metadata.last_attempt_unix_ms);
+
+    // Redriven, it fails twice again: the new dead letter still names
+    // where the event first failed, not the redrive topic.
+    assert_eq!(redrive_all(&admin, "twice").await, 1);
+    let redriven = stream.next().await.expect("redriven");
+    assert_eq!(redriven.topic, "twice.redrive");
+    assert!(
+        redriven.dead_letter.is_none(),
+        "subscribers see no metadata"
+    );
+    stream.nack(redriven.delivery_id, "broken again").await;
+    fail_until(&mut stream, 2).await;
+    let dead = until_dead_letters(&admin, "twice", 2).await;
+    let again = dead
+        .iter()
+        .filter_map(|d| d.dead_letter.as_ref())
+        .find(|m| m.last_reason == "still broken" && !m.redriven)
+        .expect("the second dead letter");
+    assert_eq!(again.source_topic, "orders");
+    assert_eq!(again.source_partition, published.offsets[0].partition);
+    assert_eq!(again.source_offset, published.offsets[0].offset);
 }

@@ -18,6 +18,8 @@ pub(super) struct InFlight {
     pub(super) deadline: Instant,
     /// When the first attempt was made (ms since the Unix epoch).
     pub(super) first_ms: i64,
+    /// When this attempt was made (ms since the Unix epoch).
+    pub(super) at_ms: i64,
 }
 
 /// An event waiting to be delivered again.
@@ -26,6 +28,8 @@ struct Retry {
     attempt: u32,
     ready_at: Instant,
     first_ms: i64,
+    /// When the failed attempt before it was made.
+    last_ms: i64,
     reason: Arc<str>,
     /// Nacked as non-retryable: dead-letter it when it comes due.
     dead_letter: bool,
@@ -38,6 +42,8 @@ pub(super) struct Due {
     /// The attempt number this delivery would be.
     pub(super) attempt: u32,
     pub(super) first_ms: i64,
+    /// When the previous (failed) attempt was made.
+    pub(super) last_ms: i64,
     /// Why the previous attempt failed.
     pub(super) reason: Arc<str>,
     /// Retrying cannot help: dead-letter it instead of delivering it.
@@ -122,6 +128,7 @@ impl Cursor {
                             offset,
                             attempt: retry.attempt,
                             first_ms: retry.first_ms,
+                            last_ms: retry.last_ms,
                             reason: retry.reason,
                             dead_letter: retry.dead_letter,
                         });
@@ -148,6 +155,7 @@ impl Cursor {
                     attempt: due.attempt,
                     ready_at,
                     first_ms: due.first_ms,
+                    last_ms: due.last_ms,
                     reason: due.reason,
                     dead_letter: due.dead_letter,
                 },
@@ -226,6 +234,7 @@ impl Cursor {
                 attempt: attempt + 1,
                 ready_at,
                 first_ms: flight.first_ms,
+                last_ms: flight.at_ms,
                 reason,
                 dead_letter,
             },
@@ -250,6 +259,7 @@ impl Cursor {
                         attempt,
                         ready_at: now + backoff(attempt),
                         first_ms: flight.first_ms,
+                        last_ms: flight.at_ms,
                         reason: Arc::clone(&reason),
                         dead_letter: false,
                     },
@@ -277,6 +287,7 @@ impl Cursor {
                     attempt: flight.attempt + 1,
                     ready_at: now,
                     first_ms: flight.first_ms,
+                    last_ms: flight.at_ms,
                     reason: Arc::clone(&reason),
                     dead_letter: false,
                 },
@@ -362,6 +373,7 @@ mod tests {
             attempt,
             deadline,
             first_ms: 0,
+            at_ms: 0,
         }
     }
 

@@ -481,8 +481,10 @@ impl Subscriptions {
             .collect();
         let mut redriven = 0;
         for dead in candidates.iter().take(limit) {
-            let mut record = dead.record.clone();
-            record.dead_letter = None;
+            // The copy keeps its failure metadata (the subscriber does not
+            // see it): should it fail again, its dead letter names where
+            // it first failed.
+            let record = dead.record.clone();
             let span = spans::redrive(name, record.event.as_ref());
             let offsets = self
                 .shared

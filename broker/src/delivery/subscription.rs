@@ -353,6 +353,11 @@ impl Subscription {
         (topic, *partition)
     }
 
+    /// Whether cursor `index` reads the private redrive topic.
+    fn from_redrive(&self, index: u32) -> bool {
+        self.source(index).0 != &self.topic
+    }
+
     fn offsets_of(&self, index: u32) -> Result<PartitionOffsets, LogError> {
         let (topic, partition) = self.source(index);
         self.log.offsets(topic, partition)
@@ -846,6 +851,7 @@ impl Subscription {
                             attempt: due.attempt,
                             deadline,
                             first_ms: due.first_ms,
+                            at_ms: now_ms,
                         };
                         cursor.dispatched(due.offset, flight);
                         budget -= 1;
@@ -862,6 +868,7 @@ impl Subscription {
                 attempt: 1,
                 deadline,
                 first_ms: now_ms,
+                at_ms: now_ms,
             };
             // Held events whose key became free.
             for offset in keys.release(if ordered { budget } else { 0 }) {
@@ -1029,7 +1036,13 @@ impl Subscription {
     }
 
     /// The delay before attempt `attempt` (2 for the first retry).
+    /// How long before `attempt` is made; none when it is past
+    /// `max_attempts`: the event is then dead-lettered at once, not one
+    /// backoff after its last attempt.
     fn backoff(&self, attempt: u32, salt: u64) -> Duration {
+        if self.spec.max_attempts.is_some_and(|max| attempt > max) {
+            return Duration::ZERO;
+        }
         self.spec
             .backoff
             .delay(attempt.saturating_sub(1), salt ^ u64::from(attempt))
@@ -1086,23 +1099,33 @@ impl Subscription {
         if record.offset != due.offset {
             return Ok(()); // deleted by retention meanwhile
         }
-        let (source_topic, source_partition) = self.source(partition);
+        let (read_topic, read_partition) = self.source(partition);
         let mut stored =
             StoredEvent::from_bytes(&record.payload).map_err(|e| DeliveryError::Undecodable {
-                topic: source_topic.to_string(),
-                partition: source_partition,
+                topic: read_topic.to_string(),
+                partition: read_partition,
                 offset: due.offset,
                 reason: e.to_string(),
             })?;
+        // A redriven event that fails again names where it first failed,
+        // not the redrive topic it came back through.
+        let (source_topic, source_partition, source_offset) = match stored.dead_letter.take() {
+            Some(earlier) if self.from_redrive(partition) => (
+                earlier.source_topic,
+                earlier.source_partition,
+                earlier.source_offset,
+            ),
+            _ => (read_topic.to_string(), read_partition, due.offset),
+        };
         stored.dead_letter = Some(DeadLetter {
-            source_topic: source_topic.to_string(),
+            source_topic,
             source_partition,
-            source_offset: due.offset,
+            source_offset,
             subscription: self.spec.name.clone(),
             attempts: due.attempt - 1,
             last_reason: due.reason.to_string(),
             first_attempt_unix_ms: due.first_ms,
-            last_attempt_unix_ms: now_ms(),
+            last_attempt_unix_ms: due.last_ms,
             redriven: false,
         });
         let partitions = self.log.topic(topic)?.partitions;
@@ -1125,8 +1148,8 @@ impl Subscription {
         let _in_span = span.enter();
         tracing::warn!(
             subscription = %self.spec.name,
-            %source_topic,
-            source_partition,
+            source_topic = %read_topic,
+            source_partition = read_partition,
             offset = due.offset,
             attempts = due.attempt - 1,
             reason = %due.reason,
@@ -1146,12 +1169,17 @@ impl Subscription {
         payload: &[u8],
     ) -> Result<Delivery, DeliveryError> {
         let (topic, source_partition) = self.source(partition);
-        let record = StoredEvent::from_bytes(payload).map_err(|e| DeliveryError::Undecodable {
-            topic: topic.to_string(),
-            partition: source_partition,
-            offset,
-            reason: e.to_string(),
-        })?;
+        let mut record =
+            StoredEvent::from_bytes(payload).map_err(|e| DeliveryError::Undecodable {
+                topic: topic.to_string(),
+                partition: source_partition,
+                offset,
+                reason: e.to_string(),
+            })?;
+        if self.from_redrive(partition) {
+            // Its failure metadata travels for a later dead letter only.
+            record.dead_letter = None;
+        }
         Ok(Delivery {
             id: format!("{partition}.{offset}.{attempt}.{epoch}"),
             topic: topic.clone(),
