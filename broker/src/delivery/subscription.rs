@@ -354,7 +354,7 @@ impl Subscription {
     }
 
     /// Whether cursor `index` reads the private redrive topic.
-    fn from_redrive(&self, index: u32) -> bool {
+    fn reads_redrive(&self, index: u32) -> bool {
         self.source(index).0 != &self.topic
     }
 
@@ -1110,7 +1110,7 @@ impl Subscription {
         // A redriven event that fails again names where it first failed,
         // not the redrive topic it came back through.
         let (source_topic, source_partition, source_offset) = match stored.dead_letter.take() {
-            Some(earlier) if self.from_redrive(partition) => (
+            Some(earlier) if self.reads_redrive(partition) => (
                 earlier.source_topic,
                 earlier.source_partition,
                 earlier.source_offset,
@@ -1176,7 +1176,7 @@ impl Subscription {
                 offset,
                 reason: e.to_string(),
             })?;
-        if self.from_redrive(partition) {
+        if self.reads_redrive(partition) {
             // Its failure metadata travels for a later dead letter only.
             record.dead_letter = None;
         }
