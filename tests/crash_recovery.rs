@@ -234,6 +234,47 @@ async fn a_publish_retried_after_a_crash_is_a_duplicate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_dedup_window_holds_every_id_it_held_before() {
+    // A window of 100 ids, all of them in one partition of an 8-partition
+    // topic (one partition key), beside other topics and internal ones:
+    // every id must come back, not a per-partition share.
+    let config = "
+dedup:
+  max_ids: 100
+topics:
+  - name: ledger
+    partitions: 8
+  - name: other
+    partitions: 4
+";
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), config, RULES);
+    let events: Vec<_> = (0..100)
+        .map(|n| {
+            event(
+                &format!("e{n}"),
+                "entry.posted",
+                "one-key",
+                serde_json::json!({"n": n}),
+            )
+        })
+        .collect();
+    let mut broker = BrokerProcess::start(dir.path());
+    publish_stored(&broker.client().await, events.clone()).await;
+    broker.kill();
+    let broker = BrokerProcess::start(dir.path());
+    let client = broker.client().await;
+    for result in client
+        .publish_batch("default", events)
+        .await
+        .expect("retry the batch")
+    {
+        let published = result.expect("accepted");
+        assert!(published.duplicate, "{published:?} stored a second copy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_subscribers_reconnect_after_a_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_config(dir.path(), CONFIG, RULES);

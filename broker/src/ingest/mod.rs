@@ -108,6 +108,19 @@ pub struct RuleStatus {
 use crate::model::now_unix_ms as now_ms;
 
 /// Whether the payload is protobuf: an `Any`, or a protobuf content type.
+/// Keeps the `keep` newest of `restored` (by first-stored time); returns
+/// the time of the oldest kept (records older than it need not be read).
+fn keep_newest(restored: &mut HashMap<Fingerprint, (String, i64, Stored)>, keep: usize) -> i64 {
+    if restored.len() <= keep {
+        return i64::MIN;
+    }
+    let mut times: Vec<i64> = restored.values().map(|(_, at, _)| *at).collect();
+    let nth = times.len() - keep;
+    let (_, &mut oldest_kept, _) = times.select_nth_unstable(nth);
+    restored.retain(|_, (_, at, _)| *at >= oldest_kept);
+    oldest_kept
+}
+
 fn is_protobuf(event: &CloudEvent) -> bool {
     matches!(event.data, Some(crate::model::EventData::ProtoData(_)))
         || event
@@ -199,17 +212,18 @@ impl Ingest {
         }
     }
 
-    /// Refills the dedup window from the newest records of every topic
-    /// partition (at most `dedup.max_ids` in all, within each bus's window),
-    /// so a publisher that retries after a broker crash gets `duplicate`
-    /// instead of storing a second copy. Returns how many ids were restored.
+    /// Refills the dedup window from the log: the newest `dedup.max_ids`
+    /// published events (by time, over every topic that holds published
+    /// events, within each bus's window), so a publisher that retries
+    /// after a broker crash gets `duplicate` instead of storing a second
+    /// copy. Each partition is read from the start of the window (at most
+    /// `max_ids` records back); memory stays within twice `max_ids`.
+    /// Returns how many ids were restored.
     pub fn recover_dedup(&self) -> Result<usize, LogError> {
         let Ok(config) = self.dedup.lock().map(|d| d.config().clone()) else {
             return Ok(0);
         };
-        let topics = self.log.topics();
-        let partitions: u64 = topics.iter().map(|t| u64::from(t.partitions)).sum();
-        let per_partition = (config.max_ids as u64 / partitions.max(1)).max(1);
+        let max_ids = config.max_ids.max(1);
         let now = Instant::now();
         let now_ms = now_ms();
         let widest = config
@@ -217,23 +231,38 @@ impl Ingest {
             .values()
             .map(|w| **w)
             .fold(config.window, Duration::max);
-        let window_ms = widest.as_millis() as i64;
-        let mut restored: BTreeMap<Fingerprint, (String, i64, Stored)> = BTreeMap::new();
+        let window_start_ms = now_ms.saturating_sub(widest.as_millis() as i64);
+        // Published events live in user topics and, until they fire, in
+        // the schedule; other internal topics hold no publishes.
+        let topics = self.log.topics().into_iter().filter(|t| {
+            !t.name.as_str().starts_with("__")
+                || t.name.as_str() == crate::schedule::SCHEDULED_TOPIC
+        });
+        let mut restored: HashMap<Fingerprint, (String, i64, Stored)> = HashMap::new();
+        // Records older than this cannot be among the newest `max_ids`.
+        let mut cutoff_ms = window_start_ms;
         for topic in topics {
             for partition in 0..topic.partitions {
                 let end = self.log.offsets(&topic.name, partition)?.end;
-                let from = end.saturating_sub(per_partition);
+                let in_window =
+                    self.log
+                        .offset_for_time(&topic.name, partition, window_start_ms)?;
+                let from = in_window.max(end.saturating_sub(max_ids as u64));
                 scan(self.log.as_ref(), &topic.name, partition, from, |record| {
-                    let age = now_ms - record.timestamp_ms;
-                    if age >= window_ms {
+                    if record.timestamp_ms < cutoff_ms {
                         return ControlFlow::Continue(());
                     }
                     let Ok(stored) = StoredEvent::from_bytes(&record.payload) else {
                         return ControlFlow::Continue(());
                     };
+                    // Dead letters and redrive copies are not publishes.
+                    if stored.dead_letter.is_some() {
+                        return ControlFlow::Continue(());
+                    }
                     let Some(event) = stored.event else {
                         return ControlFlow::Continue(());
                     };
+                    let age = now_ms - record.timestamp_ms;
                     if age >= config.window_for(&stored.bus).as_millis() as i64 {
                         return ControlFlow::Continue(());
                     }
@@ -246,10 +275,14 @@ impl Ingest {
                         .offsets
                         .push((topic.name.clone(), partition, record.offset));
                     entry.rules.extend(stored.rules);
+                    if restored.len() >= 2 * max_ids {
+                        cutoff_ms = cutoff_ms.max(keep_newest(&mut restored, max_ids));
+                    }
                     ControlFlow::Continue(())
                 })?;
             }
         }
+        keep_newest(&mut restored, max_ids);
         let mut by_time: Vec<(i64, String, Fingerprint, Stored)> = restored
             .into_iter()
             .map(|(key, (bus, at, mut stored))| {
