@@ -296,3 +296,60 @@ fn graph_maps_the_live_choreography() {
         mermaid.matches("-->").count() + 1
     );
 }
+
+#[test]
+fn publish_stdin_publishes_each_line_as_it_arrives_and_sums_up() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let (_dir, broker) = start_broker("", ORDER_RULES);
+    let mut child = Command::new(binary())
+        .args(["publish", "--stdin", "--url", &broker.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut results = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = |id: &str| {
+        format!(
+            "{}\n",
+            serde_json::json!({"specversion": "1.0", "id": id, "source": "/cli", "type": "order.placed", "data": {"n": 1}})
+        )
+    };
+    // A live pipe: the first result comes while stdin is still open.
+    stdin.write_all(line("live-1").as_bytes()).expect("write");
+    stdin.flush().expect("flush");
+    let first = results.next().expect("a result").expect("read");
+    let first: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(first["id"], "live-1", "{first}");
+    assert_eq!(first["offsets"][0]["topic"], "orders", "{first}");
+    // A bad line is reported by number; the rest still goes out.
+    stdin.write_all(b"not json\n").expect("write");
+    stdin.write_all(line("live-2").as_bytes()).expect("write");
+    stdin.write_all(line("live-1").as_bytes()).expect("write");
+    drop(stdin);
+    let rest: Vec<serde_json::Value> = results
+        .map(|l| serde_json::from_str(&l.expect("read")).expect("JSON"))
+        .collect();
+    assert_eq!(rest.len(), 3, "{rest:?}");
+    assert_eq!(rest[0]["line"], 2, "{rest:?}");
+    assert!(
+        rest[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not JSON"))
+    );
+    assert_eq!(rest[1]["id"], "live-2");
+    assert_eq!(rest[2]["duplicate"], true);
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a rejected line fails the run"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("4 events: 2 published, 1 duplicates, 1 rejected"),
+        "{stderr}"
+    );
+}

@@ -9,7 +9,7 @@ use switchyard_broker::config::format_rfc3339_ms;
 use switchyard_sdk::{Event, json};
 use tokio::sync::Notify;
 
-/// Events sent per publish call when reading stdin.
+/// Most events sent per publish call when reading stdin.
 const STDIN_BATCH: usize = 500;
 
 /// Flags of `publish`.
@@ -20,7 +20,9 @@ pub(crate) struct PublishArgs {
     /// Bus to publish on.
     #[arg(long, default_value = "default")]
     bus: String,
-    /// Read CloudEvents JSON, one event per line, from stdin.
+    /// Read CloudEvents JSON, one event per line, from stdin, publishing
+    /// each line as it arrives (batched when lines come fast); one result
+    /// line per input line, a summary on stderr at the end.
     #[arg(long, conflicts_with_all = ["event_type", "source", "data", "id"])]
     stdin: bool,
     /// CloudEvents `type`, e.g. com.example.order.placed.
@@ -61,8 +63,14 @@ fn parse_extension(text: &str) -> Result<(String, String), String> {
 
 pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
     let client = args.connection.client().await?;
-    let events = if args.stdin {
-        read_stdin_events()?
+    let deliver_at = args.deliver_at.or_else(|| {
+        args.deliver_after
+            .map(|delay| std::time::SystemTime::now() + delay)
+    });
+    let mut summary = Summary::default();
+    if args.stdin {
+        publish_stdin(&client, &args.bus, deliver_at, &mut summary).await?;
+        eprintln!("{summary}");
     } else {
         let mut event = Event::new(
             args.source.unwrap_or_default(),
@@ -88,33 +96,127 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
             }
             None => event.build(),
         };
-        vec![event]
-    };
-    let deliver_at = args.deliver_at.or_else(|| {
-        args.deliver_after
-            .map(|delay| std::time::SystemTime::now() + delay)
+        let event = scheduled(event, deliver_at);
+        let results = client.publish_batch(&args.bus, vec![event]).await?;
+        summary.report(results);
+    }
+    if summary.rejected > 0 {
+        return Err(anyhow::anyhow!(
+            "{} of {} events were rejected",
+            summary.rejected,
+            summary.total()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// How long a batch read from stdin waits for more lines before it is
+/// published: short, so a live pipe publishes each line as it arrives.
+const STDIN_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Publishes CloudEvents JSON lines from stdin as they arrive, in batches
+/// of up to [`STDIN_BATCH`]; prints one result line per input line (a line
+/// that is not an event gets an error line naming it) and keeps count.
+async fn publish_stdin(
+    client: &switchyard_sdk::Client,
+    bus: &str,
+    deliver_at: Option<std::time::SystemTime>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let (lines, mut incoming) = tokio::sync::mpsc::channel(2 * STDIN_BATCH);
+    // Reading stdin blocks: a thread of its own feeds the channel.
+    std::thread::spawn(move || {
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let parsed = match line {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => serde_json::from_str::<serde_json::Value>(&line)
+                    .map_err(|e| format!("not JSON: {e}"))
+                    .and_then(|value| json::from_json(&value).map_err(|e| e.to_string())),
+                Err(e) => Err(format!("cannot read stdin: {e}")),
+            };
+            if lines.blocking_send((n + 1, parsed)).is_err() {
+                return;
+            }
+        }
     });
-    let events: Vec<switchyard_sdk::CloudEvent> = match deliver_at {
-        Some(at) => events
-            .into_iter()
-            .map(|event| {
-                let mut scheduled = event;
-                scheduled
-                    .extensions
-                    .entry("deliverafter".into())
-                    .or_insert_with(|| prost_types::Timestamp::from(at).to_string());
-                scheduled
-            })
-            .collect(),
-        None => events,
-    };
-    let total = events.len();
-    let mut rejected = 0usize;
-    for (n, chunk) in events.chunks(STDIN_BATCH).enumerate() {
-        let results = client.publish_batch(&args.bus, chunk.to_vec()).await?;
+    while let Some(first) = incoming.recv().await {
+        let mut batch = vec![first];
+        let linger = tokio::time::sleep(STDIN_LINGER);
+        tokio::pin!(linger);
+        while batch.len() < STDIN_BATCH {
+            tokio::select! {
+                next = incoming.recv() => match next {
+                    Some(next) => batch.push(next),
+                    None => break,
+                },
+                () = &mut linger => break,
+            }
+        }
+        // Results stay in input order: events before a bad line are
+        // published (and reported) before the bad line's error.
+        let mut events = Vec::with_capacity(batch.len());
+        for (line, parsed) in batch {
+            match parsed {
+                Ok(event) => events.push(scheduled(event, deliver_at)),
+                Err(error) => {
+                    if !events.is_empty() {
+                        let ready = std::mem::take(&mut events);
+                        summary.report(client.publish_batch(bus, ready).await?);
+                    }
+                    summary.rejected += 1;
+                    println!("{}", serde_json::json!({"line": line, "error": error}));
+                }
+            }
+        }
+        if !events.is_empty() {
+            summary.report(client.publish_batch(bus, events).await?);
+        }
+    }
+    Ok(())
+}
+
+/// `event` with a `deliverafter` extension for `deliver_at`, unless it
+/// has one.
+fn scheduled(
+    mut event: switchyard_sdk::CloudEvent,
+    deliver_at: Option<std::time::SystemTime>,
+) -> switchyard_sdk::CloudEvent {
+    if let Some(at) = deliver_at {
+        event
+            .extensions
+            .entry("deliverafter".into())
+            .or_insert_with(|| prost_types::Timestamp::from(at).to_string());
+    }
+    event
+}
+
+/// What a publish run did.
+#[derive(Debug, Default)]
+struct Summary {
+    published: usize,
+    duplicates: usize,
+    rejected: usize,
+}
+
+impl Summary {
+    fn total(&self) -> usize {
+        self.published + self.duplicates + self.rejected
+    }
+
+    /// Prints one JSON line per result, in order, and counts them.
+    fn report(
+        &mut self,
+        results: Vec<Result<switchyard_sdk::Published, switchyard_sdk::SdkError>>,
+    ) {
         for result in results {
             let line = match result {
                 Ok(published) => {
+                    if published.duplicate {
+                        self.duplicates += 1;
+                    } else {
+                        self.published += 1;
+                    }
                     let mut line = serde_json::json!({
                         "id": published.id,
                         "rules": published.rules,
@@ -129,37 +231,26 @@ pub(super) async fn publish(args: PublishArgs) -> Result<(), super::Failure> {
                     line
                 }
                 Err(e) => {
-                    rejected += 1;
+                    self.rejected += 1;
                     serde_json::json!({"error": e.to_string()})
                 }
             };
             println!("{line}");
         }
-        if total > STDIN_BATCH {
-            eprintln!(
-                "published {} of {total}",
-                ((n + 1) * STDIN_BATCH).min(total)
-            );
-        }
     }
-    if rejected > 0 {
-        return Err(anyhow::anyhow!("{rejected} of {total} events were rejected").into());
-    }
-    Ok(())
 }
 
-fn read_stdin_events() -> anyhow::Result<Vec<switchyard_sdk::CloudEvent>> {
-    let mut events = Vec::new();
-    for (n, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.context("reading stdin")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("stdin line {}: not JSON", n + 1))?;
-        events.push(json::from_json(&value).with_context(|| format!("stdin line {}", n + 1))?);
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events: {} published, {} duplicates, {} rejected",
+            self.total(),
+            self.published,
+            self.duplicates,
+            self.rejected
+        )
     }
-    Ok(events)
 }
 
 /// Flags of `tail`.
