@@ -319,6 +319,14 @@ async fn each_action_is_allowed_by_its_grant_and_denied_without_it() {
         !has_record(&records, "Publish", "order-service", "done"),
         "allowed publishes are not admin changes"
     );
+    let redriven = records
+        .iter()
+        .find(|r| r["operation"] == "RedriveDeadLetters" && r["outcome"] == "done")
+        .expect("redrive record");
+    assert_eq!(
+        redriven["detail"], "redrove 1 of every waiting dead letter (0 remaining)",
+        "says what changed"
+    );
     let created = records
         .iter()
         .find(|r| r["operation"] == "CreateTopic" && r["outcome"] == "done")

@@ -606,3 +606,44 @@ async fn a_final_failure_is_dead_lettered_at_once_and_a_redriven_one_keeps_its_s
     assert_eq!(again.source_partition, published.offsets[0].partition);
     assert_eq!(again.source_offset, published.offsets[0].offset);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_events_waiting_for_a_retry_and_the_lag_of_a_subscription_nobody_consumes() {
+    let (_dir, broker) = start_broker(CONFIG, RULES);
+    let client = broker.client().await;
+    let mut admin = broker.admin().await;
+    publish_stored(
+        &client,
+        vec![event("w1", "order.placed", "k", serde_json::json!({}))],
+    )
+    .await;
+    // Nobody consumes `patient` yet: its lag in time is the event's age,
+    // as the lag metric says, not 0.
+    eventually("the lag has an age", || {
+        let mut admin = admin.clone();
+        async move { describe(&mut admin, "patient").await.partitions[0].oldest_unacked_age_ms > 0 }
+    })
+    .await;
+    // A nack with a Retry-After of a minute: the event waits, visibly.
+    let mut stream = RawStream::open(&broker.url, "patient", 1)
+        .await
+        .expect("open");
+    let delivery = stream.next().await.expect("delivery");
+    let asked_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    stream
+        .nack_after(delivery.delivery_id, "come back later", 60_000)
+        .await;
+    eventually("the retry is waiting", || {
+        let mut admin = admin.clone();
+        async move { describe(&mut admin, "patient").await.partitions[0].waiting_retry == 1 }
+    })
+    .await;
+    let partition = describe(&mut admin, "patient").await.partitions[0].clone();
+    assert!(
+        partition.next_retry_unix_ms >= asked_at + 59_000,
+        "due a minute after the nack: {partition:?}"
+    );
+    assert!(partition.oldest_unacked_age_ms > 0, "{partition:?}");
+}

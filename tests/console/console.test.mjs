@@ -221,6 +221,17 @@ test('a flow found by correlation id shows every hop of the saga', async () => {
     }
   }
   assert.equal(await page.locator('tr[data-step="published"]').count(), flow.events.length, 'every event was published once');
+  // Within each event the +ms column never goes back.
+  const elapsed = await page.evaluate(() => [...document.querySelectorAll('tr.event-head')].map((head) => {
+    const values = [];
+    for (let row = head.nextElementSibling; row && !row.classList.contains('event-head'); row = row.nextElementSibling) {
+      values.push(Number(row.querySelector('[data-field=elapsed]').textContent));
+    }
+    return values;
+  }));
+  for (const values of elapsed) {
+    assert.deepEqual(values, [...values].sort((a, b) => a - b), `+ms in order: ${values}`);
+  }
   await screenshot('flow');
 
   // A traced event: the flow links out to Jaeger for its trace.
@@ -231,6 +242,47 @@ test('a flow found by correlation id shows every hop of the saga', async () => {
   await show(`#/flow/${trace}`);
   const link = page.locator('[data-testid=jaeger-link]');
   assert.equal(await link.getAttribute('href'), `http://localhost:16686/trace/${trace}`);
+});
+
+test('a flow that does not exist says so, once, instead of failing', async () => {
+  let calls = 0;
+  const count = () => { calls += 1; };
+  page.on('request', (request) => { if (request.url().endsWith('/GetFlow')) count(); });
+  await show('#/flow/no-such-order');
+  const none = page.locator('[data-testid=flow-none]');
+  assert.match(await none.textContent(), /No flow found for “no-such-order”/);
+  assert.ok(await page.locator('#banner').isHidden(), 'no error banner');
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  assert.equal(calls, 1, 'asked once, not polled');
+  page.removeListener('request', count);
+});
+
+test('a slow answer for a view the user left is not painted over the next view', async () => {
+  // Hold the dead-letter view's first call back until the user moved on.
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let asked;
+  const requested = new Promise((resolve) => { asked = resolve; });
+  await page.route('**/api/v1/admin/ListSubscriptions', async (route) => {
+    asked();
+    await held;
+    await route.continue();
+  });
+  try {
+    await page.goto(`${httpUrl}/ui/#/dlq/payment-service`);
+    await requested;
+    await page.evaluate(() => { location.hash = '#/flow'; });
+    await page.waitForSelector('#flow-query');
+    const answered = page.waitForResponse('**/api/v1/admin/ListSubscriptions');
+    release();
+    await answered;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.equal(await page.locator('#view[data-view=flow] #flow-query').count(), 1, 'still the flow view');
+    assert.equal(await page.locator('#view #dlq-subscription, #view #dlq-list').count(), 0, 'nothing of the dead-letter view');
+  } finally {
+    release();
+    await page.unroute('**/api/v1/admin/ListSubscriptions');
+  }
 });
 
 test('dead letters are redriven from the browser, with confirmation and progress, and delivered again', async () => {
@@ -326,7 +378,7 @@ test('a subscription is moved and deleted from the browser, each only after conf
   const names = (await admin('ListSubscriptions')).subscriptions.map((x) => x.name);
   assert.ok(!names.includes('scratch'), names.join(', '));
   const audit = fs.readFileSync(path.join(work, 'data', 'audit.log'), 'utf8');
-  assert.match(audit, /"operation":"SeekSubscription"/);
+  assert.match(audit, /"operation":"SeekSubscription".*"detail":"seek to the end"/);
   assert.match(audit, /"operation":"DeleteSubscription"/);
 });
 
@@ -340,7 +392,13 @@ auth:
   tokens:
     - {principal: ops-viewer, sha256: ${sha('viewer-token')}}
     - {principal: order-service, sha256: ${sha('publisher-token')}}
+    - {principal: ops-alice, sha256: ${sha('operator-token')}}
+    - {principal: topic-watcher, sha256: ${sha('topics-token')}}
   acl:
+    - principal: ops-alice
+      allow: [manage:*, redrive:*, view:*]
+    - principal: topic-watcher
+      allow: [view:topics]
     - principal: ops-viewer
       allow: [view:*, subscribe:*]
     - principal: order-service
@@ -371,5 +429,29 @@ subscriptions:
   await page.click('#token-form button');
   await page.waitForSelector('tr[data-subscription="billing"]');
   assert.ok(await page.locator('#banner').isHidden());
+
+  // An operator (manage, redrive, view; no subscribe) sees every panel,
+  // subscriptions and their dead letters included.
+  const withToken = async (token) => {
+    const before = await page.locator('#view').getAttribute('data-loaded');
+    await page.fill('#token', token);
+    await page.click('#token-form button');
+    await page.waitForFunction((was) => {
+      const now = document.querySelector('#view').dataset.loaded;
+      return now && now !== was;
+    }, before);
+  };
+  await withToken('operator-token');
+  await page.waitForSelector('tr[data-subscription="billing"] [data-field=lag-events]');
+  assert.equal(await page.locator('[data-testid=panel-hidden], tr[data-hidden]').count(), 0, 'nothing hidden');
+  assert.match(await page.locator('tr[data-subscription="billing"] [data-field=consumers]').textContent(), /none connected/);
+
+  // With only view:topics, the topics panel shows; the others say which
+  // grant they need instead of loading forever.
+  await withToken('topics-token');
+  await page.waitForSelector('section[data-panel=subscriptions] [data-testid=panel-hidden]');
+  assert.equal(await page.locator('section[data-panel=topics] tr[data-topic="orders"]').count(), 1);
+  assert.match(await page.locator('section[data-panel=subscriptions]').textContent(), /view:subscriptions/);
+  assert.match(await page.locator('section[data-panel=rules]').textContent(), /view:rules/);
   await page.evaluate(() => sessionStorage.clear());
 });

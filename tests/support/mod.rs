@@ -385,6 +385,12 @@ impl RawStream {
     /// Nacks one delivery with a reason (the subscription's backoff
     /// applies).
     pub async fn nack(&self, delivery_id: String, reason: &str) {
+        self.nack_after(delivery_id, reason, 0).await;
+    }
+
+    /// Nacks one delivery with a reason and a Retry-After of `delay_ms`
+    /// (0: the subscription's backoff).
+    pub async fn nack_after(&self, delivery_id: String, reason: &str, delay_ms: u32) {
         use proto::subscribe_request::Request;
         self.requests
             .send(proto::SubscribeRequest {
@@ -392,7 +398,7 @@ impl RawStream {
                     nacks: vec![proto::Nack {
                         delivery_id,
                         reason: reason.into(),
-                        delay_ms: 0,
+                        delay_ms,
                     }],
                     ..Default::default()
                 })),

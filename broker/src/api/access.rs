@@ -278,22 +278,23 @@ impl Access {
         Err(Status::permission_denied(message))
     }
 
-    /// Records an allowed change and how it ended.
-    pub fn record<T>(
+    /// Records an allowed change and how it ended: done (with what
+    /// changed, when it says more than the operation) or failed.
+    pub fn record(
         &self,
         principal: &Principal,
         operation: &str,
         action: Action,
         resource: &str,
-        result: &Result<T, Status>,
+        outcome: Result<&str, &Status>,
     ) {
-        let (outcome, detail) = match result {
-            Ok(_) => (Outcome::Done, ""),
+        let (outcome, detail) = match outcome {
+            Ok(what) => (Outcome::Done, what),
             Err(status) => (Outcome::Failed, status.message()),
         };
         self.audit.record(&AuditEntry {
-            remote: None,
             principal: &principal.0,
+            remote: None,
             operation,
             action: action.as_str(),
             resource,

@@ -78,17 +78,36 @@ impl AdminService {
         &self,
         request: Request<R>,
         operation: &str,
-        (action, resource): (Action, &str),
+        grant: (Action, &str),
         run: impl FnOnce(R) -> F,
     ) -> Result<Response<T>, Status>
     where
         F: Future<Output = Result<T, Status>>,
     {
+        self.change_saying(request, operation, grant, |r| async move {
+            run(r).await.map(|done| (done, String::new()))
+        })
+        .await
+    }
+
+    /// Like [`AdminService::change`], for a change whose audit record says
+    /// what changed (`run` returns that with its reply).
+    async fn change_saying<R, T, F>(
+        &self,
+        request: Request<R>,
+        operation: &str,
+        (action, resource): (Action, &str),
+        run: impl FnOnce(R) -> F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Future<Output = Result<(T, String), Status>>,
+    {
         let principal = self.access.check(&request, operation, action, resource)?;
         let result = run(request.into_inner()).await;
+        let outcome = result.as_ref().map(|(_, what)| what.as_str());
         self.access
-            .record(&principal, operation, action, resource, &result);
-        result.map(Response::new)
+            .record(&principal, operation, action, resource, outcome);
+        result.map(|(done, _)| Response::new(done))
     }
 }
 
@@ -280,6 +299,8 @@ fn description_to_proto(
             in_flight: p.in_flight,
             oldest_unacked_age_ms: p.oldest_unacked_age.as_millis() as i64,
             parked_keys: p.parked_keys.clone(),
+            waiting_retry: p.waiting_retry,
+            next_retry_unix_ms: p.next_retry_ms.unwrap_or(0),
         })
         .collect();
     proto::SubscriptionDescription {
@@ -865,8 +886,30 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::RedriveDeadLettersResponse>, Status> {
         let name = request.get_ref().subscription.clone();
         let grant = (Action::Redrive, name.as_str());
-        self.change(request, "RedriveDeadLetters", grant, |r| self.redrive(r))
-            .await
+        self.change_saying(request, "RedriveDeadLetters", grant, |r| async move {
+            let selection = if r.only.is_empty() {
+                "every waiting dead letter".to_string()
+            } else {
+                let places: Vec<String> = r
+                    .only
+                    .iter()
+                    .map(|p| format!("{}@{}", p.partition, p.offset))
+                    .collect();
+                format!("the dead letters at {}", places.join(", "))
+            };
+            let filter = if r.filter_json.is_empty() {
+                String::new()
+            } else {
+                format!(" matching {}", r.filter_json)
+            };
+            let done = self.redrive(r).await?;
+            let what = format!(
+                "redrove {} of {selection}{filter} ({} remaining)",
+                done.redriven, done.remaining
+            );
+            Ok((done, what))
+        })
+        .await
     }
 
     async fn seek_subscription(
@@ -875,8 +918,19 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::SubscriptionDescription>, Status> {
         let name = request.get_ref().name.clone();
         let grant = (Action::Redrive, name.as_str());
-        self.change(request, "SeekSubscription", grant, |r| self.seek(r))
-            .await
+        self.change_saying(request, "SeekSubscription", grant, |r| async move {
+            use proto::seek_subscription_request::Target;
+            let target = match &r.target {
+                Some(Target::Earliest(_)) => "the oldest retained event".to_string(),
+                Some(Target::Latest(_)) => "the end".to_string(),
+                Some(Target::TimeUnixMs(ms)) => crate::config::format_rfc3339_ms(*ms),
+                Some(Target::Offsets(offsets)) => format!("offsets {:?}", offsets.offsets),
+                None => String::new(),
+            };
+            let done = self.seek(r).await?;
+            Ok((done, format!("seek to {target}")))
+        })
+        .await
     }
 
     async fn list_rules(

@@ -5,7 +5,7 @@ use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use switchyard_broker::config::{BackoffConfig, StartPosition};
+use switchyard_broker::config::{BackoffConfig, StartPosition, format_rfc3339_ms};
 use switchyard_broker::rules::{RuleSet, event_view};
 use switchyard_sdk::proto;
 
@@ -125,7 +125,7 @@ pub(super) async fn scheduled(command: ScheduledCommand) -> Result<(), Failure> 
                 let event = scheduled.event.unwrap_or_default();
                 println!(
                     "{:<26} {:<10} {:<38} {:<24} {}",
-                    switchyard_broker::config::format_rfc3339_ms(scheduled.deliver_after_unix_ms),
+                    format_rfc3339_ms(scheduled.deliver_after_unix_ms),
                     scheduled.bus,
                     event.id,
                     event.source,
@@ -835,6 +835,15 @@ fn print_description(description: proto::SubscriptionDescription) {
         );
     }
     for p in &description.partitions {
+        if p.waiting_retry > 0 {
+            println!(
+                "{}/{}: {} event(s) waiting for a retry, the next at {}",
+                p.topic,
+                p.partition,
+                p.waiting_retry,
+                format_rfc3339_ms(p.next_retry_unix_ms)
+            );
+        }
         if !p.parked_keys.is_empty() {
             println!(
                 "partition {} parked keys: {}",

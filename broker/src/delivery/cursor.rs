@@ -330,10 +330,9 @@ impl Cursor {
 
     /// When the oldest event still unacked was first attempted (ms since
     /// the Unix epoch), if any has been.
-    pub(super) fn oldest_unacked_ms(&self) -> Option<i64> {
-        let flights = self.in_flight.values().map(|f| f.first_ms);
-        let retries = self.retry.values().map(|r| r.first_ms);
-        flights.chain(retries).min()
+    /// How many events wait for a retry, and when the next is due.
+    pub(super) fn retries(&self) -> (usize, Option<Instant>) {
+        (self.retry.len(), self.due.first().map(|&(at, _)| at))
     }
 
     fn schedule_retry(&mut self, offset: u64, retry: Retry) {

@@ -64,11 +64,16 @@ pub struct PartitionProgress {
     pub lag: u64,
     /// Deliveries outstanding.
     pub in_flight: u64,
-    /// Age of the oldest event delivered but not yet acked (lag in time).
+    /// Age of the oldest event not yet acked, delivered or not, from when
+    /// it was stored (lag in time).
     pub oldest_unacked_age: Duration,
     /// With ordering by key: keys held back behind an event that waits for
     /// a retry, sorted.
     pub parked_keys: Vec<String>,
+    /// Events waiting for their next attempt.
+    pub waiting_retry: u64,
+    /// When the next of those is due (ms since the Unix epoch).
+    pub next_retry_ms: Option<i64>,
 }
 
 /// A nack: which delivery failed, why, and optionally when to try again.
@@ -577,6 +582,7 @@ impl Subscription {
     pub fn describe(&self) -> Result<SubscriptionDescription, DeliveryError> {
         let committed = self.committed()?;
         let state = self.state()?;
+        let (now, now_ms) = (Instant::now(), now_ms());
         let partitions = state
             .cursors
             .iter()
@@ -585,6 +591,7 @@ impl Subscription {
                 let end = self.offsets_of(p as u32)?.end;
                 let committed = committed[p];
                 let (topic, partition) = self.source(p as u32);
+                let (waiting_retry, next_retry) = cursor.retries();
                 Ok(PartitionProgress {
                     topic: topic.to_string(),
                     partition,
@@ -593,11 +600,14 @@ impl Subscription {
                     end,
                     lag: end.saturating_sub(committed),
                     in_flight: cursor.in_flight_len() as u64,
-                    oldest_unacked_age: cursor
-                        .oldest_unacked_ms()
-                        .map_or(Duration::ZERO, |first| {
-                            Duration::from_millis((now_ms() - first).max(0) as u64)
+                    oldest_unacked_age: self
+                        .oldest_unacked_ms(p as u32, committed)?
+                        .map_or(Duration::ZERO, |stored| {
+                            Duration::from_millis((now_ms - stored).max(0) as u64)
                         }),
+                    waiting_retry: waiting_retry as u64,
+                    next_retry_ms: next_retry
+                        .map(|at| now_ms + at.saturating_duration_since(now).as_millis() as i64),
                 })
             })
             .collect::<Result<Vec<_>, DeliveryError>>()?;
@@ -607,6 +617,21 @@ impl Subscription {
             consumers: state.consumers.len() as u32,
             push: state.push.clone(),
         })
+    }
+
+    /// When the oldest event of cursor `index` not yet acked (at or after
+    /// `committed`) was stored, if there is one: the lag in time, whether
+    /// it was delivered or not.
+    fn oldest_unacked_ms(&self, index: u32, committed: u64) -> Result<Option<i64>, LogError> {
+        let offsets = self.offsets_of(index)?;
+        let from = committed.max(offsets.start);
+        if from >= offsets.end {
+            return Ok(None);
+        }
+        Ok(self
+            .read_from(index, from, 1)?
+            .first()
+            .map(|record| record.timestamp_ms))
     }
 
     /// Records the push endpoint's state (from the pusher), for `describe`
@@ -984,14 +1009,9 @@ impl Subscription {
         let mut oldest_ms: Option<i64> = None;
         for (index, committed) in committed.into_iter().enumerate() {
             let offsets = self.offsets_of(index as u32)?;
-            let from = committed.max(offsets.start);
-            if from >= offsets.end {
-                continue;
-            }
-            events += offsets.end - from;
-            if let Some(record) = self.read_from(index as u32, from, 1)?.first() {
-                oldest_ms =
-                    Some(oldest_ms.map_or(record.timestamp_ms, |t| t.min(record.timestamp_ms)));
+            events += offsets.end.saturating_sub(committed.max(offsets.start));
+            if let Some(stored) = self.oldest_unacked_ms(index as u32, committed)? {
+                oldest_ms = Some(oldest_ms.map_or(stored, |t| t.min(stored)));
             }
         }
         Ok(SubscriptionLag {

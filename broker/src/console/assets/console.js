@@ -217,38 +217,69 @@ function drawMap(graph, rates) {
 
 // ---- views: each renders into `main` and refreshes until left ----
 
+/// The answer of `call`, or the refusal to show in its panel's place (a
+/// missing token still stops the view: the banner asks for one).
+async function attempt(call) {
+  try {
+    return { value: await call() };
+  } catch (error) {
+    if (error.status === 401) throw error;
+    return { error };
+  }
+}
+
+/// A panel the caller may not see: which grant it needs, from the broker.
+function hidden(error) {
+  return h('p', { class: 'bad', 'data-testid': 'panel-hidden' }, error.status === 403 ? `Hidden: ${error.message}` : `Could not load: ${error.message}`);
+}
+
 async function overview(main, rates) {
   const [topics, subs, rules] = await Promise.all([
-    api('ListTopics'), api('ListSubscriptions'), api('ListRules'), rates.sample(),
+    attempt(() => api('ListTopics')), attempt(() => api('ListSubscriptions')), attempt(() => api('ListRules')), rates.sample(),
   ]);
-  const described = await Promise.all(subs.subscriptions.map((x) => api('DescribeSubscription', { name: x.name })));
-  const status = rules.status || {};
-  const buses = [...new Set(rules.rules.map((r) => r.bus).concat(['default']))].sort();
-  const totalLag = described.reduce((sum, d) => sum + Number(d.total_lag), 0);
-  const dead = described.reduce((sum, d) => sum + Number(d.dead_letters), 0);
+  const refusals = [topics, subs, rules].filter((x) => x.error);
+  if (refusals.length === 3) throw refusals[0].error;
+  const described = subs.value
+    ? await Promise.all(subs.value.subscriptions.map(async (x) => ({ sub: x, ...(await attempt(() => api('DescribeSubscription', { name: x.name }))) })))
+    : [];
+  const shown = described.filter((d) => d.value).map((d) => d.value);
+  const status = rules.value?.status || {};
+  const ruleList = rules.value?.rules || [];
+  const buses = [...new Set(ruleList.map((r) => r.bus).concat(['default']))].sort();
+  const totalLag = shown.reduce((sum, d) => sum + Number(d.total_lag), 0);
+  const dead = shown.reduce((sum, d) => sum + Number(d.dead_letters), 0);
+  const userTopics = (topics.value?.topics || []).filter((t) => !t.name.startsWith('__'));
   main.replaceChildren(
     h('div', { class: 'cards' },
-      card('Topics', topics.topics.filter((t) => !t.name.startsWith('__')).length),
-      card('Subscriptions', subs.subscriptions.length),
+      card('Topics', topics.value ? userTopics.length : '–'),
+      card('Subscriptions', subs.value ? subs.value.subscriptions.length : '–'),
       card('Total lag (events)', fmt.count(totalLag), 'total-lag'),
       card('Dead letters waiting', fmt.count(dead), 'dead-letters'),
-      card('Rule set', `v${status.version}`, 'rules-version',
-        status.last_error ? h('div', { class: 'bad' }, 'last reload failed') : h('div', { class: 'ok' }, 'in force'))),
+      card('Rule set', rules.value ? `v${status.version}` : '–', 'rules-version',
+        !rules.value ? '' : status.last_error ? h('div', { class: 'bad' }, 'last reload failed') : h('div', { class: 'ok' }, 'in force'))),
     h('h2', {}, 'Subscriptions'),
-    h('section', {}, table(
-      [['Subscription'], ['Topic'], ['Consumers', 'num'], ['Lag (events)', 'num'], ['Lag (seconds)', 'num'], ['In flight', 'num'], ['Parked keys'], ['Dead letters', 'num'], ['Deliveries', 'num'], ['Push']],
-      described.map((d) => {
-        const sub = d.subscription;
+    h('section', { 'data-panel': 'subscriptions' }, subs.error ? hidden(subs.error) : table(
+      [['Subscription'], ['Topic'], ['Consumers', 'num'], ['Lag (events)', 'num'], ['Lag (seconds)', 'num'], ['In flight', 'num'], ['Waiting retry', 'num'], ['Parked keys'], ['Dead letters', 'num'], ['Deliveries', 'num'], ['Push']],
+      described.map(({ sub, value: d, error }) => {
+        if (!d) {
+          const why = error.status === 403 ? `Hidden: ${error.message}` : error.message;
+          return h('tr', { 'data-subscription': sub.name, 'data-hidden': 'true' },
+            h('td', {}, sub.name), h('td', {}, sub.topic), h('td', { colspan: 9, class: 'bad' }, why));
+        }
         const inFlight = d.partitions.reduce((sum, p) => sum + Number(p.in_flight), 0);
+        const retrying = d.partitions.reduce((sum, p) => sum + Number(p.waiting_retry), 0);
+        const nextRetry = Math.min(...d.partitions.map((p) => Number(p.next_retry_unix_ms)).filter((ms) => ms > 0));
         const parked = d.partitions.flatMap((p) => p.parked_keys);
         const lagSeconds = rates.value('subscription_lag_seconds', { subscription: sub.name });
+        const idle = !d.push && Number(d.consumers) === 0;
         return h('tr', { 'data-subscription': sub.name },
           h('td', {}, h('a', { href: `#/subscription/${encodeURIComponent(sub.name)}` }, sub.name)),
           h('td', {}, sub.topic),
-          h('td', { class: 'num', 'data-field': 'consumers' }, d.consumers),
+          h('td', { class: `num ${idle ? 'warn' : ''}`, 'data-field': 'consumers', title: idle ? 'no consumer connected: nothing is delivered' : undefined }, idle ? '0 (none connected)' : d.consumers),
           h('td', { class: `num ${Number(d.total_lag) > 0 ? 'warn' : ''}`, 'data-field': 'lag-events' }, fmt.count(d.total_lag)),
           h('td', { class: 'num', 'data-field': 'lag-seconds' }, fmt.seconds(lagSeconds)),
           h('td', { class: 'num', 'data-field': 'in-flight' }, inFlight),
+          h('td', { class: 'num', 'data-field': 'waiting-retry', title: retrying ? `next attempt ${fmt.time(nextRetry)} UTC` : undefined }, retrying ? `${retrying} (next ${fmt.time(nextRetry).slice(11, 19)})` : 0),
           h('td', { 'data-field': 'parked-keys' }, parked.length ? parked.join(', ') : h('span', { class: 'muted' }, 'none')),
           h('td', { class: 'num', 'data-field': 'dead-letters' }, sub.dead_letter_topic
             ? h('a', { href: `#/dlq/${encodeURIComponent(sub.name)}`, class: Number(d.dead_letters) > 0 ? 'bad' : '' }, fmt.count(d.dead_letters))
@@ -257,24 +288,24 @@ async function overview(main, rates) {
           h('td', {}, d.push ? d.push.circuit : h('span', { class: 'muted' }, 'stream')));
       }))),
     h('h2', {}, 'Buses'),
-    h('section', {}, table(
+    h('section', { 'data-panel': 'buses' }, rules.error ? hidden(rules.error) : table(
       [['Bus'], ['Rules', 'num'], ['Published', 'num'], ['Publish rate', 'num'], ['Matched no rule', 'num']],
       buses.map((bus) => h('tr', { 'data-bus': bus },
         h('td', {}, bus),
-        h('td', { class: 'num' }, rules.rules.filter((r) => r.bus === bus).length),
+        h('td', { class: 'num' }, ruleList.filter((r) => r.bus === bus).length),
         h('td', { class: 'num' }, fmt.count(rates.value('events_published_total', { bus }))),
         h('td', { class: 'num' }, fmt.rate(rates.rate('events_published_total', { bus }))),
         h('td', { class: 'num' }, fmt.count(rates.value('events_unmatched_total', { bus }))))))),
     h('h2', {}, 'Topics'),
-    h('section', {}, table(
+    h('section', { 'data-panel': 'topics' }, topics.error ? hidden(topics.error) : table(
       [['Topic'], ['Partitions', 'num'], ['Retained events', 'num'], ['Append rate', 'num']],
-      topics.topics.filter((t) => !t.name.startsWith('__')).map((t) => h('tr', { 'data-topic': t.name },
+      userTopics.map((t) => h('tr', { 'data-topic': t.name },
         h('td', {}, t.name),
         h('td', { class: 'num' }, t.partitions),
         h('td', { class: 'num', 'data-field': 'retained' }, fmt.count(t.retained_events)),
         h('td', { class: 'num' }, fmt.rate(rates.rate('events_stored_total', { topic: t.name }))))))),
     h('h2', {}, 'Rule set'),
-    h('section', {}, h('div', {}, `Version ${status.version}, loaded ${fmt.time(status.loaded_at_unix_ms)} UTC. `,
+    h('section', { 'data-panel': 'rules' }, rules.error ? hidden(rules.error) : h('div', {}, `Version ${status.version}, loaded ${fmt.time(status.loaded_at_unix_ms)} UTC. `,
       status.last_error ? h('span', { class: 'bad' }, `Last reload failed (${fmt.time(status.last_error_at_unix_ms)}): ${status.last_error}`) : h('span', { class: 'ok' }, 'Last reload succeeded.'))));
 }
 
@@ -312,6 +343,10 @@ async function flowView(main, rates, query) {
     result.append(h('p', { class: 'bad', 'data-testid': 'flow-error' }, error.message));
     return 'static';
   }
+  if (!flow.events.length) {
+    result.append(h('p', { class: 'muted', 'data-testid': 'flow-none' }, `No flow found for “${query}”: no recorded event has this trace id, event id or correlation id (or it is older than the flow history keeps).`));
+    return 'static';
+  }
   // Publishing comes first (its step is stamped after the durable append,
   // which a fast delivery can beat); the rest by time.
   const first = (step) => (step.step === 'published' ? 0 : 1);
@@ -324,15 +359,21 @@ async function flowView(main, rates, query) {
     h('p', { 'data-testid': 'flow-summary' }, `${flow.events.length} event(s)${flow.events.length === FLOW_EVENTS ? ' (the first; there may be more)' : ''}, ${steps.length} step(s) over ${span} ms, from ${fmt.time(start)} UTC. `,
       traces.map((t) => h('a', { href: `${jaegerInput.value.replace(/\/$/, '')}/trace/${t}`, target: '_blank', rel: 'noopener', 'data-testid': 'jaeger-link' }, `trace ${t.slice(0, 12)}… in Jaeger `))),
     h('section', {}, table([['+ms', 'num'], ['Step'], ['Where'], ['Detail'], ['Timeline']],
-      flow.events.flatMap((e) => [
+      flow.events.flatMap((e) => {
+        // Shown in order, the +ms never goes back (a publish is stamped
+        // after its append, which a fast delivery can beat).
+        let shown = 0;
+        const elapsed = (step) => { shown = Math.max(shown, Number(step.at_unix_ms) - start); return shown; };
+        return [
         h('tr', { class: 'event-head', 'data-flow-event': e.id }, h('td', { colspan: 5 }, `${e.steps.find((x) => x.event_type)?.event_type || '(type not recorded)'} · ${e.source} / ${e.id}`)),
         ...e.steps.map((step) => h('tr', { 'data-step': step.step, 'data-event': e.id, 'data-subscription': step.subscription || undefined },
-          h('td', { class: 'num' }, Number(step.at_unix_ms) - start),
+          h('td', { class: 'num', 'data-field': 'elapsed' }, elapsed(step)),
           h('td', {}, h('span', { class: `badge ${step.step}` }, step.step.replace('_', ' '))),
           h('td', {}, stepWhere(step)),
           h('td', {}, stepDetail(step)),
           h('td', { class: 'bar' }, h('div', { class: 'track' }, h('div', { class: 'tick', style: `left:${((Number(step.at_unix_ms) - start) / span) * 100}%` }))))),
-      ]), { class: 'timeline' })));
+        ];
+      }), { class: 'timeline' })));
   return 'static';
 }
 
@@ -528,13 +569,18 @@ async function subscriptionView(main, rates, name) {
   const progress = h('div', { id: 'partitions' });
   const outcome = h('span', { 'data-testid': 'action-status' });
   const render = (d) => progress.replaceChildren(
-    h('p', { 'data-testid': 'subscription-summary' }, `${d.consumers} consumer(s) connected · lag ${fmt.count(d.total_lag)} event(s) · ${fmt.count(d.dead_letters)} dead letter(s) waiting`,
+    h('p', { 'data-testid': 'subscription-summary' },
+      !d.push && Number(d.consumers) === 0 ? h('span', { class: 'warn' }, 'no consumer connected: nothing is delivered') : `${d.consumers} consumer(s) connected`,
+      ` · lag ${fmt.count(d.total_lag)} event(s), ${fmt.seconds(Math.max(0, ...d.partitions.map((p) => Number(p.oldest_unacked_age_ms))) / 1000)} · ${fmt.count(d.dead_letters)} dead letter(s) waiting`,
       d.push ? ` · push circuit ${d.push.circuit}${d.push.last_error ? ` (${d.push.last_error})` : ''}` : ''),
-    table([['Topic'], ['Partition', 'num'], ['Committed', 'num'], ['End', 'num'], ['Lag', 'num'], ['In flight', 'num'], ['Oldest unacked', 'num'], ['Parked keys']],
+    table([['Topic'], ['Partition', 'num'], ['Committed', 'num'], ['End', 'num'], ['Lag', 'num'], ['In flight', 'num'], ['Waiting retry', 'num'], ['Next attempt'], ['Oldest unacked', 'num'], ['Parked keys']],
       d.partitions.map((p) => h('tr', { 'data-partition': `${p.topic}/${p.partition}` },
         h('td', {}, p.topic), h('td', { class: 'num' }, p.partition), h('td', { class: 'num' }, fmt.count(p.committed_offset)),
         h('td', { class: 'num' }, fmt.count(p.end_offset)), h('td', { class: 'num', 'data-field': 'lag' }, fmt.count(p.lag)),
-        h('td', { class: 'num' }, p.in_flight), h('td', { class: 'num' }, fmt.seconds(Number(p.oldest_unacked_age_ms) / 1000)),
+        h('td', { class: 'num' }, p.in_flight),
+        h('td', { class: 'num', 'data-field': 'waiting-retry' }, p.waiting_retry),
+        h('td', { 'data-field': 'next-retry' }, Number(p.next_retry_unix_ms) ? `${fmt.time(p.next_retry_unix_ms)} UTC` : ''),
+        h('td', { class: 'num', 'data-field': 'oldest-unacked', title: 'age of the oldest event not yet acked, delivered or not: the lag in time' }, fmt.seconds(Number(p.oldest_unacked_age_ms) / 1000)),
         h('td', {}, p.parked_keys.join(', '))))));
   const target = h('select', { id: 'seek-target' },
     h('option', { value: 'latest' }, 'the end (skip everything not delivered)'),
@@ -601,18 +647,26 @@ async function route() {
   const main = document.getElementById('view');
   main.dataset.view = view;
   delete main.dataset.loaded;
-  main.replaceChildren(h('p', { class: 'muted' }, 'loading…'));
+  // Each navigation renders into a slot of its own: a view whose answer
+  // comes after the user moved on paints only its own detached slot.
+  const slot = h('div', { class: 'slot' }, h('p', { class: 'muted' }, 'loading…'));
+  main.replaceChildren(slot);
   const rates = new Rates();
   for (;;) {
     let outcome;
     try {
-      outcome = await VIEWS[view](main, rates, argument);
+      outcome = await VIEWS[view](slot, rates, argument);
+      if (mine !== generation) return;
       banner('');
       main.dataset.loaded = String(Date.now());
     } catch (error) {
+      if (mine !== generation) return;
       if (error.status === 401) banner('This broker wants a bearer token: enter one above.', 'error');
       else if (error.status === 403) banner(`Not allowed: ${error.message}`, 'error');
       else banner(`The broker could not be reached or refused: ${error.message}`, 'error');
+      if (slot.querySelector('p.muted')?.textContent === 'loading…') {
+        slot.replaceChildren(h('p', { class: 'bad', 'data-testid': 'view-error' }, error.message));
+      }
     }
     if (outcome === 'static') return;
     // A tab nobody looks at costs the broker nothing: wait until shown.
