@@ -440,3 +440,47 @@ fn a_second_broker_on_a_data_directory_in_use_fails_at_once_naming_it() {
     );
     assert!(stderr.contains(&first.pid().to_string()), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_settles_only_its_own_deliveries_and_hears_about_the_rest() {
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
+    let client = broker.client().await;
+    publish_stored(
+        &client,
+        vec![event("mine", "order.placed", "k", serde_json::json!({}))],
+    )
+    .await;
+    let mut owner = RawStream::open(&broker.url, "billing", 1)
+        .await
+        .expect("open");
+    let delivery = owner.next().await.expect("a delivery");
+    let mut other = RawStream::open(&broker.url, "billing", 1)
+        .await
+        .expect("open");
+    // Another stream of the same subscription, and an id that is none.
+    other
+        .ack(vec![delivery.delivery_id.clone(), "not-an-id".into()])
+        .await;
+    let answer = other.next().await.expect("an answer to the settle");
+    assert!(answer.delivery_id.is_empty() && answer.event.is_none());
+    let refused: Vec<(&str, &str)> = answer
+        .settle_errors
+        .iter()
+        .map(|e| (e.delivery_id.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0].0, delivery.delivery_id);
+    assert!(refused[0].1.contains("another stream"), "{refused:?}");
+    assert!(refused[1].1.contains("not a delivery id"), "{refused:?}");
+    let mut admin = broker.admin().await;
+    let in_flight: u64 = describe(&mut admin, "billing")
+        .await
+        .partitions
+        .iter()
+        .map(|p| p.in_flight)
+        .sum();
+    assert_eq!(in_flight, 1, "the foreign ack did nothing");
+    // The owner's own ack is taken, without an answer.
+    owner.ack(vec![delivery.delivery_id]).await;
+    until_fully_committed(&admin, "billing").await;
+}

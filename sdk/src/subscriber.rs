@@ -308,6 +308,13 @@ impl SubscriptionBuilder {
                     send(&requests, settle).await;
                 }
                 message = inbound.message() => match message {
+                    // The broker refused some of our settles: it never
+                    // does for ids it handed us, so say so loudly.
+                    Ok(Some(answer)) if !answer.settle_errors.is_empty() => {
+                        for refused in answer.settle_errors {
+                            tracing::error!(subscription = %self.subscription, id = %refused.delivery_id, reason = %refused.reason, "the broker refused a settle");
+                        }
+                    }
                     Ok(Some(delivery)) => {
                         let span = process_span(&self.subscription, &delivery, self.link_traces);
                         if pending.is_empty() {

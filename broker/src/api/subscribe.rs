@@ -60,6 +60,7 @@ pub(crate) fn delivery_to_proto(delivery: Delivery) -> proto::Delivery {
         rules: delivery.record.rules,
         dead_letter: delivery.record.dead_letter,
         trace_context: delivery.trace_context,
+        settle_errors: Vec::new(),
     }
 }
 
@@ -128,12 +129,27 @@ impl Subscriber for SubscriberService {
                             .into_iter()
                             .map(|e| (e.delivery_id, Duration::from_secs(u64::from(e.seconds))))
                             .collect();
-                        let outcome = reader
-                            .extend(&extensions)
-                            .and_then(|()| reader.settle(&settle.ack_ids, &nacks));
-                        if let Err(e) = outcome {
-                            let _ = reader_sender.send(Err(e.into())).await;
-                            break;
+                        match reader.settle(&settle.ack_ids, &nacks, &extensions) {
+                            Ok(refused) if refused.is_empty() => {}
+                            Ok(refused) => {
+                                let answer = proto::Delivery {
+                                    settle_errors: refused
+                                        .into_iter()
+                                        .map(|r| proto::SettleError {
+                                            delivery_id: r.delivery_id,
+                                            reason: r.reason,
+                                        })
+                                        .collect(),
+                                    ..Default::default()
+                                };
+                                if reader_sender.send(Ok(answer)).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = reader_sender.send(Err(e.into())).await;
+                                break;
+                            }
                         }
                     }
                     Some(Message::Open(_)) => {

@@ -11,7 +11,7 @@ mod subscription;
 
 pub use subscription::{
     Circuit, Consumer, Delivery, NackRequest, PartitionProgress, PushStatus, SeekTarget,
-    Subscription, SubscriptionDescription,
+    SettleRefusal, Subscription, SubscriptionDescription,
 };
 
 use crate::config::{DeliveryConfig, StartPosition, SubscriptionConfig};

@@ -173,8 +173,9 @@ struct ConsumerSlot {
 #[derive(Debug)]
 struct State {
     cursors: Vec<Cursor>,
+    /// Connected consumers by id: random, and part of each delivery id, so
+    /// one stream can neither guess nor settle another's deliveries.
     consumers: HashMap<u64, ConsumerSlot>,
-    next_consumer: u64,
     next_partition: usize,
     /// Committed offsets as last written to disk.
     durable: Vec<u64>,
@@ -310,7 +311,6 @@ impl Subscription {
             state: Mutex::new(State {
                 cursors: committed.iter().map(|&c| Cursor::new(c)).collect(),
                 consumers: HashMap::new(),
-                next_consumer: 1,
                 next_partition: 0,
                 durable: committed,
                 dirty: false,
@@ -409,8 +409,12 @@ impl Subscription {
             max_in_flight
         };
         let mut state = self.state()?;
-        let id = state.next_consumer;
-        state.next_consumer += 1;
+        let id = loop {
+            let candidate = uuid::Uuid::new_v4().as_u64_pair().0;
+            if !state.consumers.contains_key(&candidate) {
+                break candidate;
+            }
+        };
         state.consumers.insert(
             id,
             ConsumerSlot {
@@ -865,10 +869,13 @@ impl Subscription {
                 match self.read_from(partition as u32, due.offset, 1)?.pop() {
                     Some(record) if record.offset == due.offset => {
                         polled.deliveries.push(self.delivery(
-                            partition as u32,
-                            due.offset,
-                            due.attempt,
-                            state.epoch,
+                            DeliveryId {
+                                partition: partition as u32,
+                                offset: due.offset,
+                                attempt: due.attempt,
+                                epoch: state.epoch,
+                                consumer,
+                            },
                             &record.payload,
                         )?);
                         let flight = InFlight {
@@ -901,10 +908,13 @@ impl Subscription {
                 match self.read_from(partition as u32, offset, 1)?.pop() {
                     Some(record) if record.offset == offset => {
                         let delivery = self.delivery(
-                            partition as u32,
-                            offset,
-                            1,
-                            state.epoch,
+                            DeliveryId {
+                                partition: partition as u32,
+                                offset,
+                                attempt: 1,
+                                epoch: state.epoch,
+                                consumer,
+                            },
                             &record.payload,
                         )?;
                         self.observe_first_delivery(&record, now_ms);
@@ -931,10 +941,13 @@ impl Subscription {
                 }
                 for record in records {
                     let delivery = self.delivery(
-                        partition as u32,
-                        record.offset,
-                        1,
-                        state.epoch,
+                        DeliveryId {
+                            partition: partition as u32,
+                            offset: record.offset,
+                            attempt: 1,
+                            epoch: state.epoch,
+                            consumer,
+                        },
                         &record.payload,
                     )?;
                     if !self.wanted(&delivery) {
@@ -1180,32 +1193,25 @@ impl Subscription {
         Ok(())
     }
 
-    fn delivery(
-        &self,
-        partition: u32,
-        offset: u64,
-        attempt: u32,
-        epoch: u32,
-        payload: &[u8],
-    ) -> Result<Delivery, DeliveryError> {
-        let (topic, source_partition) = self.source(partition);
+    fn delivery(&self, id: DeliveryId, payload: &[u8]) -> Result<Delivery, DeliveryError> {
+        let (topic, source_partition) = self.source(id.partition);
         let mut record =
             StoredEvent::from_bytes(payload).map_err(|e| DeliveryError::Undecodable {
                 topic: topic.to_string(),
                 partition: source_partition,
-                offset,
+                offset: id.offset,
                 reason: e.to_string(),
             })?;
-        if self.reads_redrive(partition) {
+        if self.reads_redrive(id.partition) {
             // Its failure metadata travels for a later dead letter only.
             record.dead_letter = None;
         }
         Ok(Delivery {
-            id: format!("{partition}.{offset}.{attempt}.{epoch}"),
+            id: id.to_string(),
             topic: topic.clone(),
             partition: source_partition,
-            offset,
-            attempt,
+            offset: id.offset,
+            attempt: id.attempt,
             record,
             trace_context: HashMap::new(),
         })
@@ -1356,13 +1362,26 @@ fn ordering_key(delivery: &Delivery) -> &str {
     delivery.record.event.as_ref().map_or("", partition_key)
 }
 
-/// A delivery id: `partition.offset.attempt.epoch`.
+/// A delivery id: `partition.offset.attempt.epoch.consumer` (the consumer
+/// in hex): where the event is, which attempt, made before or after which
+/// seek, and to which stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct DeliveryId {
     partition: u32,
     offset: u64,
     attempt: u32,
     epoch: u32,
+    consumer: u64,
+}
+
+impl std::fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}.{}.{:x}",
+            self.partition, self.offset, self.attempt, self.epoch, self.consumer
+        )
+    }
 }
 
 fn parse_delivery_id(id: &str) -> Option<DeliveryId> {
@@ -1372,8 +1391,18 @@ fn parse_delivery_id(id: &str) -> Option<DeliveryId> {
         offset: parts.next()?.parse().ok()?,
         attempt: parts.next()?.parse().ok()?,
         epoch: parts.next()?.parse().ok()?,
+        consumer: u64::from_str_radix(parts.next()?, 16).ok()?,
     };
     parts.next().is_none().then_some(parsed)
+}
+
+/// A settle the broker refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleRefusal {
+    /// The delivery id as sent.
+    pub delivery_id: String,
+    /// Why: unknown (malformed, or from before a seek) or another stream's.
+    pub reason: String,
 }
 
 /// A connected consumer of a subscription. Dropping it returns its
@@ -1424,17 +1453,59 @@ impl Consumer {
         }
     }
 
-    /// Acks and nacks (with reasons) by delivery id. Unknown or stale ids
-    /// are ignored: a late ack of an event already redelivered still
-    /// counts, a late nack does not.
-    pub fn settle(&self, acks: &[String], nacks: &[NackRequest]) -> Result<(), DeliveryError> {
-        self.subscription.settle(acks, nacks)
-    }
-
-    /// Gives deliveries still being worked on more time: each deadline
-    /// moves to the given duration from now (at most 10 minutes).
-    pub fn extend(&self, extensions: &[(String, Duration)]) -> Result<(), DeliveryError> {
-        self.subscription.extend(extensions)
+    /// Acks and nacks (with reasons) by delivery id, and gives deliveries
+    /// still being worked on more time (each deadline moves to the given
+    /// duration from now, at most 10 minutes). Only this stream's
+    /// deliveries can be settled: unknown ids (malformed, or made before a
+    /// seek) and other streams' are refused, each with its reason, and the
+    /// rest is done. A late ack of this stream's event that was already
+    /// redelivered still counts; a late nack does not.
+    pub fn settle(
+        &self,
+        acks: &[String],
+        nacks: &[NackRequest],
+        extensions: &[(String, Duration)],
+    ) -> Result<Vec<SettleRefusal>, DeliveryError> {
+        let epoch = self.subscription.state()?.epoch;
+        let mut refused = Vec::new();
+        let mut check = |id: &String| match parse_delivery_id(id) {
+            Some(parsed) if parsed.consumer != self.id => {
+                refused.push(SettleRefusal {
+                    delivery_id: id.clone(),
+                    reason: "made to another stream of this subscription; only that stream may settle it".into(),
+                });
+                false
+            }
+            Some(parsed) if parsed.epoch == epoch => true,
+            Some(_) => {
+                refused.push(SettleRefusal {
+                    delivery_id: id.clone(),
+                    reason: "made before the subscription was moved (seek): it will be delivered again if still due".into(),
+                });
+                false
+            }
+            None => {
+                refused.push(SettleRefusal {
+                    delivery_id: id.clone(),
+                    reason: "not a delivery id of this broker".into(),
+                });
+                false
+            }
+        };
+        let extensions: Vec<(String, Duration)> = extensions
+            .iter()
+            .filter(|(id, _)| check(id))
+            .cloned()
+            .collect();
+        let acks: Vec<String> = acks.iter().filter(|id| check(id)).cloned().collect();
+        let nacks: Vec<NackRequest> = nacks
+            .iter()
+            .filter(|n| check(&n.delivery_id))
+            .cloned()
+            .collect();
+        self.subscription.extend(&extensions)?;
+        self.subscription.settle(&acks, &nacks)?;
+        Ok(refused)
     }
 }
 
@@ -1455,10 +1526,12 @@ mod tests {
             offset: 42,
             attempt: 2,
             epoch: 1,
+            consumer: 0xbeef,
         };
-        assert_eq!(parse_delivery_id("3.42.2.1"), Some(id));
-        assert_eq!(parse_delivery_id("3.42.2"), None);
-        assert_eq!(parse_delivery_id("3.42.2.1.0"), None);
-        assert_eq!(parse_delivery_id("x.1.1.0"), None);
+        assert_eq!(id.to_string(), "3.42.2.1.beef");
+        assert_eq!(parse_delivery_id("3.42.2.1.beef"), Some(id));
+        assert_eq!(parse_delivery_id("3.42.2.1"), None);
+        assert_eq!(parse_delivery_id("3.42.2.1.beef.0"), None);
+        assert_eq!(parse_delivery_id("x.1.1.0.1"), None);
     }
 }

@@ -296,13 +296,13 @@ impl Pusher {
                         dead_letter: false,
                     })
                     .collect();
-                consumer.settle(&acks, &retries)
+                consumer.settle(&acks, &retries, &[])
             }
             Answer::Rejected { reason } => {
                 metrics.push_rejected.inc();
                 // The endpoint is up and answered: not a reason to back off.
                 self.breaker.succeeded();
-                consumer.settle(&[], &nacks(reason, None, self.dead_letter_rejected))
+                consumer.settle(&[], &nacks(reason, None, self.dead_letter_rejected), &[])
             }
             Answer::Retry { reason, after } => {
                 metrics.push_retried.inc();
@@ -313,13 +313,21 @@ impl Pusher {
                     let extend_by = self.breaker.cooldown + self.push.timeout;
                     let extensions: Vec<(String, Duration)> =
                         waiting.iter().map(|d| (d.id.clone(), extend_by)).collect();
-                    let _ = consumer.extend(&extensions);
+                    let _ = consumer.settle(&[], &[], &extensions);
                 }
-                consumer.settle(&[], &nacks(reason, *after, false))
+                consumer.settle(&[], &nacks(reason, *after, false), &[])
             }
         };
-        if let Err(error) = settled {
-            tracing::error!(subscription = %self.subscription.name(), %error, "settling a push failed");
+        match settled {
+            Err(error) => {
+                tracing::error!(subscription = %self.subscription.name(), %error, "settling a push failed");
+            }
+            // The pusher settles only what it was handed: a refusal is a bug.
+            Ok(refused) => {
+                for refusal in refused {
+                    tracing::error!(subscription = %self.subscription.name(), id = %refusal.delivery_id, reason = %refusal.reason, "a push settle was refused");
+                }
+            }
         }
         self.report();
     }
