@@ -484,3 +484,96 @@ async fn a_stream_settles_only_its_own_deliveries_and_hears_about_the_rest() {
     owner.ack(vec![delivery.delivery_id]).await;
     until_fully_committed(&admin, "billing").await;
 }
+
+/// Sends raw bytes as a request message: what a broken client sends.
+#[derive(Debug, Clone, Default)]
+struct RawBytes;
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = proto::PublishResponse;
+    type Encoder = RawBytes;
+    type Decoder = tonic_prost::ProstDecoder<proto::PublishResponse>;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_is_not_protobuf_is_invalid_argument() {
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
+    let channel = tonic::transport::Endpoint::from_shared(broker.url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    // Field 1 (bus) as a length-delimited string that runs past the end.
+    let garbage = vec![0x0a, 0x7f, b'x'];
+    let status = grpc
+        .unary(
+            tonic::Request::new(garbage),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/switchyard.v1.Publisher/Publish",
+            ),
+            RawBytes,
+        )
+        .await
+        .expect_err("malformed");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(
+        status.message().contains("not valid protobuf"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patterns_with_a_key_given_twice_are_refused_not_last_one_wins() {
+    let (_dir, broker) = start_broker(CONFIG, ORDER_RULES);
+    let mut admin = broker.admin().await;
+    let e = admin
+        .create_subscription(proto::CreateSubscriptionRequest {
+            subscription: Some(proto::Subscription {
+                name: "twice".into(),
+                topic: "orders".into(),
+                filter_json: r#"{"type": ["order.placed"], "type": ["order.paid"]}"#.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("duplicate key");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("given twice"), "{}", e.message());
+    // The same in a rule file stops the start, naming file and line.
+    let (output, _path, _dir) = serve_output(
+        "",
+        "rules:\n  - name: r\n    pattern: {type: [a], data: {n: [{numeric: ['>', .inf]}]}}\n    targets: [{topic: t}]\n",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("rules.yaml:") && stderr.contains("not a number"),
+        "{stderr}"
+    );
+}

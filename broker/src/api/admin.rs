@@ -134,7 +134,7 @@ fn filter_from_json(filter_json: &str) -> Result<Option<crate::rules::Pattern>, 
     if filter_json.is_empty() {
         return Ok(None);
     }
-    let json: serde_json::Value = serde_json::from_str(filter_json)
+    let json: serde_json::Value = crate::config::strict_json::from_str(filter_json)
         .map_err(|e| Status::invalid_argument(format!("filter_json is not valid JSON: {e}")))?;
     crate::rules::Pattern::compile(&json)
         .map(Some)
@@ -218,14 +218,15 @@ fn push_from_proto(push: proto::PushConfig) -> PushConfig {
 }
 
 fn subscription_from_proto(sub: proto::Subscription) -> Result<SubscriptionConfig, Status> {
-    let filter =
-        if sub.filter_json.is_empty() {
-            None
-        } else {
-            Some(serde_json::from_str(&sub.filter_json).map_err(|e| {
+    let filter = if sub.filter_json.is_empty() {
+        None
+    } else {
+        Some(
+            crate::config::strict_json::from_str(&sub.filter_json).map_err(|e| {
                 Status::invalid_argument(format!("filter_json is not valid JSON: {e}"))
-            })?)
-        };
+            })?,
+        )
+    };
     Ok(SubscriptionConfig {
         max_in_flight: if sub.max_in_flight == 0 {
             crate::config::DEFAULT_MAX_IN_FLIGHT

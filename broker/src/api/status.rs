@@ -19,6 +19,16 @@ impl From<ScheduleError> for Status {
     }
 }
 
+/// A status for a failure inside the broker whose message names server
+/// files: the caller gets `public`, the broker's log the whole error.
+fn internal_failure(code: Code, error: &dyn std::fmt::Display, public: &str) -> Status {
+    tracing::error!(%error, "a call failed inside the broker");
+    Status::new(code, public)
+}
+
+/// What callers are told of a storage failure (the path stays in the log).
+const STORAGE_FAILED: &str = "the broker's storage failed; the broker's log has the details";
+
 impl From<LogError> for Status {
     fn from(error: LogError) -> Status {
         let code = match &error {
@@ -27,11 +37,17 @@ impl From<LogError> for Status {
             LogError::NoSuchPartition { .. } | LogError::InvalidPartitions { .. } => {
                 Code::InvalidArgument
             }
-            LogError::Corrupt { .. } => Code::DataLoss,
-            LogError::Io { .. }
-            | LogError::Failed(_)
-            | LogError::Closed
-            | LogError::Kafka { .. } => Code::Unavailable,
+            LogError::Corrupt { .. } => {
+                return internal_failure(
+                    Code::DataLoss,
+                    &error,
+                    "a stored record is corrupt: the broker's log names the segment file and position; `switchyard log verify` checks the whole log",
+                );
+            }
+            LogError::Io { .. } => {
+                return internal_failure(Code::Unavailable, &error, STORAGE_FAILED);
+            }
+            LogError::Failed(_) | LogError::Closed | LogError::Kafka { .. } => Code::Unavailable,
         };
         Status::new(code, error.to_string())
     }
@@ -55,7 +71,11 @@ impl From<DeliveryError> for Status {
             DeliveryError::Undecodable { .. } => Code::DataLoss,
             DeliveryError::OwnedElsewhere { .. } => Code::FailedPrecondition,
         };
-        Status::new(code, error.to_string())
+        match error {
+            DeliveryError::Log(log) => log.into(),
+            io @ DeliveryError::Io { .. } => internal_failure(code, &io, STORAGE_FAILED),
+            other => Status::new(code, other.to_string()),
+        }
     }
 }
 
@@ -73,7 +93,9 @@ impl From<SchemaError> for Status {
     fn from(error: SchemaError) -> Status {
         let code = match &error {
             SchemaError::Compile(_) | SchemaError::InvalidName(_) => Code::InvalidArgument,
-            SchemaError::Io { .. } => Code::Unavailable,
+            SchemaError::Io { .. } => {
+                return internal_failure(Code::Unavailable, &error, STORAGE_FAILED);
+            }
         };
         Status::new(code, error.to_string())
     }
@@ -86,5 +108,47 @@ pub(super) fn rejection_code(rejection: &Rejection) -> Code {
         Rejection::Unroutable(_) => Code::FailedPrecondition,
         Rejection::Storage(_) => Code::Unavailable,
         Rejection::Exhausted(_) => Code::ResourceExhausted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_failures_tell_callers_no_server_paths() {
+        let secret =
+            std::path::PathBuf::from("/srv/secret-data/topics/orders/0/00000000000000000000.log");
+        let failures: Vec<Status> = vec![
+            LogError::io(&secret, std::io::Error::other("disk full")).into(),
+            LogError::Corrupt {
+                path: secret.clone(),
+                position: 42,
+                reason: "bad checksum".into(),
+            }
+            .into(),
+            DeliveryError::Io {
+                path: secret.clone(),
+                source: std::io::Error::other("read-only"),
+            }
+            .into(),
+            DeliveryError::Log(LogError::io(&secret, std::io::Error::other("gone"))).into(),
+            SchemaError::Io {
+                path: secret.clone(),
+                source: std::io::Error::other("denied"),
+            }
+            .into(),
+        ];
+        for status in failures {
+            assert!(!status.message().contains("secret"), "{status:?}");
+            assert!(status.message().contains("broker's log"), "{status:?}");
+        }
+        let corrupt: Status = LogError::Corrupt {
+            path: secret,
+            position: 1,
+            reason: "x".into(),
+        }
+        .into();
+        assert_eq!(corrupt.code(), Code::DataLoss);
     }
 }

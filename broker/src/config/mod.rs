@@ -4,6 +4,8 @@
 //! never silently falls back to a default. `deploy/switchyard.yaml` is the
 //! commented reference file (a test parses it).
 
+pub mod strict_json;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -626,7 +628,7 @@ pub struct SubscriptionConfig {
     pub rate_limit: Option<f64>,
     /// An extra event pattern (same language as rules): events of the topic
     /// that do not match are skipped by this subscription.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict_json::deserialize_option")]
     pub filter: Option<serde_json::Value>,
     /// Push delivery: the broker POSTs each event to an HTTP(S) endpoint
     /// (serverless functions) instead of waiting for stream consumers.

@@ -92,6 +92,7 @@ struct RuleSpec {
     bus: String,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
+    #[serde(deserialize_with = "crate::config::strict_json::deserialize")]
     pattern: serde_json::Value,
     targets: Vec<TargetSpec>,
 }
