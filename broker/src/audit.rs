@@ -40,7 +40,8 @@ pub struct AuditEntry<'a> {
     pub remote: Option<&'a str>,
     /// The gRPC method, e.g. `CreateTopic`, or `ReloadRules`.
     pub operation: &'a str,
-    /// The ACL action checked, e.g. `manage`.
+    /// What was done: the ACL action checked, e.g. `manage`, or a finer
+    /// verb (`seek`, checked as `redrive`; `authenticate`).
     pub action: &'a str,
     /// What it was about, e.g. `topic/orders`.
     pub resource: &'a str,

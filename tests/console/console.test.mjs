@@ -378,7 +378,7 @@ test('a subscription is moved and deleted from the browser, each only after conf
   const names = (await admin('ListSubscriptions')).subscriptions.map((x) => x.name);
   assert.ok(!names.includes('scratch'), names.join(', '));
   const audit = fs.readFileSync(path.join(work, 'data', 'audit.log'), 'utf8');
-  assert.match(audit, /"operation":"SeekSubscription".*"detail":"seek to the end"/);
+  assert.match(audit, /"operation":"SeekSubscription","action":"seek".*"detail":"seek to the end"/);
   assert.match(audit, /"operation":"DeleteSubscription"/);
 });
 

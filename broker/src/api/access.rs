@@ -279,12 +279,14 @@ impl Access {
     }
 
     /// Records an allowed change and how it ended: done (with what
-    /// changed, when it says more than the operation) or failed.
+    /// changed, when it says more than the operation) or failed. `action`
+    /// names what was done: the grant checked (`manage`), or a finer verb
+    /// (`seek`, checked as `redrive`).
     pub fn record(
         &self,
         principal: &Principal,
         operation: &str,
-        action: Action,
+        action: &str,
         resource: &str,
         outcome: Result<&str, &Status>,
     ) {
@@ -296,7 +298,7 @@ impl Access {
             principal: &principal.0,
             remote: None,
             operation,
-            action: action.as_str(),
+            action,
             resource,
             outcome,
             detail,

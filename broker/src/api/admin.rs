@@ -105,8 +105,15 @@ impl AdminService {
         let principal = self.access.check(&request, operation, action, resource)?;
         let result = run(request.into_inner()).await;
         let outcome = result.as_ref().map(|(_, what)| what.as_str());
+        // A seek moves a subscription like a redrive (same grant), but
+        // the record says what it was.
+        let done = if operation == "SeekSubscription" {
+            "seek"
+        } else {
+            action.as_str()
+        };
         self.access
-            .record(&principal, operation, action, resource, outcome);
+            .record(&principal, operation, done, resource, outcome);
         result.map(|(done, _)| Response::new(done))
     }
 }

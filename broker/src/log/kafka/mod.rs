@@ -25,7 +25,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
@@ -398,6 +398,24 @@ fn admin_call<F: std::future::Future>(future: F) -> F::Output {
     blocking(|| futures::executor::block_on(future))
 }
 
+/// Like [`admin_call`], made once more when the connection to the broker
+/// broke under the request (librdkafka reconnects by itself, but a request
+/// in flight is lost; tansu, for one, drops the connection when a request
+/// it does not implement arrives on it). Returns whether it was retried.
+fn admin_call_retried<T, F: std::future::Future<Output = KafkaResult<T>>>(
+    call: impl Fn() -> F,
+) -> (KafkaResult<T>, bool) {
+    match admin_call(call()) {
+        Err(KafkaError::AdminOp(RDKafkaErrorCode::BrokerTransportFailure)) => {
+            tracing::warn!(
+                "the connection to Kafka broke under an admin request; sending it again"
+            );
+            (admin_call(call()), true)
+        }
+        other => (other, false),
+    }
+}
+
 impl EventLog for KafkaLog {
     fn create_topic(&self, name: &TopicName, partitions: u32) -> Result<TopicInfo, LogError> {
         if partitions == 0 || partitions > super::MAX_PARTITIONS {
@@ -412,11 +430,13 @@ impl EventLog for KafkaLog {
             partitions as i32,
             TopicReplication::Fixed(self.config.replication_factor),
         );
-        let results = admin_call(self.admin.create_topics([&topic], &self.options()))
-            .map_err(|e| kafka_error("create topic", e))?;
-        for result in results {
+        let (results, retried) =
+            admin_call_retried(|| self.admin.create_topics([&topic], &self.options()));
+        for result in results.map_err(|e| kafka_error("create topic", e))? {
             match result {
                 Ok(_) => {}
+                // The first request may have been done before the break.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if retried => {}
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
                     return Err(LogError::TopicExists(name.to_string()));
                 }
