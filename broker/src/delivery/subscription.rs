@@ -587,7 +587,7 @@ impl Subscription {
         let committed = self.committed()?;
         let state = self.state()?;
         let (now, now_ms) = (Instant::now(), now_ms());
-        let partitions = state
+        let mut partitions = state
             .cursors
             .iter()
             .enumerate()
@@ -604,22 +604,27 @@ impl Subscription {
                     end,
                     lag: end.saturating_sub(committed),
                     in_flight: cursor.in_flight_len() as u64,
-                    oldest_unacked_age: self
-                        .oldest_unacked_ms(p as u32, committed)?
-                        .map_or(Duration::ZERO, |stored| {
-                            Duration::from_millis((now_ms - stored).max(0) as u64)
-                        }),
+                    // Read from the log below, without the state's lock.
+                    oldest_unacked_age: Duration::ZERO,
                     waiting_retry: waiting_retry as u64,
                     next_retry_ms: next_retry
                         .map(|at| now_ms + at.saturating_duration_since(now).as_millis() as i64),
                 })
             })
             .collect::<Result<Vec<_>, DeliveryError>>()?;
+        let (consumers, push) = (state.consumers.len() as u32, state.push.clone());
+        drop(state);
+        for (index, progress) in partitions.iter_mut().enumerate() {
+            if let Some(stored) = self.oldest_unacked_ms(index as u32, progress.committed)? {
+                progress.oldest_unacked_age =
+                    Duration::from_millis((now_ms - stored).max(0) as u64);
+            }
+        }
         Ok(SubscriptionDescription {
             spec: self.spec.clone(),
             partitions,
-            consumers: state.consumers.len() as u32,
-            push: state.push.clone(),
+            consumers,
+            push,
         })
     }
 
