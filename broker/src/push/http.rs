@@ -67,8 +67,9 @@ pub fn build_request(
     let mut headers = HeaderMap::new();
     let body = match mode {
         PushMode::Binary => {
-            let mut put =
-                |name: &str, value: &str| insert(&mut headers, &format!("ce-{name}"), value);
+            let mut put = |name: &str, value: &str| {
+                insert(&mut headers, &format!("ce-{name}"), &percent_encode(value));
+            };
             put("specversion", &event.spec_version);
             put("id", &event.id);
             put("source", &event.source);
@@ -86,7 +87,9 @@ pub fn build_request(
                 put(name, value);
             }
             let (content_type, body) = binary_body(event);
-            insert(&mut headers, CONTENT_TYPE.as_str(), &content_type);
+            if let Some(content_type) = content_type {
+                insert(&mut headers, CONTENT_TYPE.as_str(), &content_type);
+            }
             body
         }
         PushMode::Structured => {
@@ -108,15 +111,32 @@ pub fn build_request(
         let tracestate = trace
             .get("tracestate")
             .or_else(|| event.extensions.get("tracestate"));
-        if let Some(tracestate) = tracestate {
+        if let Some(tracestate) = tracestate.filter(|state| !state.is_empty()) {
             insert(&mut headers, "tracestate", tracestate);
         }
     }
     insert(&mut headers, "switchyard-attempt", &attempt.to_string());
     if let Some(signer) = signer {
-        sign(&mut headers, signer, &event.id, &body);
+        sign(&mut headers, signer, &webhook_id([event]), &body);
     }
     PushRequest { headers, body }
+}
+
+/// The `webhook-id` of a request carrying `events`: unique per event —
+/// from each one's `(source, id)`, its identity, not the id alone — and the
+/// same for every retry of the same request.
+fn webhook_id<'a>(events: impl IntoIterator<Item = &'a CloudEvent>) -> String {
+    use sha2::Digest;
+    let mut hash = Sha256::new();
+    for event in events {
+        for part in [&event.source, &event.id] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
 }
 
 /// Builds one request for several events: a CloudEvents JSON batch
@@ -140,12 +160,7 @@ pub fn build_batch_request(
         insert(&mut headers, "traceparent", traceparent);
     }
     if let Some(signer) = signer {
-        let id = format!(
-            "batch-{}-{}",
-            events.first().map_or("", |e| e.id.as_str()),
-            events.len()
-        );
-        sign(&mut headers, signer, &id, &body);
+        sign(&mut headers, signer, &webhook_id(events), &body);
     }
     PushRequest { headers, body }
 }
@@ -193,43 +208,49 @@ fn sign(headers: &mut HeaderMap, signer: &Signer, id: &str, body: &[u8]) {
     );
 }
 
-/// The content type and body of binary mode.
-fn binary_body(event: &CloudEvent) -> (String, Vec<u8>) {
+/// The content type and body of binary mode: the declared
+/// `datacontenttype`, else what the data is; none for an event without
+/// data that declares none.
+fn binary_body(event: &CloudEvent) -> (Option<String>, Vec<u8>) {
     let declared = event.data_content_type.clone();
     match &event.data {
         Some(EventData::BinaryData(bytes)) => (
-            declared.unwrap_or_else(|| "application/octet-stream".into()),
+            Some(declared.unwrap_or_else(|| "application/octet-stream".into())),
             bytes.to_vec(),
         ),
         Some(EventData::TextData(text)) => (
-            declared.unwrap_or_else(|| "text/plain; charset=utf-8".into()),
+            Some(declared.unwrap_or_else(|| "text/plain; charset=utf-8".into())),
             text.clone().into_bytes(),
         ),
         Some(EventData::ProtoData(any)) => (
-            declared.unwrap_or_else(|| "application/protobuf".into()),
+            Some(declared.unwrap_or_else(|| "application/protobuf".into())),
             any.value.clone(),
         ),
-        None => (
-            declared.unwrap_or_else(|| "application/json".into()),
-            Vec::new(),
-        ),
+        None => (declared, Vec::new()),
     }
 }
 
-/// Sets a header, percent-encoding what HTTP header values cannot carry
-/// (as the CloudEvents HTTP binding asks); invalid names are skipped.
-fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
+/// A `ce-*` header value as the CloudEvents HTTP binding (§3.1.3.2) wants
+/// it: space, `"`, `%` and everything outside printable ASCII
+/// percent-encoded (UTF-8 bytes), the rest as is.
+fn percent_encode(value: &str) -> String {
     let mut encoded = String::with_capacity(value.len());
     for byte in value.bytes() {
-        if (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'%' {
+        if (0x21..0x7f).contains(&byte) && byte != b'"' && byte != b'%' {
             encoded.push(byte as char);
         } else {
             encoded.push_str(&format!("%{byte:02X}"));
         }
     }
+    encoded
+}
+
+/// Sets a header; a name or value HTTP cannot carry is skipped (values
+/// here are the broker's own or already encoded).
+fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
     if let (Ok(name), Ok(value)) = (
         HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
-        HeaderValue::from_str(&encoded),
+        HeaderValue::from_str(value),
     ) {
         headers.insert(name, value);
     }
@@ -320,12 +341,95 @@ mod tests {
         assert_eq!(header("ce-specversion"), "1.0");
         assert_eq!(header("ce-subject"), "order-1");
         assert_eq!(header("ce-partitionkey"), "order-1");
-        assert_eq!(header("ce-note"), "%C3%BCn%C3%AFcode %22q%22");
+        assert_eq!(header("ce-note"), "%C3%BCn%C3%AFcode%20%22q%22");
         assert_eq!(header("content-type"), "application/json");
         assert_eq!(header("switchyard-attempt"), "2");
         assert_eq!(header("traceparent"), trace["traceparent"]);
         assert_eq!(request.body, br#"{"total":5}"#);
         assert!(!request.headers.contains_key("webhook-signature"));
+    }
+
+    #[test]
+    fn ce_values_are_percent_encoded_as_the_http_binding_says() {
+        let mut awkward = event();
+        awkward.subject = Some("  two leading, 100% \"quoted\" ünï".into());
+        awkward.extensions.insert("empty".into(), String::new());
+        let request = build_request(&awkward, PushMode::Binary, &HashMap::new(), None, 1);
+        let header = |name: &str| request.headers[name].to_str().expect("ascii").to_string();
+        assert_eq!(
+            header("ce-subject"),
+            "%20%20two%20leading,%20100%25%20%22quoted%22%20%C3%BCn%C3%AF"
+        );
+        assert_eq!(header("ce-empty"), "");
+        // Decoding gives back exactly what was sent.
+        let decoded: Vec<u8> = {
+            let text = header("ce-subject");
+            let mut bytes = Vec::new();
+            let raw = text.as_bytes();
+            let mut i = 0;
+            while i < raw.len() {
+                if raw[i] == b'%' {
+                    let hex = std::str::from_utf8(&raw[i + 1..i + 3]).expect("hex");
+                    bytes.push(u8::from_str_radix(hex, 16).expect("hex"));
+                    i += 3;
+                } else {
+                    bytes.push(raw[i]);
+                    i += 1;
+                }
+            }
+            bytes
+        };
+        assert_eq!(
+            String::from_utf8(decoded).expect("utf-8"),
+            awkward.subject.clone().expect("subject")
+        );
+    }
+
+    #[test]
+    fn no_empty_tracestate_and_no_content_type_without_data() {
+        let mut bare = event();
+        bare.data = None;
+        bare.data_content_type = None;
+        let trace: HashMap<String, String> = [
+            (
+                "traceparent".to_string(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+            ),
+            ("tracestate".to_string(), String::new()),
+        ]
+        .into();
+        let request = build_request(&bare, PushMode::Binary, &trace, None, 1);
+        assert!(!request.headers.contains_key("tracestate"));
+        assert!(!request.headers.contains_key("content-type"));
+        assert!(request.body.is_empty());
+    }
+
+    #[test]
+    fn webhook_ids_differ_for_one_id_from_two_sources_and_hold_across_retries() {
+        let secret = format!("whsec_{}", BASE64.encode([7u8; 32]));
+        let signer = Signer::new(&secret).expect("secret");
+        let id_of = |event: &CloudEvent| {
+            let request = build_request(event, PushMode::Binary, &HashMap::new(), Some(&signer), 1);
+            request.headers["webhook-id"]
+                .to_str()
+                .expect("ascii")
+                .to_string()
+        };
+        let first = event();
+        let mut other_source = event();
+        other_source.source = "/warehouse".into();
+        assert_ne!(id_of(&first), id_of(&other_source));
+        assert_eq!(id_of(&first), id_of(&event()), "stable across retries");
+        let batch = |events: &[CloudEvent]| {
+            build_batch_request(events, &HashMap::new(), Some(&signer)).headers["webhook-id"]
+                .to_str()
+                .expect("ascii")
+                .to_string()
+        };
+        assert_ne!(
+            batch(std::slice::from_ref(&first)),
+            batch(std::slice::from_ref(&other_source))
+        );
     }
 
     #[test]
