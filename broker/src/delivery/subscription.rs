@@ -1222,30 +1222,32 @@ impl Subscription {
         })
     }
 
-    fn extend(&self, extensions: &[(String, Duration)]) -> Result<(), DeliveryError> {
-        let mut state = self.state()?;
+    /// Extends, acks and nacks for `consumer` (see [`Consumer::settle`]),
+    /// under one hold of the state; returns the refused ids.
+    fn settle(
+        &self,
+        consumer: u64,
+        acks: &[String],
+        nacks: &[NackRequest],
+        extensions: &[(String, Duration)],
+    ) -> Result<Vec<SettleRefusal>, DeliveryError> {
+        let mut guard = self.state()?;
+        let state = &mut *guard;
         let now = Instant::now();
+        let mut refused = Vec::new();
+        let epoch = state.epoch;
+        let mut own = |id: &str| settleable(id, consumer, epoch, &mut refused);
         for (id, by) in extensions {
-            let Some(id) = parse_delivery_id(id).filter(|d| d.epoch == state.epoch) else {
-                continue;
-            };
+            let Some(id) = own(id) else { continue };
             if let Some(cursor) = state.cursors.get_mut(id.partition as usize) {
                 cursor.extend(id.offset, id.attempt, now + (*by).min(MAX_EXTENSION));
             }
         }
-        Ok(())
-    }
-
-    fn settle(&self, acks: &[String], nacks: &[NackRequest]) -> Result<(), DeliveryError> {
-        let mut guard = self.state()?;
-        let state = &mut *guard;
-        let now = Instant::now();
         for id in acks {
             let Some(DeliveryId {
                 partition, offset, ..
-            }) = parse_delivery_id(id).filter(|d| d.epoch == state.epoch)
+            }) = own(id)
             else {
-                tracing::debug!(subscription = %self.spec.name, id, "ignoring ack of an unknown delivery id");
                 continue;
             };
             self.metrics.acks.inc();
@@ -1276,7 +1278,7 @@ impl Subscription {
                 offset,
                 attempt,
                 ..
-            }) = parse_delivery_id(&nack.delivery_id).filter(|d| d.epoch == state.epoch)
+            }) = own(&nack.delivery_id)
             else {
                 continue;
             };
@@ -1311,7 +1313,7 @@ impl Subscription {
         }
         drop(guard);
         self.settled.notify_waiters();
-        Ok(())
+        Ok(refused)
     }
 
     fn release(&self, consumer: u64) {
@@ -1401,6 +1403,32 @@ fn parse_delivery_id(id: &str) -> Option<DeliveryId> {
     parts.next().is_none().then_some(parsed)
 }
 
+/// The delivery `id` names, if `consumer` may settle it now: one it was
+/// handed since the last seek (`epoch`). Otherwise the refusal, and why,
+/// goes into `refused`.
+fn settleable(
+    id: &str,
+    consumer: u64,
+    epoch: u32,
+    refused: &mut Vec<SettleRefusal>,
+) -> Option<DeliveryId> {
+    let reason = match parse_delivery_id(id) {
+        Some(parsed) if parsed.consumer != consumer => {
+            "made to another stream of this subscription; only that stream may settle it"
+        }
+        Some(parsed) if parsed.epoch == epoch => return Some(parsed),
+        Some(_) => {
+            "made before the subscription was moved (seek): it will be delivered again if still due"
+        }
+        None => "not a delivery id of this broker",
+    };
+    refused.push(SettleRefusal {
+        delivery_id: id.to_string(),
+        reason: reason.into(),
+    });
+    None
+}
+
 /// A settle the broker refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettleRefusal {
@@ -1471,46 +1499,7 @@ impl Consumer {
         nacks: &[NackRequest],
         extensions: &[(String, Duration)],
     ) -> Result<Vec<SettleRefusal>, DeliveryError> {
-        let epoch = self.subscription.state()?.epoch;
-        let mut refused = Vec::new();
-        let mut check = |id: &String| match parse_delivery_id(id) {
-            Some(parsed) if parsed.consumer != self.id => {
-                refused.push(SettleRefusal {
-                    delivery_id: id.clone(),
-                    reason: "made to another stream of this subscription; only that stream may settle it".into(),
-                });
-                false
-            }
-            Some(parsed) if parsed.epoch == epoch => true,
-            Some(_) => {
-                refused.push(SettleRefusal {
-                    delivery_id: id.clone(),
-                    reason: "made before the subscription was moved (seek): it will be delivered again if still due".into(),
-                });
-                false
-            }
-            None => {
-                refused.push(SettleRefusal {
-                    delivery_id: id.clone(),
-                    reason: "not a delivery id of this broker".into(),
-                });
-                false
-            }
-        };
-        let extensions: Vec<(String, Duration)> = extensions
-            .iter()
-            .filter(|(id, _)| check(id))
-            .cloned()
-            .collect();
-        let acks: Vec<String> = acks.iter().filter(|id| check(id)).cloned().collect();
-        let nacks: Vec<NackRequest> = nacks
-            .iter()
-            .filter(|n| check(&n.delivery_id))
-            .cloned()
-            .collect();
-        self.subscription.extend(&extensions)?;
-        self.subscription.settle(&acks, &nacks)?;
-        Ok(refused)
+        self.subscription.settle(self.id, acks, nacks, extensions)
     }
 }
 
