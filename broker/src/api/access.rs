@@ -218,21 +218,33 @@ impl Access {
         if self.acl.allows(&principal.0, action, resource) {
             return Ok(());
         }
-        let action = action.as_str();
+        let verb = action.as_str();
         let message = format!(
-            "principal \"{}\" may not {action} {resource}: no auth.acl entry grants it \"{action}:{resource}\"",
+            "principal \"{}\" may not {verb} {resource}: no auth.acl entry grants it \"{verb}:{resource}\"",
             principal.0
         );
+        Err(self.deny(principal, operation, (action, resource), message))
+    }
+
+    /// Audits a denial of `grant` (the one a call needed, or the first of
+    /// those that would do) and returns it as PERMISSION_DENIED.
+    fn deny(
+        &self,
+        principal: &Principal,
+        operation: &str,
+        (action, resource): (Action, &str),
+        message: String,
+    ) -> Status {
         self.audit.record(&AuditEntry {
             remote: None,
             principal: &principal.0,
             operation,
-            action,
+            action: action.as_str(),
             resource,
             outcome: Outcome::Denied,
             detail: &message,
         });
-        Err(Status::permission_denied(message))
+        Status::permission_denied(message)
     }
 
     /// Whether `principal` may do `action` on `resource`, without an
@@ -260,22 +272,13 @@ impl Access {
             .iter()
             .map(|(action, resource)| format!("\"{}:{resource}\"", action.as_str()))
             .collect();
-        let (action, resource) = grants.first().copied().unwrap_or((Action::View, ""));
         let message = format!(
             "principal \"{}\" may not {operation}: no auth.acl entry grants it {}",
             principal.0,
             wanted.join(" or ")
         );
-        self.audit.record(&AuditEntry {
-            remote: None,
-            principal: &principal.0,
-            operation,
-            action: action.as_str(),
-            resource,
-            outcome: Outcome::Denied,
-            detail: &message,
-        });
-        Err(Status::permission_denied(message))
+        let first = grants.first().copied().unwrap_or((Action::View, ""));
+        Err(self.deny(&principal, operation, first, message))
     }
 
     /// Records an allowed change and how it ended: done (with what

@@ -84,19 +84,22 @@ impl AdminService {
     where
         F: Future<Output = Result<T, Status>>,
     {
-        self.change_saying(request, operation, grant, |r| async move {
+        let verb = grant.0.as_str();
+        self.change_saying(request, operation, grant, verb, |r| async move {
             run(r).await.map(|done| (done, String::new()))
         })
         .await
     }
 
     /// Like [`AdminService::change`], for a change whose audit record says
-    /// what changed (`run` returns that with its reply).
+    /// what was done (`verb`, e.g. `seek` for a change checked as
+    /// `redrive`) and what changed (`run` returns that with its reply).
     async fn change_saying<R, T, F>(
         &self,
         request: Request<R>,
         operation: &str,
         (action, resource): (Action, &str),
+        verb: &str,
         run: impl FnOnce(R) -> F,
     ) -> Result<Response<T>, Status>
     where
@@ -105,15 +108,8 @@ impl AdminService {
         let principal = self.access.check(&request, operation, action, resource)?;
         let result = run(request.into_inner()).await;
         let outcome = result.as_ref().map(|(_, what)| what.as_str());
-        // A seek moves a subscription like a redrive (same grant), but
-        // the record says what it was.
-        let done = if operation == "SeekSubscription" {
-            "seek"
-        } else {
-            action.as_str()
-        };
         self.access
-            .record(&principal, operation, done, resource, outcome);
+            .record(&principal, operation, verb, resource, outcome);
         result.map(|(done, _)| Response::new(done))
     }
 }
@@ -503,28 +499,16 @@ impl AdminService {
             rules: report
                 .rules
                 .into_iter()
-                .map(|r| proto::RuleDryRun {
-                    name: r.name,
-                    change: r.change.as_str().to_string(),
-                    matched_before: r.matched_before,
-                    matched_after: r.matched_after,
-                    redacted: r
-                        .matched
-                        .iter()
-                        .filter(|sample| !self.may_read(&principal, &bus_name, sample))
-                        .count() as u32,
-                    matched: r
-                        .matched
-                        .into_iter()
-                        .map(|sample| {
-                            let readable = self.may_read(&principal, &bus_name, &sample);
-                            let mut event = sample.event;
-                            if !readable {
-                                event.data = None;
-                            }
-                            event
-                        })
-                        .collect(),
+                .map(|r| {
+                    let (matched, redacted) = self.samples_for(&principal, &bus_name, r.matched);
+                    proto::RuleDryRun {
+                        name: r.name,
+                        change: r.change.as_str().to_string(),
+                        matched_before: r.matched_before,
+                        matched_after: r.matched_after,
+                        matched,
+                        redacted,
+                    }
                 })
                 .collect(),
             subscriptions: report
@@ -625,6 +609,31 @@ impl AdminService {
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
         self.description(&request.name).await
+    }
+
+    /// Dry-run samples as `principal` may see them, and how many lost
+    /// their data: events whose data it may not read keep their attributes
+    /// only.
+    fn samples_for(
+        &self,
+        principal: &Principal,
+        bus: &str,
+        samples: Vec<dry_run::Recorded>,
+    ) -> (Vec<proto::CloudEvent>, u32) {
+        let mut redacted = 0;
+        let shown = samples
+            .into_iter()
+            .map(|sample| {
+                let readable = self.may_read(principal, bus, &sample);
+                let mut event = sample.event;
+                if !readable {
+                    event.data = None;
+                    redacted += 1;
+                }
+                event
+            })
+            .collect();
+        (shown, redacted)
     }
 
     /// Whether `principal` may read the data of a recorded event of
@@ -894,7 +903,8 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::RedriveDeadLettersResponse>, Status> {
         let name = request.get_ref().subscription.clone();
         let grant = (Action::Redrive, name.as_str());
-        self.change_saying(request, "RedriveDeadLetters", grant, |r| async move {
+        let verb = Action::Redrive.as_str();
+        self.change_saying(request, "RedriveDeadLetters", grant, verb, |r| async move {
             let selection = if r.only.is_empty() {
                 "every waiting dead letter".to_string()
             } else {
@@ -926,7 +936,9 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::SubscriptionDescription>, Status> {
         let name = request.get_ref().name.clone();
         let grant = (Action::Redrive, name.as_str());
-        self.change_saying(request, "SeekSubscription", grant, |r| async move {
+        // A seek moves a subscription like a redrive (same grant); the
+        // audit record says what it was.
+        self.change_saying(request, "SeekSubscription", grant, "seek", |r| async move {
             use proto::seek_subscription_request::Target;
             let target = match &r.target {
                 Some(Target::Earliest(_)) => "the oldest retained event".to_string(),
